@@ -1,0 +1,266 @@
+//! The ABI shared by the mcfilter XDP program and its userspace: map names, the `#[repr(C)]` keys
+//! and values stored in those maps, and the reason codes every verdict is counted under.
+//!
+//! Everything here is plain old data: `#[repr(C)]`, `Copy`, no `bool` or `Option`, explicit `_pad`
+//! fields and a compile-time size check, so the kernel and userspace agree on every byte.
+//! Reason codes are append-only: a code, once released, keeps its number and meaning.
+#![no_std]
+
+/// Names of the maps in the eBPF object; also the file names of their pins in the state dir.
+pub mod map_names {
+    /// `Array<Config>` with one entry: the policy shared by every attached interface.
+    pub const CONFIG: &str = "mcf_config";
+    /// `LpmTrie<IpKey, u8>`: the allow-list. The key's first byte is the family, so one trie
+    /// and one lookup serve IPv4 and IPv6 and the two can never match each other's entries.
+    pub const ALLOW: &str = "mcf_allow";
+    /// `PerCpuArray<Counter>` indexed by [`stats_slot`]: exact totals by reason.
+    pub const STATS: &str = "mcf_stats";
+    /// `LruPerCpuHashMap<IpKey, SourceStats>`: per-source counters of dropped packets.
+    pub const SOURCES: &str = "mcf_sources";
+    /// `HashMap<u32, IfaceInfo>` keyed by ifindex: what `attach` made (userspace bookkeeping).
+    pub const IFACES: &str = "mcf_ifaces";
+}
+
+/// The XDP program's function name in the object.
+pub const PROGRAM_NAME: &str = "mcfilter";
+
+/// Default capacity of the allow-list trie (entries; allocated on insert, not up front).
+pub const DEFAULT_ALLOW_CAPACITY: u32 = 1 << 20;
+/// Default capacity of the per-source LRU map (entries; preallocated per CPU).
+pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 16;
+/// Capacity of the interface bookkeeping map.
+pub const MAX_IFACES: u32 = 256;
+
+/// Number of 64-bit words in the protected-port bitmap (one bit per port).
+pub const PORT_WORDS: usize = 65536 / 64;
+
+/// The policy, one entry of the `mcf_config` array.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Config {
+    /// Non-zero: count what would be dropped but pass it.
+    pub dry_run: u32,
+    pub _pad: u32,
+    /// Protected destination ports, one bit each: port `p` is bit `p % 64` of word `p / 64`.
+    pub ports: [u64; PORT_WORDS],
+}
+
+impl Config {
+    /// A policy that protects no port and enforces.
+    pub const fn empty() -> Self {
+        Config {
+            dry_run: 0,
+            _pad: 0,
+            ports: [0; PORT_WORDS],
+        }
+    }
+
+    /// Whether `port` (host byte order) is protected.
+    #[inline(always)]
+    pub fn is_protected(&self, port: u16) -> bool {
+        // `port / 64` is at most 1023 < PORT_WORDS, so the index is always in bounds.
+        let word = self.ports[usize::from(port >> 6) & (PORT_WORDS - 1)];
+        word & (1u64 << (port & 63)) != 0
+    }
+
+    /// Adds `port` (host byte order) to the protected set.
+    pub fn protect(&mut self, port: u16) {
+        self.ports[usize::from(port >> 6)] |= 1u64 << (port & 63);
+    }
+
+    /// The protected ports in ascending order.
+    pub fn protected_ports(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..=u16::MAX).filter(|&p| self.is_protected(p))
+    }
+}
+
+/// Why a packet got its verdict. The value is the index into the stats array; append only.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed untouched.
+    NotIp = 0,
+    /// IP, but not TCP or UDP to a protected port (ICMP, neighbour discovery, other ports).
+    NotProtected = 1,
+    /// TCP to a protected port from an allow-listed source.
+    TcpAllowed = 2,
+    /// UDP to a protected port: dropped whatever the source.
+    UdpPort = 3,
+    /// TCP to a protected port from a source outside the allow-list.
+    TcpNotAllowed = 4,
+    /// A header the program had to read was cut short or invalid: dropped (fail closed).
+    Malformed = 5,
+    /// IPv4 or IPv6 fragment after the first: carries no ports, passed.
+    LaterFragment = 6,
+    /// IPv6 extension-header chain longer than the program walks: dropped (fail closed).
+    ExtHeaderLimit = 7,
+    /// More stacked VLAN tags than the program looks through: dropped (fail closed).
+    VlanLimit = 8,
+}
+
+impl Reason {
+    /// Every reason, in code order.
+    pub const ALL: [Reason; 9] = [
+        Reason::NotIp,
+        Reason::NotProtected,
+        Reason::TcpAllowed,
+        Reason::UdpPort,
+        Reason::TcpNotAllowed,
+        Reason::Malformed,
+        Reason::LaterFragment,
+        Reason::ExtHeaderLimit,
+        Reason::VlanLimit,
+    ];
+
+    /// Whether the policy drops packets with this reason (in dry-run they are passed).
+    pub const fn is_drop(self) -> bool {
+        matches!(
+            self,
+            Reason::UdpPort
+                | Reason::TcpNotAllowed
+                | Reason::Malformed
+                | Reason::ExtHeaderLimit
+                | Reason::VlanLimit
+        )
+    }
+
+    /// The stable snake_case name used in `stats` output and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::NotProtected => "not_protected",
+            Reason::TcpAllowed => "tcp_allowed",
+            Reason::UdpPort => "udp_port",
+            Reason::TcpNotAllowed => "tcp_not_allowed",
+            Reason::Malformed => "malformed",
+            Reason::LaterFragment => "later_fragment",
+            Reason::ExtHeaderLimit => "ext_header_limit",
+            Reason::VlanLimit => "vlan_limit",
+        }
+    }
+
+    /// The reason with code `code`, if there is one.
+    pub fn from_code(code: u32) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| *r as u32 == code)
+    }
+}
+
+/// Room for reason codes in the stats array (the enum may grow up to this).
+pub const MAX_REASONS: u32 = 32;
+
+/// Extra slot in the stats array: per-source counter inserts that failed (map full or busy).
+pub const SLOT_SOURCE_INSERT_FAILED: u32 = 2 * MAX_REASONS;
+
+/// Number of entries in the stats array.
+pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 1;
+
+/// Index into the stats array for a verdict: reasons are counted separately in enforce and
+/// dry-run mode, so "dropped" is exact even when dry-run is switched while traffic flows.
+#[inline(always)]
+pub const fn stats_slot(reason: Reason, dry_run: bool) -> u32 {
+    reason as u32 + if dry_run { MAX_REASONS } else { 0 }
+}
+
+/// A packet and byte counter (one per CPU in per-CPU maps).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// [`IpKey::family`] of an IPv4 address.
+pub const FAMILY_V4: u8 = 4;
+/// [`IpKey::family`] of an IPv6 address.
+pub const FAMILY_V6: u8 = 6;
+
+/// An address tagged with its family: the data of allow-list trie keys (whose prefix length
+/// counts the family byte: [`IpKey::FAMILY_BITS`] + the CIDR's prefix) and the key of the
+/// per-source map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpKey {
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// The address in network order; IPv4 uses the first 4 bytes, the rest are zero.
+    pub addr: [u8; 16],
+}
+
+impl IpKey {
+    /// Bits of the family tag in front of the address in a trie key.
+    pub const FAMILY_BITS: u32 = 8;
+    /// Trie prefix length that matches a whole key (family + 128 address bits).
+    pub const FULL_PREFIX: u32 = Self::FAMILY_BITS + 128;
+
+    #[inline(always)]
+    pub const fn v4(addr: [u8; 4]) -> Self {
+        let [a, b, c, d] = addr;
+        IpKey {
+            family: FAMILY_V4,
+            addr: [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
+    }
+
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        IpKey {
+            family: FAMILY_V6,
+            addr,
+        }
+    }
+}
+
+/// Value of the per-source map (one per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct SourceStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen_ns: u64,
+    /// [`Reason`] code of the last packet.
+    pub last_reason: u32,
+    /// Non-zero when the last packet was only counted (dry-run), not dropped.
+    pub last_dry_run: u32,
+}
+
+/// Interface name buffer size (Linux IFNAMSIZ).
+pub const IFNAMSIZ: usize = 16;
+
+/// XDP attach modes as stored in [`IfaceInfo::mode`].
+pub mod xdp_mode {
+    pub const NATIVE: u32 = 1;
+    pub const SKB: u32 = 2;
+}
+
+/// Value of the interface bookkeeping map, written by `attach` (the program never reads it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceInfo {
+    /// NUL-padded interface name at attach time.
+    pub name: [u8; IFNAMSIZ],
+    /// One of [`xdp_mode`].
+    pub mode: u32,
+    /// Kernel id of the attached program.
+    pub prog_id: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<Config>() == 8 + 8 * PORT_WORDS);
+    assert!(core::mem::size_of::<Counter>() == 16);
+    assert!(core::mem::size_of::<IpKey>() == 17);
+    assert!(core::mem::size_of::<SourceStats>() == 32);
+    assert!(core::mem::size_of::<IfaceInfo>() == 24);
+    assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and have no padding
+    // (checked by the size assertions above), so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::IpKey {}
+    unsafe impl aya::Pod for super::SourceStats {}
+    unsafe impl aya::Pod for super::IfaceInfo {}
+}

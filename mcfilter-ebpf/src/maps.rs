@@ -1,0 +1,33 @@
+//! Every map of the program, in one place. Names match `mcfilter_common::map_names`; all maps
+//! are pinned by name under the state dir so the CLI holds no state of its own.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+};
+use mcfilter_common::{
+    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, IpKey,
+    MAX_IFACES, STATS_SLOTS, SourceStats,
+};
+
+/// The policy: protected ports and dry-run (one entry).
+#[map(name = "mcf_config")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// The allow-list: family-tagged IPv4 and IPv6 prefixes (see `IpKey`).
+#[map(name = "mcf_allow")]
+pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
+
+/// Exact totals by reason, per CPU (see `mcfilter_common::stats_slot`).
+#[map(name = "mcf_stats")]
+pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
+
+/// Per-source counters of dropped packets. LRU: stays bounded under floods of spoofed sources.
+#[map(name = "mcf_sources")]
+pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
+    LruPerCpuHashMap::pinned(DEFAULT_SOURCES_CAPACITY, 0);
+
+/// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
+/// object so that it is created and pinned with the others.
+#[map(name = "mcf_ifaces")]
+pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);

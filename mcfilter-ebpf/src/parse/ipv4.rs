@@ -1,0 +1,51 @@
+//! IPv4: the header length comes from IHL (options are skipped, never assumed absent), and a
+//! fragment other than the first carries no ports.
+
+use core::mem::size_of;
+
+use mcfilter_common::{IpKey, Reason};
+
+use super::L3;
+use crate::cursor::{Cursor, Header};
+
+/// Fragment offset bits of `frag_off` (the low 13; the top 3 are flags).
+const IP_OFFSET_MASK: u16 = 0x1fff;
+
+#[repr(C)]
+pub struct Ipv4Hdr {
+    /// Version (high nibble) and IHL, the header length in 32-bit words (low nibble).
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: [u8; 2],
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+// SAFETY: u8 and byte arrays only.
+unsafe impl Header for Ipv4Hdr {}
+
+#[inline(always)]
+pub fn parse(c: &mut Cursor) -> Result<L3, Reason> {
+    let ip = c.next::<Ipv4Hdr>()?;
+    if ip.version_ihl >> 4 != 4 {
+        return Err(Reason::Malformed);
+    }
+    let header_len = usize::from(ip.version_ihl & 0x0f) * 4;
+    if header_len < size_of::<Ipv4Hdr>() || usize::from(u16::from_be_bytes(ip.tot_len)) < header_len
+    {
+        return Err(Reason::Malformed);
+    }
+    c.skip(header_len - size_of::<Ipv4Hdr>())?;
+    if u16::from_be_bytes(ip.frag_off) & IP_OFFSET_MASK != 0 {
+        return Err(Reason::LaterFragment);
+    }
+    Ok(L3 {
+        src: IpKey::v4(ip.saddr),
+        proto: ip.protocol,
+    })
+}
