@@ -1,2 +1,92 @@
-/// The compiled XDP program (built by build.rs), embedded in the binary.
+//! mcfilter's library: everything the CLI does, usable from tests and (later) the service.
+//!
+//! - [`pin`]: the state dir on bpffs, its lock and cleanup;
+//! - [`maps`]: typed handles on the pinned maps;
+//! - [`filter`]: attach, detach, status;
+//! - [`allow`]: CIDRs and allow-list changes;
+//! - [`stats`]: counters by reason and by source;
+//! - [`EBPF_OBJECT`]: the XDP program, built by build.rs.
+
+pub mod allow;
+pub mod cli;
+pub mod cmd;
+pub mod filter;
+pub mod maps;
+pub mod output;
+pub mod pin;
+pub mod stats;
+pub mod sys;
+
+use std::{io, path::PathBuf};
+
+use ipnet::IpNet;
+
+/// The compiled XDP program (mcfilter-ebpf, built for bpfel-unknown-none by build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter"));
+
+/// The port protected when the first `attach` names none: memcached.
+pub const DEFAULT_PORT: u16 = 11211;
+
+/// Errors of the library. Each message names the object and, where there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("interface '{name}' does not exist in this network namespace (see `ip link`)")]
+    UnknownInterface { name: String },
+    #[error(
+        "mcfilter is not attached (no state in {}); run `mcfilter attach IFACE` first",
+        dir.display()
+    )]
+    NotAttached { dir: PathBuf },
+    #[error("mcfilter is not attached to {iface}; `mcfilter status` shows where it is")]
+    NotAttachedTo { iface: String },
+    #[error("mcfilter is already attached to {iface}; run `mcfilter detach {iface}` first")]
+    AlreadyAttached { iface: String },
+    #[error(
+        "{iface} already has an XDP program that mcfilter did not attach; mcfilter never replaces it (remove it with `ip link set dev {iface} xdp off`)"
+    )]
+    ForeignProgram { iface: String },
+    #[error(
+        "the allow-list is full ({capacity} entries); nothing was changed: remove entries, or detach everywhere and attach again with a larger --allow-capacity"
+    )]
+    AllowListFull { capacity: u32 },
+    #[error("{net} is not on the allow-list; nothing was changed (see `mcfilter allow list`)")]
+    NotAllowListed { net: IpNet },
+    #[error("permission denied: mcfilter needs root (CAP_BPF and CAP_NET_ADMIN); run it with sudo")]
+    NotPrivileged,
+    #[error(
+        "{} is not on a bpf filesystem; mount one there (`mount -t bpf bpf {}`) or choose another --state-dir",
+        path.display(), path.display()
+    )]
+    NotBpffs { path: PathBuf },
+    #[error("could not mount bpffs at {}: {err}", path.display())]
+    MountBpffs { path: PathBuf, err: io::Error },
+    #[error("state dir {}: {err}", path.display())]
+    StateDir { path: PathBuf, err: io::Error },
+    #[error("map {name}: {err}")]
+    Map {
+        name: &'static str,
+        #[source]
+        err: aya::maps::MapError,
+    },
+    #[error("loading the XDP program: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("attaching to {iface}: {err}")]
+    Attach {
+        iface: String,
+        #[source]
+        err: aya::programs::ProgramError,
+    },
+    #[error("XDP link on {iface}: {err}")]
+    Link { iface: String, err: String },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    pub(crate) fn allow_map(err: aya::maps::MapError) -> Self {
+        Error::Map {
+            name: mcfilter_common::map_names::ALLOW,
+            err,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The command line, as clap types. The contract (names, flags, JSON keys) is documented in the
+//! README; add to it, change none of it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
+
+use crate::{allow, filter::Mode, pin::DEFAULT_STATE_DIR};
+
+/// Protects memcached hosts at line rate: an XDP filter that drops UDP to the protected ports
+/// and TCP from sources outside the allow-list.
+#[derive(Debug, Parser)]
+#[command(name = "mcfilter", version, propagate_version = true)]
+pub struct Cli {
+    /// Where the pinned program links and maps live (on bpffs)
+    #[arg(
+        long,
+        global = true,
+        env = "MCFILTER_STATE_DIR",
+        default_value = DEFAULT_STATE_DIR,
+        value_name = "DIR"
+    )]
+    pub state_dir: PathBuf,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach the filter to an interface (the first attach creates the shared policy)
+    Attach(AttachArgs),
+    /// Detach the filter from an interface (the last detach removes all state)
+    Detach {
+        /// Interface name, as given to attach
+        iface: String,
+    },
+    /// Show or change the allow-list of TCP sources, live
+    #[command(subcommand)]
+    Allow(AllowCommand),
+    /// Show counters by reason and the busiest dropped sources
+    Stats(StatsArgs),
+    /// Show where the filter is attached and its policy
+    Status(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Interface in this network namespace
+    pub iface: String,
+    /// XDP mode: auto tries native, then falls back to skb and says so
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+    /// Protected destination port (repeat for several; default 11211 on the first attach);
+    /// replaces the port set shared by every interface
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+    /// CIDR or address allowed to reach the protected ports over TCP (repeatable)
+    #[arg(long = "allow", value_name = "CIDR", value_parser = allow::parse_cidr)]
+    pub allow: Vec<IpNet>,
+    /// Count what would be dropped, but pass it (shadow mode)
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Allow-list capacity, used when this attach creates the state
+    #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_ALLOW_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub allow_capacity: u32,
+    /// Per-source counter capacity (LRU), used when this attach creates the state
+    #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sources_capacity: u32,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Native,
+    Skb,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::Native => Mode::Native,
+            ModeArg::Skb => Mode::Skb,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AllowCommand {
+    /// Allow CIDRs (takes effect at once)
+    Add {
+        #[arg(required = true, value_name = "CIDR", value_parser = allow::parse_cidr)]
+        cidrs: Vec<IpNet>,
+    },
+    /// Remove CIDRs (all must be on the list, else nothing changes)
+    Del {
+        #[arg(required = true, value_name = "CIDR", value_parser = allow::parse_cidr)]
+        cidrs: Vec<IpNet>,
+    },
+    /// List the allow-list, canonical and sorted
+    List(JsonArgs),
+    /// Make the list exactly FILE's (one CIDR a line, # comments; - for stdin), applying the
+    /// difference so entries on both lists are never missing
+    Replace {
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// One JSON object instead of tables
+    #[arg(long)]
+    pub json: bool,
+    /// How many of the busiest sources to list
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A protected port: 1 to 65535.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u32>() {
+        Ok(port @ 1..=65535) => Ok(port as u16),
+        _ => Err(format!("'{text}' is not a port; use 1 to 65535")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_cli_model_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ports_are_1_to_65535() {
+        assert_eq!(parse_port("11211"), Ok(11211));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        for bad in ["0", "65536", "-1", "memcache", ""] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_dir_is_global() {
+        let before = Cli::try_parse_from(["mcfilter", "--state-dir", "/x", "status"]).unwrap();
+        let after = Cli::try_parse_from(["mcfilter", "status", "--state-dir", "/x"]).unwrap();
+        assert_eq!(before.state_dir, PathBuf::from("/x"));
+        assert_eq!(after.state_dir, PathBuf::from("/x"));
+    }
+}

@@ -1,0 +1,67 @@
+//! `mcfilter allow add|del|list|replace`
+
+use std::{collections::BTreeSet, fs, io::Read as _};
+
+use anyhow::Context as _;
+
+use crate::{cli::AllowCommand, maps::Maps, output, pin::StateDir};
+
+pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
+    // Read and validate the input before touching any state.
+    let file_nets = match &command {
+        AllowCommand::Replace { file } => Some(read_list(file)?),
+        _ => None,
+    };
+    let _lock = state.prepare_and_lock()?;
+    let mut maps = Maps::open(state)?;
+    let allow = &mut maps.allow;
+    match command {
+        AllowCommand::Add { cidrs } => {
+            let nets: BTreeSet<_> = cidrs.into_iter().collect();
+            let change = allow.add(&nets)?;
+            super::say(&format!(
+                "allow-list +{} ({} already present)",
+                change.added.len(),
+                nets.len() - change.added.len()
+            ))
+        }
+        AllowCommand::Del { cidrs } => {
+            let change = allow.del(&cidrs.into_iter().collect())?;
+            super::say(&format!("allow-list -{}", change.removed.len()))
+        }
+        AllowCommand::List(args) => {
+            let nets: Vec<String> = allow.list()?.iter().map(ToString::to_string).collect();
+            if args.json {
+                output::print_json(&nets)?;
+            } else {
+                output::print(&nets.iter().map(|n| format!("{n}\n")).collect::<String>())?;
+            }
+            Ok(())
+        }
+        AllowCommand::Replace { .. } => {
+            let nets = file_nets.unwrap_or_default();
+            let change = allow.replace(&nets)?;
+            super::say(&format!(
+                "allow-list +{} -{} (now {} entries)",
+                change.added.len(),
+                change.removed.len(),
+                nets.len()
+            ))
+        }
+    }
+}
+
+fn read_list(file: &std::path::Path) -> anyhow::Result<BTreeSet<ipnet::IpNet>> {
+    let text = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the allow-list from stdin")?;
+        text
+    } else {
+        fs::read_to_string(file)
+            .with_context(|| format!("cannot read allow-list file {}", file.display()))?
+    };
+    crate::allow::parse_list(&text)
+        .map_err(|err| anyhow::anyhow!("{}: {err}; nothing was changed", file.display()))
+}

@@ -1,0 +1,40 @@
+//! `mcfilter attach IFACE [--mode] [--port]... [--allow]... [--dry-run]`
+
+use crate::{
+    cli::AttachArgs,
+    filter::{self, AttachRequest},
+    pin::StateDir,
+};
+
+pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
+    let request = AttachRequest {
+        iface: args.iface,
+        mode: args.mode.into(),
+        ports: (!args.ports.is_empty()).then(|| args.ports.into_iter().collect()),
+        allow: args.allow.into_iter().collect(),
+        dry_run: args.dry_run,
+        allow_capacity: args.allow_capacity,
+        sources_capacity: args.sources_capacity,
+    };
+    let attached = filter::attach(state, &request)?;
+    if let Some(reason) = &attached.native_error {
+        eprintln!(
+            "mcfilter: note: native XDP is not available on {} ({reason}); attached in skb (generic) mode",
+            attached.iface
+        );
+    }
+    let ports: Vec<String> = attached.ports.iter().map(u16::to_string).collect();
+    let added = attached.allow_change.added.len();
+    super::say(&format!(
+        "attached to {} ({} mode, program id {}); ports {} {}; allow-list +{added}",
+        attached.iface,
+        attached.attachment.name(),
+        attached.prog_id,
+        ports.join(","),
+        if attached.dry_run {
+            "in dry-run (counting, not dropping)"
+        } else {
+            "enforced"
+        },
+    ))
+}

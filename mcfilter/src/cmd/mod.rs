@@ -1,0 +1,51 @@
+//! One module per subcommand; each turns parsed arguments into library calls and output.
+
+mod allow;
+mod attach;
+mod stats;
+mod status;
+
+use std::io;
+
+use crate::{
+    cli::{Cli, Command},
+    filter,
+    pin::StateDir,
+    sys,
+};
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let state = StateDir::new(&cli.state_dir);
+    sys::require_privileges()?;
+    match cli.command {
+        Command::Attach(args) => attach::run(&state, args),
+        Command::Detach { iface } => {
+            let detached = filter::detach(&state, &iface)?;
+            let tail = if detached.state_removed {
+                format!("; no interface left, removed {}", state.path().display())
+            } else {
+                String::new()
+            };
+            say(&format!("detached from {}{tail}", detached.iface))
+        }
+        Command::Allow(command) => allow::run(&state, command),
+        Command::Stats(args) => stats::run(&state, args),
+        Command::Status(args) => status::run(&state, args),
+    }
+}
+
+/// A one-line report of what a changing command did.
+fn say(line: &str) -> anyhow::Result<()> {
+    crate::output::print(&format!("{line}\n"))?;
+    Ok(())
+}
+
+/// Whether an error is a write to a closed pipe (`mcfilter stats | head`): not a failure.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

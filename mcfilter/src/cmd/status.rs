@@ -1,0 +1,71 @@
+//! `mcfilter status [--json]`
+
+use crate::{
+    cli::JsonArgs,
+    filter,
+    output::{self, Align, Table},
+    pin::StateDir,
+};
+
+pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
+    let status = filter::status(state)?;
+    if args.json {
+        output::print_json(&status)?;
+        return Ok(());
+    }
+    let ports: Vec<String> = status.ports.iter().map(u16::to_string).collect();
+    let mut summary = Table::new(&[("", Align::Left), ("", Align::Left)]);
+    for (key, value) in [
+        ("state dir", status.state_dir.clone()),
+        ("ports", ports.join(",")),
+        (
+            "policy",
+            if status.dry_run {
+                "dry-run (counting, not dropping)"
+            } else {
+                "enforced"
+            }
+            .into(),
+        ),
+        (
+            "allow-list",
+            format!(
+                "{} of {} entries",
+                status.allow_entries, status.allow_capacity
+            ),
+        ),
+        (
+            "sources",
+            format!(
+                "{} of {} entries",
+                status.sources_entries, status.sources_capacity
+            ),
+        ),
+    ] {
+        summary.row(vec![key.into(), value]);
+    }
+    let mut ifaces = Table::new(&[
+        ("interface", Align::Left),
+        ("ifindex", Align::Right),
+        ("mode", Align::Left),
+        ("program id", Align::Right),
+    ]);
+    for iface in &status.interfaces {
+        let name = if iface.present {
+            iface.name.clone()
+        } else {
+            format!("{} (gone)", iface.name)
+        };
+        ifaces.row(vec![
+            name,
+            iface.ifindex.to_string(),
+            iface.mode.into(),
+            iface.program_id.to_string(),
+        ]);
+    }
+    // The summary's header row is empty: skip it.
+    let summary = summary.render();
+    let summary = summary.split_once('\n').map_or("", |(_, rest)| rest);
+    output::print(&format!("{summary}\n{}", ifaces.render()))?;
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Attach, detach and status: the XDP program on interfaces, one shared policy.
+//!
+//! `attach` loads the embedded object with its maps pinned by name in the state dir (created by
+//! the first attach, reused by the next), attaches the program through a bpf_link and pins the
+//! link as `link_<ifindex>`, so the filter outlives the command. `detach` unpins the link (which
+//! detaches it) and, with the last interface, removes the state. Both run under the state lock
+//! and leave the state as it was when they fail.
+
+use std::{collections::BTreeSet, io};
+
+use aya::{
+    EbpfLoader,
+    programs::{
+        Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
+};
+use ipnet::IpNet;
+use mcfilter_common::{
+    Config, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, PROGRAM_NAME, map_names,
+    xdp_mode,
+};
+
+use crate::{
+    DEFAULT_PORT, EBPF_OBJECT, Error,
+    allow::Change,
+    maps::Maps,
+    pin::{StateDir, StateLock},
+    sys,
+};
+
+/// How to attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Native if the driver supports it, else skb (generic).
+    #[default]
+    Auto,
+    /// Native (driver) XDP only.
+    Native,
+    /// Generic XDP in the kernel's receive path, for any driver.
+    Skb,
+}
+
+/// The XDP mode a link was made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Native,
+    Skb,
+}
+
+impl Attachment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attachment::Native => "native",
+            Attachment::Skb => "skb",
+        }
+    }
+
+    fn code(self) -> u32 {
+        match self {
+            Attachment::Native => xdp_mode::NATIVE,
+            Attachment::Skb => xdp_mode::SKB,
+        }
+    }
+
+    fn from_code(code: u32) -> Option<Self> {
+        match code {
+            xdp_mode::NATIVE => Some(Attachment::Native),
+            xdp_mode::SKB => Some(Attachment::Skb),
+            _ => None,
+        }
+    }
+}
+
+/// What `attach` is asked to do.
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    pub iface: String,
+    pub mode: Mode,
+    /// Replaces the protected ports (shared by all interfaces); `None` keeps them, or protects
+    /// [`DEFAULT_PORT`] on the first attach.
+    pub ports: Option<BTreeSet<u16>>,
+    /// Added to the allow-list.
+    pub allow: BTreeSet<IpNet>,
+    /// Turns dry-run on (count what would be dropped, pass it).
+    pub dry_run: bool,
+    /// Capacity of the allow-list when this attach creates the state.
+    pub allow_capacity: u32,
+    /// Capacity of the per-source map when this attach creates the state.
+    pub sources_capacity: u32,
+}
+
+impl AttachRequest {
+    pub fn new(iface: impl Into<String>) -> Self {
+        AttachRequest {
+            iface: iface.into(),
+            mode: Mode::Auto,
+            ports: None,
+            allow: BTreeSet::new(),
+            dry_run: false,
+            allow_capacity: DEFAULT_ALLOW_CAPACITY,
+            sources_capacity: DEFAULT_SOURCES_CAPACITY,
+        }
+    }
+}
+
+/// What `attach` did.
+#[derive(Debug)]
+pub struct Attached {
+    pub iface: String,
+    pub ifindex: u32,
+    pub attachment: Attachment,
+    /// Why native mode was not used when `auto` fell back to skb.
+    pub native_error: Option<String>,
+    pub prog_id: u32,
+    pub created_state: bool,
+    /// The protected ports now (shared by every interface).
+    pub ports: Vec<u16>,
+    pub dry_run: bool,
+    pub allow_change: Change,
+}
+
+pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
+    let ifindex = sys::ifindex(&req.iface)?;
+    let _lock: StateLock = state.prepare_and_lock()?;
+    if state.link(ifindex).exists() {
+        return Err(Error::AlreadyAttached {
+            iface: req.iface.clone(),
+        });
+    }
+    let fresh = !state.exists();
+    if fresh {
+        state.create()?;
+    }
+    let result = attach_locked(state, req, ifindex, fresh);
+    if result.is_err() && fresh {
+        // Nothing of a failed first attach stays behind.
+        let _ = state.remove();
+    }
+    result
+}
+
+fn attach_locked(
+    state: &StateDir,
+    req: &AttachRequest,
+    ifindex: u32,
+    fresh: bool,
+) -> Result<Attached, Error> {
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(state.path())
+        .map_max_entries(map_names::ALLOW, req.allow_capacity)
+        .map_max_entries(map_names::SOURCES, req.sources_capacity)
+        .load(EBPF_OBJECT)
+        .map_err(Error::Load)?;
+    let mut maps = Maps::open(state)?;
+
+    // Policy first (a fresh program then never runs without it), undone if attaching fails.
+    let old_config = maps.config()?;
+    let mut config = if fresh { Config::empty() } else { old_config };
+    let ports = match (&req.ports, fresh) {
+        (Some(ports), _) => ports.clone(),
+        (None, true) => BTreeSet::from([DEFAULT_PORT]),
+        (None, false) => BTreeSet::new(),
+    };
+    if !ports.is_empty() {
+        config.ports = Config::empty().ports;
+        ports.iter().for_each(|&port| config.protect(port));
+    }
+    if req.dry_run {
+        config.dry_run = 1;
+    }
+    maps.set_config(&config)?;
+    let allow_change = match maps.allow.add(&req.allow) {
+        Ok(change) => change,
+        Err(err) => {
+            let _ = maps.set_config(&old_config);
+            return Err(err);
+        }
+    };
+
+    let attached = attach_program(&mut ebpf, state, &mut maps, req, ifindex);
+    match attached {
+        Ok((attachment, native_error, prog_id)) => Ok(Attached {
+            iface: req.iface.clone(),
+            ifindex,
+            attachment,
+            native_error,
+            prog_id,
+            created_state: fresh,
+            ports: config.protected_ports().collect(),
+            dry_run: config.dry_run != 0,
+            allow_change,
+        }),
+        Err(err) => {
+            let _ = maps.allow.undo(&allow_change);
+            let _ = maps.set_config(&old_config);
+            Err(err)
+        }
+    }
+}
+
+fn attach_program(
+    ebpf: &mut aya::Ebpf,
+    state: &StateDir,
+    maps: &mut Maps,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<(Attachment, Option<String>, u32), Error> {
+    let attach_err = |err| Error::Attach {
+        iface: req.iface.clone(),
+        err,
+    };
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(attach_err)?;
+    program.load().map_err(attach_err)?;
+
+    let tries: &[Attachment] = match req.mode {
+        Mode::Auto => &[Attachment::Native, Attachment::Skb],
+        Mode::Native => &[Attachment::Native],
+        Mode::Skb => &[Attachment::Skb],
+    };
+    let mut native_error = None;
+    let mut made = None;
+    for &attachment in tries {
+        let xdp_mode = match attachment {
+            Attachment::Native => XdpMode::Driver,
+            Attachment::Skb => XdpMode::Skb,
+        };
+        match program.attach_to_if_index(ifindex, xdp_mode) {
+            Ok(link_id) => {
+                made = Some((attachment, link_id));
+                break;
+            }
+            Err(err) if matches!(errno(&err), Some(libc::EBUSY | libc::EEXIST)) => {
+                return Err(Error::ForeignProgram {
+                    iface: req.iface.clone(),
+                });
+            }
+            Err(err) if attachment == Attachment::Native && tries.len() > 1 => {
+                native_error = Some(error_chain(&err));
+            }
+            Err(err) => return Err(attach_err(err)),
+        }
+    }
+    let (attachment, link_id) = made.ok_or_else(|| Error::Link {
+        iface: req.iface.clone(),
+        err: "no XDP mode to try".into(),
+    })?;
+    let prog_id = program.info().map_err(attach_err)?.id();
+    let link = program.take_link(link_id).map_err(attach_err)?;
+    let link_err = |err: String| Error::Link {
+        iface: req.iface.clone(),
+        err,
+    };
+    let fd_link = FdLink::try_from(link)
+        .map_err(|err| link_err(format!("the kernel made no bpf_link ({err})")))?;
+    // If pinning fails, dropping the link detaches the program again.
+    fd_link
+        .pin(state.link(ifindex))
+        .map_err(|err| link_err(format!("pinning: {err}")))?;
+    let info = IfaceInfo {
+        name: sys::name_to_bytes(&req.iface),
+        mode: attachment.code(),
+        prog_id,
+    };
+    if let Err(err) = maps.record_iface(ifindex, info) {
+        let _ = unpin_link(state, ifindex);
+        return Err(err);
+    }
+    Ok((attachment, native_error, prog_id))
+}
+
+/// What `detach` did.
+#[derive(Debug)]
+pub struct Detached {
+    pub iface: String,
+    /// The last interface was detached and the state dir removed.
+    pub state_removed: bool,
+}
+
+pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
+    let _lock = state.prepare_and_lock()?;
+    let mut maps = Maps::open(state)?;
+    let ifindex = find_ifindex(state, &maps, iface)?;
+    unpin_link(state, ifindex).map_err(|err| Error::Link {
+        iface: iface.to_owned(),
+        err: err.to_string(),
+    })?;
+    maps.forget_iface(ifindex)?;
+    let state_removed = state.linked_ifindexes()?.is_empty();
+    if state_removed {
+        drop(maps);
+        state.remove()?;
+    }
+    Ok(Detached {
+        iface: iface.to_owned(),
+        state_removed,
+    })
+}
+
+/// The ifindex mcfilter attached to as `iface`: by the interface's current name, or by the name
+/// it had at attach time (it may have been renamed or deleted since).
+fn find_ifindex(state: &StateDir, maps: &Maps, iface: &str) -> Result<u32, Error> {
+    let current = sys::ifindex(iface);
+    if let Ok(index) = current
+        && state.link(index).exists()
+    {
+        return Ok(index);
+    }
+    let recorded = maps.ifaces()?.into_iter().find(|(index, info)| {
+        sys::name_from_bytes(&info.name) == iface && state.link(*index).exists()
+    });
+    match (recorded, current) {
+        (Some((index, _)), _) => Ok(index),
+        (None, Ok(_)) => Err(Error::NotAttachedTo {
+            iface: iface.to_owned(),
+        }),
+        (None, Err(err)) => Err(err),
+    }
+}
+
+fn unpin_link(state: &StateDir, ifindex: u32) -> io::Result<()> {
+    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(io::Error::other)?;
+    // Unpinning leaves our fd as the last reference: dropping it detaches the program.
+    let link: FdLink = pinned.unpin()?;
+    drop(link);
+    Ok(())
+}
+
+/// One attached interface.
+#[derive(Debug, serde::Serialize)]
+pub struct InterfaceStatus {
+    /// The name now (or at attach time, if the interface is gone).
+    pub name: String,
+    pub ifindex: u32,
+    /// `native` or `skb`.
+    pub mode: &'static str,
+    pub program_id: u32,
+    /// The interface still exists.
+    pub present: bool,
+}
+
+/// `mcfilter status`.
+#[derive(Debug, serde::Serialize)]
+pub struct Status {
+    pub state_dir: String,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub ports: Vec<u16>,
+    pub dry_run: bool,
+    pub allow_entries: usize,
+    pub allow_capacity: u32,
+    pub sources_entries: usize,
+    pub sources_capacity: u32,
+}
+
+pub fn status(state: &StateDir) -> Result<Status, Error> {
+    let _lock = state.prepare_and_lock()?;
+    let maps = Maps::open(state)?;
+    let config = maps.config()?;
+    let mut interfaces = Vec::new();
+    for (ifindex, info) in maps.ifaces()? {
+        let current = sys::ifname(ifindex);
+        let program_id = PinnedLink::from_pin(state.link(ifindex))
+            .ok()
+            .and_then(|pinned| FdLink::from(pinned).info().ok())
+            .map_or(info.prog_id, |link| link.program_id());
+        interfaces.push(InterfaceStatus {
+            present: current.is_some(),
+            name: current.unwrap_or_else(|| sys::name_from_bytes(&info.name)),
+            ifindex,
+            mode: Attachment::from_code(info.mode).map_or("unknown", Attachment::name),
+            program_id,
+        });
+    }
+    Ok(Status {
+        state_dir: state.path().display().to_string(),
+        interfaces,
+        ports: config.protected_ports().collect(),
+        dry_run: config.dry_run != 0,
+        allow_entries: maps.allow.list()?.len(),
+        allow_capacity: maps.allow.capacity(),
+        sources_entries: maps.sources.keys().count(),
+        sources_capacity: maps.sources_capacity,
+    })
+}
+
+/// The errno somewhere in an error's source chain.
+fn errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && let Some(code) = io.raw_os_error()
+        {
+            return Some(code);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// `a: b: c` for an error and its sources.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}

@@ -1,0 +1,88 @@
+//! Typed handles on the maps pinned in the state dir. Opening them needs no program: every
+//! read command works from the pins alone.
+
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use mcfilter_common::{Config, Counter, IfaceInfo, IpKey, SourceStats, map_names};
+
+use crate::{Error, allow::AllowList, pin::StateDir};
+
+pub struct Maps {
+    pub config: Array<MapData, Config>,
+    pub allow: AllowList,
+    pub stats: PerCpuArray<MapData, Counter>,
+    pub sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
+    pub sources_capacity: u32,
+    pub ifaces: HashMap<MapData, u32, IfaceInfo>,
+}
+
+impl Maps {
+    /// Opens the pinned maps; [`Error::NotAttached`] when there is no state.
+    pub fn open(state: &StateDir) -> Result<Self, Error> {
+        if !state.exists() {
+            return Err(Error::NotAttached {
+                dir: state.path().to_owned(),
+            });
+        }
+        let (allow, allow_capacity) = open(state, map_names::ALLOW)?;
+        let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
+        Ok(Maps {
+            config: open(state, map_names::CONFIG)?.0,
+            allow: AllowList::new(allow, allow_capacity),
+            stats: open(state, map_names::STATS)?.0,
+            sources,
+            sources_capacity,
+            ifaces: open(state, map_names::IFACES)?.0,
+        })
+    }
+
+    /// The policy.
+    pub fn config(&self) -> Result<Config, Error> {
+        self.config.get(&0, 0).map_err(map_err(map_names::CONFIG))
+    }
+
+    /// Replaces the policy.
+    pub fn set_config(&mut self, config: &Config) -> Result<(), Error> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(map_names::CONFIG))
+    }
+
+    /// The interfaces `attach` recorded, by ifindex.
+    pub fn ifaces(&self) -> Result<Vec<(u32, IfaceInfo)>, Error> {
+        let mut ifaces = self
+            .ifaces
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::IFACES))?;
+        ifaces.sort_by_key(|(index, _)| *index);
+        Ok(ifaces)
+    }
+
+    pub fn record_iface(&mut self, ifindex: u32, info: IfaceInfo) -> Result<(), Error> {
+        self.ifaces
+            .insert(ifindex, info, 0)
+            .map_err(map_err(map_names::IFACES))
+    }
+
+    pub fn forget_iface(&mut self, ifindex: u32) -> Result<(), Error> {
+        match self.ifaces.remove(&ifindex) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(map_err(map_names::IFACES)(err)),
+        }
+    }
+}
+
+pub(crate) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
+    move |err| Error::Map { name, err }
+}
+
+/// Opens pinned map `name` as `T`, with its capacity.
+fn open<T>(state: &StateDir, name: &'static str) -> Result<(T, u32), Error>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let data = MapData::from_pin(state.map(name)).map_err(map_err(name))?;
+    let capacity = data.info().map_err(map_err(name))?.max_entries();
+    let map = Map::from_map_data(data).map_err(map_err(name))?;
+    Ok((T::try_from(map).map_err(map_err(name))?, capacity))
+}

@@ -1,0 +1,218 @@
+//! The state dir: where the pinned maps and links live, the lock that serialises commands, and
+//! cleanup. Layout (all bpffs pins):
+//!
+//! ```text
+//! <state-dir>/mcf_config mcf_allow mcf_stats mcf_sources mcf_ifaces   maps (by map name)
+//! <state-dir>/link_<ifindex>                                          one XDP link per interface
+//! ```
+//!
+//! The CLI holds no state of its own: every command finds everything here.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    io,
+    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use mcfilter_common::map_names;
+
+use crate::Error;
+
+/// The default state dir.
+pub const DEFAULT_STATE_DIR: &str = "/sys/fs/bpf/mcfilter";
+/// Where bpffs is conventionally mounted; mounted on demand.
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+/// `statfs.f_type` of a bpf filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const LINK_PREFIX: &str = "link_";
+
+/// Every map pinned in the state dir.
+pub const MAP_PINS: [&str; 5] = [
+    map_names::CONFIG,
+    map_names::ALLOW,
+    map_names::STATS,
+    map_names::SOURCES,
+    map_names::IFACES,
+];
+
+/// A state dir on bpffs.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// Held while a command reads or changes the state; released on drop.
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StateDir { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The pin of map `name`.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The pin of the XDP link on interface `ifindex`.
+    pub fn link(&self, ifindex: u32) -> PathBuf {
+        self.dir.join(format!("{LINK_PREFIX}{ifindex}"))
+    }
+
+    /// Whether a filter's state (its maps) is here.
+    pub fn exists(&self) -> bool {
+        self.map(map_names::CONFIG).exists()
+    }
+
+    /// The ifindexes that have a link pinned here.
+    pub fn linked_ifindexes(&self) -> io::Result<Vec<u32>> {
+        let mut indexes = Vec::new();
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(indexes),
+            Err(err) => return Err(err),
+        };
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(index) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                .and_then(|n| n.parse().ok())
+            {
+                indexes.push(index);
+            }
+        }
+        indexes.sort_unstable();
+        Ok(indexes)
+    }
+
+    /// Mounts bpffs at /sys/fs/bpf when the state dir lives there and it is not mounted, makes
+    /// sure the state dir's parent exists, and takes the lock.
+    pub fn prepare_and_lock(&self) -> Result<StateLock, Error> {
+        if self.dir.starts_with(BPFFS_ROOT) && !is_bpffs(Path::new(BPFFS_ROOT))? {
+            mount_bpffs(Path::new(BPFFS_ROOT))?;
+        }
+        let parent = self.parent();
+        fs::create_dir_all(&parent).map_err(|err| Error::StateDir {
+            path: parent.clone(),
+            err,
+        })?;
+        if !is_bpffs(&parent)? {
+            return Err(Error::NotBpffs { path: parent });
+        }
+        self.lock()
+    }
+
+    /// Serialises commands on this state dir: an exclusive flock on its parent directory (the
+    /// state dir itself comes and goes with attach and detach).
+    fn lock(&self) -> Result<StateLock, Error> {
+        let parent = self.parent();
+        let file = File::open(&parent).map_err(|err| Error::StateDir {
+            path: parent.clone(),
+            err,
+        })?;
+        // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::StateDir {
+                path: parent,
+                err: io::Error::last_os_error(),
+            });
+        }
+        Ok(StateLock { _file: file })
+    }
+
+    fn parent(&self) -> PathBuf {
+        match self.dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    /// Creates the state dir, readable by root only (0700).
+    pub fn create(&self) -> Result<(), Error> {
+        let err = |err| Error::StateDir {
+            path: self.dir.clone(),
+            err,
+        };
+        match fs::create_dir(&self.dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)
+    }
+
+    /// Removes every map pin and the state dir itself (links must be gone already).
+    pub fn remove(&self) -> Result<(), Error> {
+        for name in MAP_PINS {
+            match fs::remove_file(self.map(name)) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(Error::StateDir {
+                        path: self.map(name),
+                        err,
+                    });
+                }
+            }
+        }
+        match fs::remove_dir(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(Error::StateDir {
+                path: self.dir.clone(),
+                err,
+            }),
+        }
+    }
+}
+
+/// Whether `path` is on a bpf filesystem.
+fn is_bpffs(path: &Path) -> Result<bool, Error> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::NotBpffs { path: path.into() })?;
+    // SAFETY: zeroed statfs is a valid buffer for statfs(2) to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c_path` is NUL-terminated and `st` is writable.
+    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::NotFound {
+            return Ok(false);
+        }
+        return Err(Error::StateDir {
+            path: path.into(),
+            err,
+        });
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn mount_bpffs(path: &Path) -> Result<(), Error> {
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::NotBpffs { path: path.into() })?;
+    // SAFETY: all strings are NUL-terminated and live for the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c_path.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::MountBpffs {
+            path: path.into(),
+            err: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Small wrappers over the operating system: interface names, privileges, the monotonic clock.
+
+use std::{ffi::CString, fs, io};
+
+use crate::Error;
+
+/// The index of interface `name` in the calling process's network namespace.
+pub fn ifindex(name: &str) -> Result<u32, Error> {
+    let unknown = || Error::UnknownInterface {
+        name: name.to_owned(),
+    };
+    if name.is_empty() || name.len() >= mcfilter_common::IFNAMSIZ {
+        return Err(unknown());
+    }
+    let c_name = CString::new(name).map_err(|_| unknown())?;
+    // SAFETY: `c_name` is a valid NUL-terminated string for the duration of the call.
+    match unsafe { libc::if_nametoindex(c_name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}
+
+/// The current name of interface `index`, if it still exists.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let ptr = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if ptr.is_null() {
+        return None;
+    }
+    Some(name_from_bytes(&buf))
+}
+
+/// A NUL-padded name buffer as a string.
+pub fn name_from_bytes(bytes: &[u8]) -> String {
+    let len = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
+}
+
+/// `name` as a NUL-padded [`mcfilter_common::IFNAMSIZ`] buffer (names are checked by [`ifindex`]).
+pub fn name_to_bytes(name: &str) -> [u8; mcfilter_common::IFNAMSIZ] {
+    let mut buf = [0u8; mcfilter_common::IFNAMSIZ];
+    let len = name.len().min(buf.len() - 1);
+    buf[..len].copy_from_slice(&name.as_bytes()[..len]);
+    buf
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Whether an effective capability set (the `CapEff:` hex of /proc/self/status) allows loading
+/// and attaching XDP programs and using pinned maps.
+pub fn caps_sufficient(cap_eff: u64) -> bool {
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN)
+}
+
+/// Fails with [`Error::NotPrivileged`] unless the process may use BPF and change interfaces.
+pub fn require_privileges() -> Result<(), Error> {
+    let status = fs::read_to_string("/proc/self/status").map_err(Error::Io)?;
+    let cap_eff = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .ok_or_else(|| Error::Io(io::Error::other("no CapEff in /proc/self/status")))?;
+    if caps_sufficient(cap_eff) {
+        Ok(())
+    } else {
+        Err(Error::NotPrivileged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_caps_are_enough_and_none_are_not() {
+        assert!(caps_sufficient(0x000001ffffffffff));
+        assert!(!caps_sufficient(0));
+        assert!(!caps_sufficient(1 << CAP_NET_ADMIN));
+        assert!(caps_sufficient((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)));
+    }
+
+    #[test]
+    fn names_round_trip_through_buffers() {
+        assert_eq!(name_from_bytes(&name_to_bytes("veth0")), "veth0");
+        assert_eq!(name_from_bytes(b"eth0\0\0\0"), "eth0");
+    }
+
+    #[test]
+    fn bad_interface_names_are_unknown() {
+        assert!(matches!(ifindex(""), Err(Error::UnknownInterface { .. })));
+        assert!(matches!(
+            ifindex("a-name-that-is-far-too-long"),
+            Err(Error::UnknownInterface { .. })
+        ));
+        assert!(matches!(
+            ifindex("mcf-nonexistent"),
+            Err(Error::UnknownInterface { .. })
+        ));
+    }
+}
