@@ -1,1 +1,69 @@
+//! Test support for mcfilter: network namespaces and veth labs, the CLI runner, the
+//! BPF_PROG_TEST_RUN harness, a packet builder, an independent verdict oracle and a memcached
+//! client. The tests themselves live in `tests/`; `src/bin/demo.rs` is `cargo xtask demo`.
 
+pub mod cli;
+pub mod lab;
+pub mod memcache;
+pub mod netns;
+pub mod oracle;
+pub mod packet;
+pub mod program;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Whether this process may run privileged tests. Without root it prints why the test cannot
+/// run; under CI (`CI` set) that is a failure, never a silent pass.
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root (CAP_BPF, CAP_NET_ADMIN) and CI must run it");
+    }
+    eprintln!("{test}: not run: needs root (run `cargo xtask test` as root)");
+    false
+}
+
+/// A name unique to this process and call: `<tag><pid><n>`, at most 15 characters so it also
+/// fits interface names.
+pub fn unique(tag: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{tag}{}x{n}", std::process::id() % 1_000_000);
+    assert!(name.len() <= 15, "name {name} too long; use a shorter tag");
+    name
+}
+
+/// A small, seeded, reproducible random generator (xorshift64*) for generated test inputs.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    pub fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}

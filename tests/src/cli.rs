@@ -1,0 +1,122 @@
+//! Runs the real `mcfilter` binary, inside a namespace and with a state dir of its own, and
+//! cleans that state dir up afterwards whatever the test did.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
+    sync::OnceLock,
+};
+
+use crate::netns::NetNs;
+
+/// The `mcfilter` binary: `MCFILTER_BIN` (set by `cargo xtask test`), else built with cargo.
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("MCFILTER_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let output = Command::new(cargo)
+            .args(["build", "--package", "mcfilter", "--bin", "mcfilter"])
+            .args(["--message-format=json-render-diagnostics"])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo build");
+        assert!(output.status.success(), "cargo build --package mcfilter failed");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|msg| msg["target"]["name"] == "mcfilter")
+            .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
+            .expect("cargo build reported the mcfilter executable")
+    })
+}
+
+/// The CLI with a state dir of its own, optionally run inside a namespace.
+pub struct Mcfilter {
+    state_dir: PathBuf,
+    netns: Option<PathBuf>,
+}
+
+impl Mcfilter {
+    /// A fresh state dir under /sys/fs/bpf, named after `tag`.
+    pub fn new(tag: &str) -> Self {
+        Mcfilter {
+            state_dir: PathBuf::from("/sys/fs/bpf").join(crate::unique(tag)),
+            netns: None,
+        }
+    }
+
+    /// Runs the CLI inside `ns` (interface names resolve there).
+    pub fn in_netns(mut self, ns: &NetNs) -> Self {
+        self.netns = Some(ns.path());
+        self
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The command for `args`, with `--state-dir` appended.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        command
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdin(Stdio::null());
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mcfilter")
+    }
+
+    /// Runs `args`, which must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "mcfilter {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `args` (which must print JSON) and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|err| panic!("{args:?}: bad JSON {out:?}: {err}"))
+    }
+
+    /// Runs `args`, which must fail with one line on stderr; returns (exit code, that line).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "mcfilter {args:?} should fail");
+        assert_eq!(stderr.lines().count(), 1, "one line on stderr, got {stderr:?}");
+        assert!(output.stdout.is_empty(), "nothing on stdout on failure");
+        (output.status.code().unwrap_or(-1), stderr.trim_end().to_owned())
+    }
+}
+
+impl Drop for Mcfilter {
+    fn drop(&mut self) {
+        // Whatever the test left: unpinning links detaches them, then maps, then the dir.
+        if let Ok(entries) = fs::read_dir(&self.state_dir) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.state_dir);
+    }
+}

@@ -1,0 +1,123 @@
+//! The real XDP object through BPF_PROG_TEST_RUN: load it with its maps pinned in a private
+//! state dir, set a policy through the mcfilter library, run frames and read the verdict and
+//! the reason counter it bumped.
+
+use std::{collections::BTreeSet, fs, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{TestRun as _, TestRunOptions, Xdp},
+};
+use mcfilter::{maps::Maps, pin::StateDir};
+use mcfilter_common::{Config, Counter, Reason, stats_slot};
+
+use crate::oracle::Policy;
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The loaded program and its maps.
+pub struct Harness {
+    ebpf: Ebpf,
+    maps: Maps,
+    dir: PathBuf,
+}
+
+impl Harness {
+    /// Loads the program under `policy` (enforcing).
+    pub fn new(policy: &Policy) -> Self {
+        Self::with_dry_run(policy, false)
+    }
+
+    pub fn with_dry_run(policy: &Policy, dry_run: bool) -> Self {
+        let dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("mcfh"));
+        let state = StateDir::new(&dir);
+        drop(state.prepare_and_lock().expect("bpffs"));
+        state.create().expect("create state dir");
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&dir)
+            .load(mcfilter::EBPF_OBJECT)
+            .expect("load the eBPF object");
+        let program: &mut Xdp = ebpf
+            .program_mut(mcfilter_common::PROGRAM_NAME)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        program.load().expect("the verifier accepts the program");
+        let mut maps = Maps::open(&state).expect("open pinned maps");
+        let mut config = Config::empty();
+        policy.ports.iter().for_each(|&p| config.protect(p));
+        config.dry_run = u32::from(dry_run);
+        maps.set_config(&config).expect("write config");
+        let allow: BTreeSet<_> = policy.allow.iter().copied().collect();
+        maps.allow.add(&allow).expect("write allow-list");
+        Harness { ebpf, maps, dir }
+    }
+
+    /// Runs `frame` once; returns the XDP action.
+    pub fn run(&self, frame: &[u8]) -> u32 {
+        let program: &Xdp = self
+            .ebpf
+            .program(mcfilter_common::PROGRAM_NAME)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        };
+        program
+            .test_run(opts)
+            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} bytes: {err}", frame.len()))
+            .return_value
+    }
+
+    /// The stats counter of `reason` (summed over CPUs).
+    pub fn counter(&self, reason: Reason, dry_run: bool) -> Counter {
+        let values = self
+            .maps
+            .stats
+            .get(&stats_slot(reason, dry_run), 0)
+            .expect("read stats");
+        values.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        })
+    }
+
+    /// Every reason counter in enforce mode, in `Reason::ALL` order.
+    pub fn counters(&self) -> Vec<Counter> {
+        Reason::ALL.iter().map(|&r| self.counter(r, false)).collect()
+    }
+
+    /// Runs `frame` and returns the action and the one reason whose counter it bumped
+    /// (panics if it bumped none or several).
+    pub fn verdict(&self, frame: &[u8]) -> (u32, Reason) {
+        let before = self.counters();
+        let action = self.run(frame);
+        let after = self.counters();
+        let bumped: Vec<Reason> = Reason::ALL
+            .iter()
+            .zip(before.iter().zip(&after))
+            .filter(|(_, (b, a))| a.packets != b.packets)
+            .map(|(r, _)| *r)
+            .collect();
+        assert_eq!(bumped.len(), 1, "one reason counted per packet, got {bumped:?}");
+        (action, bumped[0])
+    }
+
+    pub fn maps(&self) -> &Maps {
+        &self.maps
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
