@@ -24,7 +24,10 @@ pub fn binary() -> &'static Path {
             .stderr(Stdio::inherit())
             .output()
             .expect("run cargo build");
-        assert!(output.status.success(), "cargo build --package mcfilter failed");
+        assert!(
+            output.status.success(),
+            "cargo build --package mcfilter failed"
+        );
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -64,7 +67,9 @@ impl Mcfilter {
         let mut command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(binary());
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(binary());
                 c
             }
             None => Command::new(binary()),
@@ -103,9 +108,16 @@ impl Mcfilter {
         let output = self.run(args);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert!(!output.status.success(), "mcfilter {args:?} should fail");
-        assert_eq!(stderr.lines().count(), 1, "one line on stderr, got {stderr:?}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "one line on stderr, got {stderr:?}"
+        );
         assert!(output.stdout.is_empty(), "nothing on stdout on failure");
-        (output.status.code().unwrap_or(-1), stderr.trim_end().to_owned())
+        (
+            output.status.code().unwrap_or(-1),
+            stderr.trim_end().to_owned(),
+        )
     }
 }
 

@@ -53,8 +53,20 @@ fn connect(switch: &NetNs, tag: &str, last: u8) -> Host {
     let mac_text = format!("02:00:00:00:00:{last:02x}");
     let port = format!("p{last}");
     crate::netns::run(std::process::Command::new("ip").args([
-        "link", "add", IFACE, "address", &mac_text, "netns", ns.name(), "type", "veth", "peer",
-        "name", &port, "netns", switch.name(),
+        "link",
+        "add",
+        IFACE,
+        "address",
+        &mac_text,
+        "netns",
+        ns.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &port,
+        "netns",
+        switch.name(),
     ]));
     switch.ip(&["link", "set", &port, "master", "br0", "up"]);
     let v4 = Ipv4Addr::new(198, 18, 0, last);
@@ -69,9 +81,9 @@ impl Host {
     /// Sends raw Ethernet frames out of this host's interface (forged sources, VLAN tags:
     /// whatever the frames say). Returns how many were sent.
     pub fn send_frames(&self, frames: &[Vec<u8>]) -> usize {
-        self.ns.run(|| send_frames(frames).expect("send raw frames"))
+        self.ns
+            .run(|| send_frames(frames).expect("send raw frames"))
     }
-
 }
 
 /// Gives frames in flight time to arrive (the lab's queues are short and local).

@@ -83,6 +83,8 @@ fn expect_line(reader: &mut impl io::BufRead, want: &str) -> io::Result<()> {
     if line.trim_end() == want {
         Ok(())
     } else {
-        Err(io::Error::other(format!("memcached said {line:?}, expected {want:?}")))
+        Err(io::Error::other(format!(
+            "memcached said {line:?}, expected {want:?}"
+        )))
     }
 }

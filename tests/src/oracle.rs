@@ -11,8 +11,8 @@ use ipnet::IpNet;
 use mcfilter_common::Reason;
 
 use crate::packet::{
-    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS,
-    IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
+    ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// VLAN tags the policy looks through.
@@ -88,8 +88,14 @@ fn ipv6(packet: &[u8]) -> Network<'_> {
     let mut next = header.next_header().0;
     let mut rest = &packet[header.slice().len()..];
     let is_extension = |proto| {
-        [IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_DSTOPTS, IPPROTO_FRAGMENT, IPPROTO_AH]
-            .contains(&proto)
+        [
+            IPPROTO_HOPOPTS,
+            IPPROTO_ROUTING,
+            IPPROTO_DSTOPTS,
+            IPPROTO_FRAGMENT,
+            IPPROTO_AH,
+        ]
+        .contains(&proto)
     };
     for _ in 0..EXT_HEADERS {
         if !is_extension(next) {

@@ -3,8 +3,8 @@
 //! cannot express are composed from bytes here.
 
 use etherparse::{
-    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpNumber,
-    Ipv4Header, Ipv6Header, TcpHeader, UdpHeader,
+    ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header,
+    Ipv6Header, TcpHeader, UdpHeader,
 };
 
 pub const ETH_P_IP: u16 = 0x0800;
@@ -62,15 +62,20 @@ pub const NOT_FRAGMENTED: Frag = Frag {
 };
 
 /// IPv4 with `options` (a multiple of 4 bytes) around `payload`.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, options: &[u8], frag: Frag, payload: &[u8]) -> Vec<u8> {
-    let mut header = Ipv4Header::new(payload.len() as u16, 64, IpNumber(proto), src, dst)
-        .expect("payload fits");
+pub fn ipv4(
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    options: &[u8],
+    frag: Frag,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut header =
+        Ipv4Header::new(payload.len() as u16, 64, IpNumber(proto), src, dst).expect("payload fits");
     header.options = options
         .try_into()
         .expect("options are a multiple of 4, at most 40 bytes");
-    header
-        .set_payload_len(payload.len())
-        .expect("payload fits");
+    header.set_payload_len(payload.len()).expect("payload fits");
     header.fragment_offset = IpFragOffset::try_new(frag.offset).expect("13-bit offset");
     header.more_fragments = frag.more;
     header.header_checksum = header.calc_header_checksum();
@@ -86,9 +91,14 @@ pub enum Ext {
     Routing,
     DestOpts,
     /// Fragment header at `offset` (8-byte units).
-    Fragment { offset: u16, more: bool },
+    Fragment {
+        offset: u16,
+        more: bool,
+    },
     /// Authentication header with `words` 4-byte words after the fixed 12 bytes.
-    Auth { words: u8 },
+    Auth {
+        words: u8,
+    },
 }
 
 impl Ext {

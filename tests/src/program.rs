@@ -87,7 +87,10 @@ impl Harness {
 
     /// Every reason counter in enforce mode, in `Reason::ALL` order.
     pub fn counters(&self) -> Vec<Counter> {
-        Reason::ALL.iter().map(|&r| self.counter(r, false)).collect()
+        Reason::ALL
+            .iter()
+            .map(|&r| self.counter(r, false))
+            .collect()
     }
 
     /// Runs `frame` and returns the action and the one reason whose counter it bumped
@@ -102,7 +105,11 @@ impl Harness {
             .filter(|(_, (b, a))| a.packets != b.packets)
             .map(|(r, _)| *r)
             .collect();
-        assert_eq!(bumped.len(), 1, "one reason counted per packet, got {bumped:?}");
+        assert_eq!(
+            bumped.len(),
+            1,
+            "one reason counted per packet, got {bumped:?}"
+        );
         (action, bumped[0])
     }
 

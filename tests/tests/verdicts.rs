@@ -15,8 +15,12 @@ use mcfilter_tests::{
 const ALLOWED_V4: [u8; 4] = [198, 18, 1, 10];
 const DENIED_V4: [u8; 4] = [198, 18, 2, 66];
 const SERVER_V4: [u8; 4] = [198, 18, 0, 1];
-const ALLOWED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
-const DENIED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66];
+const ALLOWED_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const DENIED_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66,
+];
 const SERVER_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 /// `::ffff:198.18.1.10`: an IPv6 source that must not match the IPv4 allow-list entry.
 const MAPPED_ALLOWED: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 1, 10];
@@ -24,12 +28,19 @@ const MAPPED_ALLOWED: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198,
 fn policy() -> Policy {
     Policy {
         ports: BTreeSet::from([11211, 22122]),
-        allow: vec!["198.18.1.10/32".parse().unwrap(), "2001:db8:1::/48".parse().unwrap()],
+        allow: vec![
+            "198.18.1.10/32".parse().unwrap(),
+            "2001:db8:1::/48".parse().unwrap(),
+        ],
     }
 }
 
 fn v4(src: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-    eth(ETH_P_IP, &[], &ipv4(src, SERVER_V4, proto, &[], NOT_FRAGMENTED, l4))
+    eth(
+        ETH_P_IP,
+        &[],
+        &ipv4(src, SERVER_V4, proto, &[], NOT_FRAGMENTED, l4),
+    )
 }
 
 fn v6(src: [u8; 16], proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -41,50 +52,350 @@ fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
     let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
     let syn = tcp_syn(40000, 11211);
     let hbh_dst = [Ext::HopByHop, Ext::DestOpts];
-    let first_frag = Frag { offset: 0, more: true };
-    let later_frag = Frag { offset: 185, more: false };
+    let first_frag = Frag {
+        offset: 0,
+        more: true,
+    };
+    let later_frag = Frag {
+        offset: 185,
+        more: false,
+    };
     vec![
-        ("udp4 11211 from allowed", v4(ALLOWED_V4, IPPROTO_UDP, &stats), Reason::UdpPort),
-        ("udp4 11211 from denied", v4(DENIED_V4, IPPROTO_UDP, &stats), Reason::UdpPort),
-        ("udp6 11211 from allowed", v6(ALLOWED_V6, IPPROTO_UDP, &stats), Reason::UdpPort),
-        ("udp6 11211 from denied", v6(DENIED_V6, IPPROTO_UDP, &stats), Reason::UdpPort),
-        ("udp4 second port 22122", v4(DENIED_V4, IPPROTO_UDP, &udp(1, 22122, b"x")), Reason::UdpPort),
-        ("tcp4 syn from allowed", v4(ALLOWED_V4, IPPROTO_TCP, &syn), Reason::TcpAllowed),
-        ("tcp4 syn from denied", v4(DENIED_V4, IPPROTO_TCP, &syn), Reason::TcpNotAllowed),
-        ("tcp6 syn from allowed /48", v6(ALLOWED_V6, IPPROTO_TCP, &syn), Reason::TcpAllowed),
-        ("tcp6 syn from denied", v6(DENIED_V6, IPPROTO_TCP, &syn), Reason::TcpNotAllowed),
-        ("tcp6 from v4-mapped allowed", v6(MAPPED_ALLOWED, IPPROTO_TCP, &syn), Reason::TcpNotAllowed),
-        ("tcp4 other port", v4(DENIED_V4, IPPROTO_TCP, &tcp_syn(40000, 22)), Reason::NotProtected),
-        ("udp4 other port", v4(DENIED_V4, IPPROTO_UDP, &udp(53, 53, b"q")), Reason::NotProtected),
-        ("udp4 from 11211 to other", v4(DENIED_V4, IPPROTO_UDP, &udp(11211, 40000, b"r")), Reason::NotProtected),
-        ("udp6 other port", v6(DENIED_V6, IPPROTO_UDP, &udp(53, 53, b"q")), Reason::NotProtected),
-        ("icmp4 echo", v4(DENIED_V4, IPPROTO_ICMP, &icmp(8, &[0, 1, 0, 1])), Reason::NotProtected),
-        ("icmp6 neighbour solicitation", v6(DENIED_V6, IPPROTO_ICMPV6, &icmp(135, &[0; 20])), Reason::NotProtected),
+        (
+            "udp4 11211 from allowed",
+            v4(ALLOWED_V4, IPPROTO_UDP, &stats),
+            Reason::UdpPort,
+        ),
+        (
+            "udp4 11211 from denied",
+            v4(DENIED_V4, IPPROTO_UDP, &stats),
+            Reason::UdpPort,
+        ),
+        (
+            "udp6 11211 from allowed",
+            v6(ALLOWED_V6, IPPROTO_UDP, &stats),
+            Reason::UdpPort,
+        ),
+        (
+            "udp6 11211 from denied",
+            v6(DENIED_V6, IPPROTO_UDP, &stats),
+            Reason::UdpPort,
+        ),
+        (
+            "udp4 second port 22122",
+            v4(DENIED_V4, IPPROTO_UDP, &udp(1, 22122, b"x")),
+            Reason::UdpPort,
+        ),
+        (
+            "tcp4 syn from allowed",
+            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
+            Reason::TcpAllowed,
+        ),
+        (
+            "tcp4 syn from denied",
+            v4(DENIED_V4, IPPROTO_TCP, &syn),
+            Reason::TcpNotAllowed,
+        ),
+        (
+            "tcp6 syn from allowed /48",
+            v6(ALLOWED_V6, IPPROTO_TCP, &syn),
+            Reason::TcpAllowed,
+        ),
+        (
+            "tcp6 syn from denied",
+            v6(DENIED_V6, IPPROTO_TCP, &syn),
+            Reason::TcpNotAllowed,
+        ),
+        (
+            "tcp6 from v4-mapped allowed",
+            v6(MAPPED_ALLOWED, IPPROTO_TCP, &syn),
+            Reason::TcpNotAllowed,
+        ),
+        (
+            "tcp4 other port",
+            v4(DENIED_V4, IPPROTO_TCP, &tcp_syn(40000, 22)),
+            Reason::NotProtected,
+        ),
+        (
+            "udp4 other port",
+            v4(DENIED_V4, IPPROTO_UDP, &udp(53, 53, b"q")),
+            Reason::NotProtected,
+        ),
+        (
+            "udp4 from 11211 to other",
+            v4(DENIED_V4, IPPROTO_UDP, &udp(11211, 40000, b"r")),
+            Reason::NotProtected,
+        ),
+        (
+            "udp6 other port",
+            v6(DENIED_V6, IPPROTO_UDP, &udp(53, 53, b"q")),
+            Reason::NotProtected,
+        ),
+        (
+            "icmp4 echo",
+            v4(DENIED_V4, IPPROTO_ICMP, &icmp(8, &[0, 1, 0, 1])),
+            Reason::NotProtected,
+        ),
+        (
+            "icmp6 neighbour solicitation",
+            v6(DENIED_V6, IPPROTO_ICMPV6, &icmp(135, &[0; 20])),
+            Reason::NotProtected,
+        ),
         ("arp request", arp(DENIED_V4, SERVER_V4), Reason::NotIp),
         ("lldp", eth(ETH_P_LLDP, &[], &[0; 32]), Reason::NotIp),
-        ("802.1Q udp4 11211", eth(ETH_P_IP, &[ETH_P_8021Q], &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], NOT_FRAGMENTED, &stats)), Reason::UdpPort),
-        ("QinQ udp6 11211", eth(ETH_P_IPV6, &[ETH_P_8021AD, ETH_P_8021Q], &ipv6(DENIED_V6, SERVER_V6, &[], IPPROTO_UDP, &stats)), Reason::UdpPort),
-        ("QinQ tcp4 allowed", eth(ETH_P_IP, &[ETH_P_8021AD, ETH_P_8021Q], &ipv4(ALLOWED_V4, SERVER_V4, IPPROTO_TCP, &[], NOT_FRAGMENTED, &syn)), Reason::TcpAllowed),
-        ("three VLAN tags", eth(ETH_P_IP, &[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q], &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], NOT_FRAGMENTED, &stats)), Reason::VlanLimit),
-        ("ipv4 options udp 11211", eth(ETH_P_IP, &[], &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[1; 40], NOT_FRAGMENTED, &stats)), Reason::UdpPort),
-        ("ipv4 options tcp allowed", eth(ETH_P_IP, &[], &ipv4(ALLOWED_V4, SERVER_V4, IPPROTO_TCP, &[1, 1, 1, 0], NOT_FRAGMENTED, &syn)), Reason::TcpAllowed),
-        ("ipv6 hbh+dstopts udp 11211", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &hbh_dst, IPPROTO_UDP, &stats)), Reason::UdpPort),
-        ("ipv6 routing+ah tcp denied", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::Routing, Ext::Auth { words: 2 }], IPPROTO_TCP, &syn)), Reason::TcpNotAllowed),
-        ("ipv6 8 ext headers then udp 11211", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::DestOpts; 8], IPPROTO_UDP, &stats)), Reason::UdpPort),
-        ("ipv6 9 ext headers", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::DestOpts; 9], IPPROTO_UDP, &stats)), Reason::ExtHeaderLimit),
-        ("ipv6 no next header", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::HopByHop], IPPROTO_NONE, &[])), Reason::NotProtected),
-        ("ipv4 first fragment udp 11211", eth(ETH_P_IP, &[], &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], first_frag, &stats)), Reason::UdpPort),
-        ("ipv4 later fragment", eth(ETH_P_IP, &[], &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], later_frag, &[0; 64])), Reason::LaterFragment),
-        ("ipv6 first fragment udp 11211", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::Fragment { offset: 0, more: true }], IPPROTO_UDP, &stats)), Reason::UdpPort),
-        ("ipv6 later fragment", eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::Fragment { offset: 185, more: false }], IPPROTO_UDP, &[0; 64])), Reason::LaterFragment),
-        ("udp4 header cut short", truncate(v4(DENIED_V4, IPPROTO_UDP, &stats), 14 + 20 + 3), Reason::Malformed),
-        ("ipv4 header cut short", truncate(v4(DENIED_V4, IPPROTO_UDP, &stats), 14 + 19), Reason::Malformed),
-        ("ipv4 ihl 4", patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 14, 0x44), Reason::Malformed),
-        ("ipv4 total length < header", patch(patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 16, 0), 17, 19), Reason::Malformed),
-        ("ipv4 version 6 in v4 frame", patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 14, 0x65), Reason::Malformed),
-        ("ipv6 header cut short", truncate(v6(DENIED_V6, IPPROTO_UDP, &stats), 14 + 39), Reason::Malformed),
-        ("ipv6 ext header cut short", truncate(eth(ETH_P_IPV6, &[], &ipv6(DENIED_V6, SERVER_V6, &[Ext::HopByHop], IPPROTO_UDP, &stats)), 14 + 40 + 6), Reason::Malformed),
-        ("vlan tag cut short", truncate(eth(ETH_P_IP, &[ETH_P_8021Q], &[]), 16), Reason::Malformed),
+        (
+            "802.1Q udp4 11211",
+            eth(
+                ETH_P_IP,
+                &[ETH_P_8021Q],
+                &ipv4(
+                    DENIED_V4,
+                    SERVER_V4,
+                    IPPROTO_UDP,
+                    &[],
+                    NOT_FRAGMENTED,
+                    &stats,
+                ),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "QinQ udp6 11211",
+            eth(
+                ETH_P_IPV6,
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                &ipv6(DENIED_V6, SERVER_V6, &[], IPPROTO_UDP, &stats),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "QinQ tcp4 allowed",
+            eth(
+                ETH_P_IP,
+                &[ETH_P_8021AD, ETH_P_8021Q],
+                &ipv4(
+                    ALLOWED_V4,
+                    SERVER_V4,
+                    IPPROTO_TCP,
+                    &[],
+                    NOT_FRAGMENTED,
+                    &syn,
+                ),
+            ),
+            Reason::TcpAllowed,
+        ),
+        (
+            "three VLAN tags",
+            eth(
+                ETH_P_IP,
+                &[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q],
+                &ipv4(
+                    DENIED_V4,
+                    SERVER_V4,
+                    IPPROTO_UDP,
+                    &[],
+                    NOT_FRAGMENTED,
+                    &stats,
+                ),
+            ),
+            Reason::VlanLimit,
+        ),
+        (
+            "ipv4 options udp 11211",
+            eth(
+                ETH_P_IP,
+                &[],
+                &ipv4(
+                    DENIED_V4,
+                    SERVER_V4,
+                    IPPROTO_UDP,
+                    &[1; 40],
+                    NOT_FRAGMENTED,
+                    &stats,
+                ),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "ipv4 options tcp allowed",
+            eth(
+                ETH_P_IP,
+                &[],
+                &ipv4(
+                    ALLOWED_V4,
+                    SERVER_V4,
+                    IPPROTO_TCP,
+                    &[1, 1, 1, 0],
+                    NOT_FRAGMENTED,
+                    &syn,
+                ),
+            ),
+            Reason::TcpAllowed,
+        ),
+        (
+            "ipv6 hbh+dstopts udp 11211",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(DENIED_V6, SERVER_V6, &hbh_dst, IPPROTO_UDP, &stats),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "ipv6 routing+ah tcp denied",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(
+                    DENIED_V6,
+                    SERVER_V6,
+                    &[Ext::Routing, Ext::Auth { words: 2 }],
+                    IPPROTO_TCP,
+                    &syn,
+                ),
+            ),
+            Reason::TcpNotAllowed,
+        ),
+        (
+            "ipv6 8 ext headers then udp 11211",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(
+                    DENIED_V6,
+                    SERVER_V6,
+                    &[Ext::DestOpts; 8],
+                    IPPROTO_UDP,
+                    &stats,
+                ),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "ipv6 9 ext headers",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(
+                    DENIED_V6,
+                    SERVER_V6,
+                    &[Ext::DestOpts; 9],
+                    IPPROTO_UDP,
+                    &stats,
+                ),
+            ),
+            Reason::ExtHeaderLimit,
+        ),
+        (
+            "ipv6 no next header",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(DENIED_V6, SERVER_V6, &[Ext::HopByHop], IPPROTO_NONE, &[]),
+            ),
+            Reason::NotProtected,
+        ),
+        (
+            "ipv4 first fragment udp 11211",
+            eth(
+                ETH_P_IP,
+                &[],
+                &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], first_frag, &stats),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "ipv4 later fragment",
+            eth(
+                ETH_P_IP,
+                &[],
+                &ipv4(DENIED_V4, SERVER_V4, IPPROTO_UDP, &[], later_frag, &[0; 64]),
+            ),
+            Reason::LaterFragment,
+        ),
+        (
+            "ipv6 first fragment udp 11211",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(
+                    DENIED_V6,
+                    SERVER_V6,
+                    &[Ext::Fragment {
+                        offset: 0,
+                        more: true,
+                    }],
+                    IPPROTO_UDP,
+                    &stats,
+                ),
+            ),
+            Reason::UdpPort,
+        ),
+        (
+            "ipv6 later fragment",
+            eth(
+                ETH_P_IPV6,
+                &[],
+                &ipv6(
+                    DENIED_V6,
+                    SERVER_V6,
+                    &[Ext::Fragment {
+                        offset: 185,
+                        more: false,
+                    }],
+                    IPPROTO_UDP,
+                    &[0; 64],
+                ),
+            ),
+            Reason::LaterFragment,
+        ),
+        (
+            "udp4 header cut short",
+            truncate(v4(DENIED_V4, IPPROTO_UDP, &stats), 14 + 20 + 3),
+            Reason::Malformed,
+        ),
+        (
+            "ipv4 header cut short",
+            truncate(v4(DENIED_V4, IPPROTO_UDP, &stats), 14 + 19),
+            Reason::Malformed,
+        ),
+        (
+            "ipv4 ihl 4",
+            patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 14, 0x44),
+            Reason::Malformed,
+        ),
+        (
+            "ipv4 total length < header",
+            patch(patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 16, 0), 17, 19),
+            Reason::Malformed,
+        ),
+        (
+            "ipv4 version 6 in v4 frame",
+            patch(v4(DENIED_V4, IPPROTO_UDP, &stats), 14, 0x65),
+            Reason::Malformed,
+        ),
+        (
+            "ipv6 header cut short",
+            truncate(v6(DENIED_V6, IPPROTO_UDP, &stats), 14 + 39),
+            Reason::Malformed,
+        ),
+        (
+            "ipv6 ext header cut short",
+            truncate(
+                eth(
+                    ETH_P_IPV6,
+                    &[],
+                    &ipv6(DENIED_V6, SERVER_V6, &[Ext::HopByHop], IPPROTO_UDP, &stats),
+                ),
+                14 + 40 + 6,
+            ),
+            Reason::Malformed,
+        ),
+        (
+            "vlan tag cut short",
+            truncate(eth(ETH_P_IP, &[ETH_P_8021Q], &[]), 16),
+            Reason::Malformed,
+        ),
     ]
 }
 
@@ -108,7 +419,10 @@ fn verdict_table_matches_the_oracle_and_the_fixtures() {
     let rows = table();
     for (name, frame, want) in &rows {
         let (oracle_reason, _) = oracle::expected(frame, &policy);
-        assert_eq!(oracle_reason, *want, "{name}: the oracle disagrees with the fixture");
+        assert_eq!(
+            oracle_reason, *want,
+            "{name}: the oracle disagrees with the fixture"
+        );
         let (action, reason) = harness.verdict(frame);
         assert_eq!(reason, *want, "{name}: kernel reason");
         let want_action = if want.is_drop() { XDP_DROP } else { XDP_PASS };
@@ -220,10 +534,18 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
         let src = *rng.pick(&[ALLOWED_V4, DENIED_V4, [198, 18, 1, 11], [0; 4]]);
         let options = vec![1u8; 4 * rng.below(11)];
         let frag = Frag {
-            offset: if rng.chance(20) { rng.below(8192) as u16 } else { 0 },
+            offset: if rng.chance(20) {
+                rng.below(8192) as u16
+            } else {
+                0
+            },
             more: rng.chance(20),
         };
-        eth(ETH_P_IP, &vlans, &ipv4(src, SERVER_V4, l4proto, &options, frag, &l4))
+        eth(
+            ETH_P_IP,
+            &vlans,
+            &ipv4(src, SERVER_V4, l4proto, &options, frag, &l4),
+        )
     } else {
         let src = *rng.pick(&[ALLOWED_V6, DENIED_V6, MAPPED_ALLOWED]);
         let kinds = [
@@ -231,11 +553,21 @@ fn random_frame(rng: &mut Rng) -> Vec<u8> {
             Ext::Routing,
             Ext::DestOpts,
             Ext::Auth { words: 1 },
-            Ext::Fragment { offset: 0, more: true },
-            Ext::Fragment { offset: 7, more: false },
+            Ext::Fragment {
+                offset: 0,
+                more: true,
+            },
+            Ext::Fragment {
+                offset: 7,
+                more: false,
+            },
         ];
         let exts: Vec<Ext> = (0..rng.below(11)).map(|_| *rng.pick(&kinds)).collect();
-        eth(ETH_P_IPV6, &vlans, &ipv6(src, SERVER_V6, &exts, l4proto, &l4))
+        eth(
+            ETH_P_IPV6,
+            &vlans,
+            &ipv6(src, SERVER_V6, &exts, l4proto, &l4),
+        )
     }
 }
 
