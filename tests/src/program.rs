@@ -116,6 +116,11 @@ impl Harness {
     pub fn maps(&self) -> &Maps {
         &self.maps
     }
+
+    /// The private state dir the maps are pinned in.
+    pub fn maps_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
 }
 
 impl Drop for Harness {

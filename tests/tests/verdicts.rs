@@ -585,3 +585,50 @@ fn mutate(rng: &mut Rng, mut frame: Vec<u8>) -> Vec<u8> {
     }
     frame
 }
+
+/// `allow replace` applies the difference: while it swaps hundreds of entries, a source on both
+/// lists is allowed by every single run of the program.
+#[test]
+fn replace_never_drops_an_entry_on_both_lists() {
+    if !privileged("replace_never_drops_an_entry_on_both_lists") {
+        return;
+    }
+    let common: ipnet::IpNet = "198.18.1.10/32".parse().unwrap();
+    let list = |third: u8| -> BTreeSet<ipnet::IpNet> {
+        (0..=255u8)
+            .map(|i| format!("198.18.{third}.{i}/32").parse().unwrap())
+            .chain([common, "2001:db8:1::/48".parse().unwrap()])
+            .collect()
+    };
+    let policy = Policy {
+        ports: BTreeSet::from([11211]),
+        allow: list(100).into_iter().collect(),
+    };
+    let harness = Harness::new(&policy);
+    let syn = v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(40000, 11211));
+    let state = mcfilter::pin::StateDir::new(harness.maps_dir());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let runs = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut runs = 0u64;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || runs == 0 {
+                assert_eq!(
+                    harness.run(&syn),
+                    XDP_PASS,
+                    "run {runs}: allowed source dropped"
+                );
+                runs += 1;
+            }
+            runs
+        });
+        let mut maps = mcfilter::maps::Maps::open(&state).expect("maps");
+        for third in [101, 102, 103, 104] {
+            let change = maps.allow.replace(&list(third)).expect("replace");
+            assert_eq!((change.added.len(), change.removed.len()), (256, 256));
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        prober.join().unwrap()
+    });
+    assert!(runs > 0);
+    assert_eq!(harness.counter(Reason::TcpNotAllowed, false).packets, 0);
+}

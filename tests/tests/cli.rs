@@ -1,0 +1,272 @@
+//! The CLI contract end to end: JSON shapes, the state dir's two spellings, allow-list files,
+//! and bad input that must fail with one clear line and change nothing.
+
+use std::{fs, process::Command};
+
+use mcfilter_tests::{
+    cli::{Mcfilter, binary},
+    lab::{IFACE, Lab},
+    netns::NetNs,
+    privileged,
+};
+use serde_json::Value;
+
+/// Everything a user can observe of the state: policy, interfaces and the allow-list.
+fn snapshot(mcf: &Mcfilter) -> (Value, Value) {
+    (
+        mcf.json(&["status", "--json"]),
+        mcf.json(&["allow", "list", "--json"]),
+    )
+}
+
+#[test]
+fn bad_input_fails_with_one_line_and_changes_nothing() {
+    if !privileged("bad_input_fails_with_one_line_and_changes_nothing") {
+        return;
+    }
+    let lab = Lab::new("bi");
+    let mcf = Mcfilter::new("bi").in_netns(&lab.server.ns);
+    mcf.ok(&[
+        "attach",
+        IFACE,
+        "--allow",
+        "198.18.0.10",
+        "--allow-capacity",
+        "3",
+    ]);
+    let before = snapshot(&mcf);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("bi"));
+    fs::create_dir_all(&dir).unwrap();
+    let bad_file = dir.join("bad.txt");
+    fs::write(&bad_file, "198.18.0.11\nnot-a-cidr\n").unwrap();
+    let bad_file = bad_file.to_str().unwrap().to_owned();
+    let missing_file = dir.join("missing.txt").to_str().unwrap().to_owned();
+
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["attach", "nosuch0"], 1, "does not exist"),
+        (&["attach", IFACE], 1, "already attached to eth0"),
+        (&["attach", IFACE, "--port", "0"], 2, "use 1 to 65535"),
+        (&["attach", IFACE, "--port", "65536"], 2, "use 1 to 65535"),
+        (&["attach", IFACE, "--mode", "turbo"], 2, "invalid value"),
+        (
+            &["allow", "add", "198.18.0.0/33"],
+            2,
+            "not an IPv4 or IPv6 CIDR",
+        ),
+        (
+            &["allow", "add", "198.18.0.11", "198.18.0.300"],
+            2,
+            "not an IPv4 or IPv6 CIDR",
+        ),
+        (
+            &["allow", "add", "198.18.0.11", "198.18.0.12", "198.18.0.13"],
+            1,
+            "allow-list is full (3 entries)",
+        ),
+        (
+            &["allow", "del", "198.18.0.10", "198.18.9.9"],
+            1,
+            "198.18.9.9/32 is not on the allow-list",
+        ),
+        (&["allow", "replace", "--file", &bad_file], 1, "line 2"),
+        (
+            &["allow", "replace", "--file", &missing_file],
+            1,
+            "cannot read allow-list file",
+        ),
+        (&["detach", "nosuch0"], 1, "does not exist"),
+    ];
+    for (args, code, needle) in cases {
+        let (got, line) = mcf.fails(args);
+        assert_eq!(got, *code, "{args:?}: exit code ({line})");
+        assert!(
+            line.starts_with("mcfilter: ") && line.contains(needle),
+            "{args:?}: {line}"
+        );
+        assert_eq!(snapshot(&mcf), before, "{args:?} changed the state");
+    }
+
+    // Not root: refused before anything is touched.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(binary())
+        .args(["allow", "add", "198.18.0.99", "--state-dir"])
+        .arg(mcf.state_dir())
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("needs root") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(
+        snapshot(&mcf),
+        before,
+        "an unprivileged run changed the state"
+    );
+
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn commands_without_state_say_how_to_attach() {
+    if !privileged("commands_without_state_say_how_to_attach") {
+        return;
+    }
+    let ns = NetNs::new("ns");
+    let mcf = Mcfilter::new("ns").in_netns(&ns);
+    for args in [
+        &["stats"][..],
+        &["status", "--json"],
+        &["allow", "list"],
+        &["allow", "add", "198.18.0.1"],
+        &["detach", "lo"],
+    ] {
+        let (code, line) = mcf.fails(args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            line.contains("run `mcfilter attach IFACE` first"),
+            "{args:?}: {line}"
+        );
+    }
+    assert!(!mcf.state_dir().exists(), "read commands create no state");
+}
+
+#[test]
+fn json_output_keeps_its_contract() {
+    if !privileged("json_output_keeps_its_contract") {
+        return;
+    }
+    let lab = Lab::new("js");
+    let mcf = Mcfilter::new("js").in_netns(&lab.server.ns);
+    mcf.ok(&[
+        "attach",
+        IFACE,
+        "--port",
+        "11211",
+        "--port",
+        "22122",
+        "--dry-run",
+    ]);
+    mcf.ok(&[
+        "allow",
+        "add",
+        "2001:db8::/64",
+        "198.18.1.10",
+        "2001:db8::1/64",
+    ]);
+    assert_eq!(
+        mcf.json(&["allow", "list", "--json"]),
+        serde_json::json!(["198.18.1.10/32", "2001:db8::/64"])
+    );
+    let status = mcf.json(&["status", "--json"]);
+    assert_eq!(status["ports"], serde_json::json!([11211, 22122]));
+    assert_eq!(status["dry_run"], true);
+    assert_eq!(status["allow_entries"], 2);
+    assert!(status["allow_capacity"].as_u64().unwrap() >= 2);
+    assert!(status["sources_capacity"].as_u64().unwrap() > 0);
+    assert_eq!(status["interfaces"][0]["name"], IFACE);
+    assert!(status["interfaces"][0]["program_id"].as_u64().unwrap() > 0);
+    let stats = mcf.json(&["stats", "--json"]);
+    for key in ["dropped", "passed", "would_drop"] {
+        assert!(
+            stats[key]["packets"].is_u64() && stats[key]["bytes"].is_u64(),
+            "{key}: {stats}"
+        );
+    }
+    for reason in [
+        "udp_port",
+        "tcp_not_allowed",
+        "tcp_allowed",
+        "not_ip",
+        "not_protected",
+        "malformed",
+    ] {
+        assert!(
+            stats["reasons"][reason].is_u64(),
+            "reasons.{reason}: {stats}"
+        );
+    }
+    assert!(stats["sources"].is_array());
+    // Human output is an aligned table.
+    let table = mcf.ok(&["stats"]);
+    assert!(table.lines().any(|l| l.starts_with("dropped")), "{table}");
+    mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
+    if !privileged("state_dir_comes_from_the_flag_in_either_position_or_the_environment") {
+        return;
+    }
+    let lab = Lab::new("sd");
+    let mcf = Mcfilter::new("sd").in_netns(&lab.server.ns);
+    let dir = mcf.state_dir().to_str().unwrap().to_owned();
+    mcf.ok(&["attach", IFACE]);
+    // `--state-dir` before the subcommand, and from MCFILTER_STATE_DIR.
+    let before = lab
+        .server
+        .ns
+        .command(binary())
+        .args(["--state-dir", &dir, "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+    let env = lab
+        .server
+        .ns
+        .command(binary())
+        .args(["status", "--json"])
+        .env("MCFILTER_STATE_DIR", &dir)
+        .output()
+        .unwrap();
+    assert!(
+        env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    assert_eq!(before.stdout, env.stdout);
+    mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn allow_replace_makes_the_list_exactly_the_file() {
+    if !privileged("allow_replace_makes_the_list_exactly_the_file") {
+        return;
+    }
+    let lab = Lab::new("rp");
+    let mcf = Mcfilter::new("rp").in_netns(&lab.server.ns);
+    mcf.ok(&[
+        "attach",
+        IFACE,
+        "--allow",
+        "198.18.0.10",
+        "--allow",
+        "198.18.0.11",
+    ]);
+    let file = std::env::temp_dir().join(mcfilter_tests::unique("rp"));
+    fs::write(
+        &file,
+        "# new clients\n198.18.0.11   # stays\n2001:db8::/64\n\n198.18.4.0/22\n",
+    )
+    .unwrap();
+    let out = mcf.ok(&["allow", "replace", "--file", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "allow-list +2 -1 (now 3 entries)");
+    assert_eq!(
+        mcf.json(&["allow", "list", "--json"]),
+        serde_json::json!(["198.18.0.11/32", "198.18.4.0/22", "2001:db8::/64"])
+    );
+    fs::remove_file(file).unwrap();
+    mcf.ok(&["detach", IFACE]);
+}
