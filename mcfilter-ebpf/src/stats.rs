@@ -28,7 +28,7 @@ pub fn record(reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) 
     }
     // SAFETY: `bpf_ktime_get_ns` has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    match SOURCES.get_ptr_mut(&key) {
+    match SOURCES.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: this CPU's slot of a per-CPU map value; see `bump`.
             let stats: &mut SourceStats = unsafe { &mut *stats };
@@ -46,7 +46,7 @@ pub fn record(reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) 
                 last_reason: reason as u32,
                 last_dry_run: u32::from(dry_run),
             };
-            if SOURCES.insert(&key, &stats, 0).is_err() {
+            if SOURCES.insert(key, stats, 0).is_err() {
                 bump(SLOT_SOURCE_INSERT_FAILED, bytes);
             }
         }

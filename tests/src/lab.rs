@@ -40,7 +40,7 @@ impl Lab {
         Lab { switch, server }
     }
 
-    /// Adds a host at 198.18.0.`last` / 2001:db8::`last` (hex digits as written).
+    /// Adds a host at 198.18.0.`last` / 2001:db8::`last` (the same digits, read as hex).
     pub fn host(&self, tag: &str, last: u8) -> Host {
         connect(&self.switch, tag, last)
     }
@@ -70,7 +70,7 @@ fn connect(switch: &NetNs, tag: &str, last: u8) -> Host {
     ]));
     switch.ip(&["link", "set", &port, "master", "br0", "up"]);
     let v4 = Ipv4Addr::new(198, 18, 0, last);
-    let v6: Ipv6Addr = format!("2001:db8::{last:x}").parse().expect("ipv6");
+    let v6: Ipv6Addr = format!("2001:db8::{last}").parse().expect("ipv6");
     ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", IFACE]);
     ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", IFACE, "nodad"]);
     ns.ip(&["link", "set", IFACE, "up"]);

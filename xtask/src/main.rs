@@ -1,1 +1,127 @@
-fn main() {}
+//! `cargo xtask`: the project's automation. `setup` installs what building and testing need
+//! (idempotently), `test` runs every test tier, `demo` runs the embedded lab, `lint` runs
+//! rustfmt and clippy on every crate.
+
+mod setup;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::util::{Cmd, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the toolchain pieces, Debian packages and bpf-linker; mount bpffs
+    Setup,
+    /// rustfmt --check and clippy -D warnings on every crate, the eBPF one included
+    Lint,
+    /// Setup, lint, then host unit tests and the privileged tests (verdicts, namespaces, CLI)
+    Test {
+        /// Extra arguments for the privileged test run (e.g. a test name filter)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, and run the lab: amplification without the filter, then with it
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup => setup::run(),
+        Command::Lint => lint(),
+        Command::Test { args } => test(&args),
+        Command::Demo => demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn lint() -> anyhow::Result<()> {
+    Cmd::new("cargo")
+        .args(["fmt", "--all", "--", "--check"])
+        .run()?;
+    Cmd::new("cargo")
+        .args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "mcfilter-ebpf",
+            "--all-targets",
+        ])
+        .args(["--", "-D", "warnings"])
+        .run()?;
+    // The eBPF crate is no_std: lint it for the host with panic=abort, which needs -Z.
+    Cmd::new("cargo")
+        .args(["clippy", "--package", "mcfilter-ebpf", "--all-targets"])
+        .args([
+            "--",
+            "-D",
+            "warnings",
+            "-C",
+            "panic=abort",
+            "-Zpanic_abort_tests",
+        ])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .run()
+}
+
+/// Builds the `mcfilter` binary and returns its path.
+fn build_mcfilter(extra_bins: &[&str]) -> anyhow::Result<std::path::PathBuf> {
+    let mut cmd = Cmd::new("cargo");
+    cmd.args(["build", "--package", "mcfilter", "--bin", "mcfilter"]);
+    for bin in extra_bins {
+        cmd.args(["--package", "mcfilter-tests", "--bin", bin]);
+    }
+    cmd.run()?;
+    let bin = workspace_root()?.join("target/debug/mcfilter");
+    anyhow::ensure!(bin.exists(), "cargo built no {}", bin.display());
+    Ok(bin)
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    lint()?;
+    // Tier 1: host unit tests, no root needed.
+    Cmd::new("cargo")
+        .args([
+            "test",
+            "--package",
+            "mcfilter",
+            "--package",
+            "mcfilter-common",
+        ])
+        .run()?;
+    // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI.
+    let bin = build_mcfilter(&[])?;
+    Cmd::new("cargo")
+        .args(["test", "--package", "mcfilter-tests", "--"])
+        .args(args)
+        .env("MCFILTER_BIN", &bin)
+        .run()
+        .context("privileged tests failed")
+}
+
+fn demo() -> anyhow::Result<()> {
+    setup::run()?;
+    let bin = build_mcfilter(&["mcfilter-demo"])?;
+    let demo = workspace_root()?.join("target/debug/mcfilter-demo");
+    // Ctrl-C reaches the demo too; it cleans its lab up, so wait for it rather than die first.
+    util::ignore_sigint();
+    Cmd::new(demo).env("MCFILTER_BIN", &bin).run()
+}

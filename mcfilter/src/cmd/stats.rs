@@ -1,5 +1,7 @@
 //! `mcfilter stats [--json] [--top N]`
 
+use mcfilter_common::Reason;
+
 use crate::{
     cli::StatsArgs,
     maps::Maps,
@@ -33,9 +35,19 @@ pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
             total.bytes.to_string(),
         ]);
     }
-    let mut reasons = Table::new(&[("reason", Align::Left), ("packets", Align::Right)]);
-    for (name, packets) in &stats.reasons {
-        reasons.row(vec![name.to_string(), packets.to_string()]);
+    let mut reasons = Table::new(&[
+        ("reason", Align::Left),
+        ("verdict", Align::Left),
+        ("packets", Align::Right),
+    ]);
+    for reason in Reason::ALL {
+        let packets = stats.reasons.get(reason.name()).copied().unwrap_or(0);
+        let verdict = if reason.is_drop() { "drop" } else { "pass" };
+        reasons.row(vec![
+            reason.name().into(),
+            verdict.into(),
+            packets.to_string(),
+        ]);
     }
     let mut sources = Table::new(&[
         ("source", Align::Left),

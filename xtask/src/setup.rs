@@ -1,0 +1,130 @@
+//! `cargo xtask setup`: everything a fresh machine of this kind lacks, installed idempotently
+//! with one line per step. A second run changes nothing.
+//!
+//! Recipe (DEVELOPERS.md): rust-src for the pinned toolchain (aya-build compiles `core` for
+//! bpfel-unknown-none), Debian's LLVM 22 and the libraries bpf-linker links against,
+//! bpf-linker 0.13 built for LLVM 22, the tools the tests and the demo use, and bpffs.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+
+use crate::util::Cmd;
+
+/// The toolchain pinned in rust-toolchain.toml.
+const TOOLCHAIN: &str = "1.95.0";
+/// The bpf-linker release that links LLVM 22 bitcode.
+const BPF_LINKER_VERSION: &str = "0.13";
+const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
+/// Debian packages: bpf-linker's build, then what tests and the demo run.
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "iproute2",
+    "util-linux",
+    "memcached",
+];
+const BPFFS: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+pub fn run() -> anyhow::Result<()> {
+    rust_src()?;
+    debian_packages()?;
+    bpf_linker()?;
+    bpffs()
+}
+
+fn step(name: &str, state: &str) {
+    eprintln!("setup: {name}: {state}");
+}
+
+fn rust_src() -> anyhow::Result<()> {
+    let installed = Cmd::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .output()
+        .context("rustup is needed to add rust-src")?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        step("rust-src", "present");
+        return Ok(());
+    }
+    step("rust-src", "installing");
+    Cmd::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN])
+        .run()
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|pkg| {
+            Cmd::new("dpkg-query")
+                .args(["-W", "-f=${Status}", pkg])
+                .output()
+                .is_none_or(|status| !status.contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        step("debian packages", "present");
+        return Ok(());
+    }
+    step(
+        "debian packages",
+        &format!("installing {}", missing.join(" ")),
+    );
+    Cmd::new("apt-get").args(["update", "-q"]).run()?;
+    Cmd::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let version = Cmd::new("bpf-linker").args(["--version"]).output();
+    if version
+        .as_deref()
+        .is_some_and(|v| v.contains(&format!(" {BPF_LINKER_VERSION}.")))
+    {
+        step("bpf-linker", "present");
+        return Ok(());
+    }
+    step(
+        "bpf-linker",
+        &format!("building {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"),
+    );
+    let path = format!("{LLVM_BIN}:{}", std::env::var("PATH").unwrap_or_default());
+    Cmd::new("cargo")
+        .args(["install", "bpf-linker", "--locked", "--version"])
+        .arg_str(&format!("~{BPF_LINKER_VERSION}"))
+        .args(["--no-default-features", "--features", "llvm-22"])
+        .env("PATH", path)
+        .run()
+}
+
+fn bpffs() -> anyhow::Result<()> {
+    if is_bpffs(BPFFS) {
+        step("bpffs", "mounted");
+        return Ok(());
+    }
+    step("bpffs", &format!("mounting at {BPFFS}"));
+    Cmd::new("mount").args(["-t", "bpf", "bpf", BPFFS]).run()?;
+    if !is_bpffs(BPFFS) {
+        bail!("mounted bpffs, but {BPFFS} is still not a bpf filesystem");
+    }
+    Ok(())
+}
+
+fn is_bpffs(path: &str) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path) else {
+        return false;
+    };
+    if !Path::new(path).exists() {
+        return false;
+    }
+    // SAFETY: zeroed statfs is a valid buffer; `c_path` is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+}
