@@ -66,9 +66,11 @@ fn lint() -> anyhow::Result<()> {
         ])
         .args(["--", "-D", "warnings"])
         .run()?;
-    // The eBPF crate is no_std: lint it for the host with panic=abort, which needs -Z.
+    // The eBPF crate is no_std: lint it for the host with panic=abort, which needs -Z (and a
+    // target dir of its own, so the flags do not invalidate the main build).
     Cmd::new("cargo")
         .args(["clippy", "--package", "mcfilter-ebpf", "--all-targets"])
+        .args(["--target-dir", "target/clippy-ebpf"])
         .args([
             "--",
             "-D",
@@ -97,6 +99,7 @@ fn build_mcfilter(extra_bins: &[&str]) -> anyhow::Result<std::path::PathBuf> {
 fn test(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     lint()?;
+    let mut tally = Tally::default();
     // Tier 1: host unit tests, no root needed.
     Cmd::new("cargo")
         .args([
@@ -106,15 +109,58 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             "--package",
             "mcfilter-common",
         ])
-        .run()?;
+        .run_tee(|line| tally.read(line))?;
     // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI.
     let bin = build_mcfilter(&[])?;
-    Cmd::new("cargo")
+    let result = Cmd::new("cargo")
         .args(["test", "--package", "mcfilter-tests", "--"])
         .args(args)
         .env("MCFILTER_BIN", &bin)
-        .run()
-        .context("privileged tests failed")
+        .run_tee(|line| tally.read(line))
+        .context("privileged tests failed");
+    println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+    result
+}
+
+/// Sums libtest's `test result: ok. N passed; M failed; ...` lines.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn read(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            match (label, count.parse::<u64>()) {
+                ("passed", Ok(n)) => self.passed += n,
+                ("failed", Ok(n)) => self.failed += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn tally_sums_libtest_summaries() {
+        let mut tally = Tally::default();
+        tally.read("test result: ok. 14 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
+        tally
+            .read("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
+        tally.read("running 5 tests");
+        assert_eq!((tally.passed, tally.failed), (17, 1));
+    }
 }
 
 fn demo() -> anyhow::Result<()> {

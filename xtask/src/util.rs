@@ -53,6 +53,29 @@ impl Cmd {
         Ok(())
     }
 
+    /// Runs like [`Cmd::run`], echoing stdout line by line and handing each line to `on_line`.
+    pub fn run_tee(&mut self, mut on_line: impl FnMut(&str)) -> anyhow::Result<()> {
+        use std::io::{BufRead as _, BufReader};
+        eprintln!("xtask: $ {}", self.display());
+        let mut child = self
+            .0
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.display()))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.context("reading child output")?;
+            println!("{line}");
+            on_line(&line);
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("{} failed ({status})", self.display());
+        }
+        Ok(())
+    }
+
     /// Runs quietly and returns stdout if it succeeded.
     pub fn output(&mut self) -> Option<String> {
         let out = self
