@@ -1,4 +1,4 @@
-//! Attach, detach and status: the XDP program on interfaces, one shared policy.
+//! Attach and detach: the XDP program on interfaces, one shared policy.
 //!
 //! `attach` loads the embedded object with its maps pinned by name in the state dir (created by
 //! the first attach, reused by the next), attaches the program through a bpf_link and pins the
@@ -63,7 +63,7 @@ impl Attachment {
         }
     }
 
-    fn from_code(code: u32) -> Option<Self> {
+    pub(crate) fn from_code(code: u32) -> Option<Self> {
         match code {
             xdp_mode::NATIVE => Some(Attachment::Native),
             xdp_mode::SKB => Some(Attachment::Skb),
@@ -240,7 +240,18 @@ fn attach_program(
                 });
             }
             Err(err) if attachment == Attachment::Native && tries.len() > 1 => {
-                native_error = Some(error_chain(&err));
+                native_error = Some(if errno(&err) == Some(libc::EOPNOTSUPP) {
+                    "the driver has no native XDP support".to_owned()
+                } else {
+                    error_chain(&err)
+                });
+            }
+            Err(err)
+                if attachment == Attachment::Native && errno(&err) == Some(libc::EOPNOTSUPP) =>
+            {
+                return Err(Error::NativeUnsupported {
+                    iface: req.iface.clone(),
+                });
             }
             Err(err) => return Err(attach_err(err)),
         }
@@ -328,63 +339,6 @@ fn unpin_link(state: &StateDir, ifindex: u32) -> io::Result<()> {
     let link: FdLink = pinned.unpin()?;
     drop(link);
     Ok(())
-}
-
-/// One attached interface.
-#[derive(Debug, serde::Serialize)]
-pub struct InterfaceStatus {
-    /// The name now (or at attach time, if the interface is gone).
-    pub name: String,
-    pub ifindex: u32,
-    /// `native` or `skb`.
-    pub mode: &'static str,
-    pub program_id: u32,
-    /// The interface still exists.
-    pub present: bool,
-}
-
-/// `mcfilter status`.
-#[derive(Debug, serde::Serialize)]
-pub struct Status {
-    pub state_dir: String,
-    pub interfaces: Vec<InterfaceStatus>,
-    pub ports: Vec<u16>,
-    pub dry_run: bool,
-    pub allow_entries: usize,
-    pub allow_capacity: u32,
-    pub sources_entries: usize,
-    pub sources_capacity: u32,
-}
-
-pub fn status(state: &StateDir) -> Result<Status, Error> {
-    let _lock = state.prepare_and_lock()?;
-    let maps = Maps::open(state)?;
-    let config = maps.config()?;
-    let mut interfaces = Vec::new();
-    for (ifindex, info) in maps.ifaces()? {
-        let current = sys::ifname(ifindex);
-        let program_id = PinnedLink::from_pin(state.link(ifindex))
-            .ok()
-            .and_then(|pinned| FdLink::from(pinned).info().ok())
-            .map_or(info.prog_id, |link| link.program_id());
-        interfaces.push(InterfaceStatus {
-            present: current.is_some(),
-            name: current.unwrap_or_else(|| sys::name_from_bytes(&info.name)),
-            ifindex,
-            mode: Attachment::from_code(info.mode).map_or("unknown", Attachment::name),
-            program_id,
-        });
-    }
-    Ok(Status {
-        state_dir: state.path().display().to_string(),
-        interfaces,
-        ports: config.protected_ports().collect(),
-        dry_run: config.dry_run != 0,
-        allow_entries: maps.allow.list()?.len(),
-        allow_capacity: maps.allow.capacity(),
-        sources_entries: maps.sources.keys().count(),
-        sources_capacity: maps.sources_capacity,
-    })
 }
 
 /// The errno somewhere in an error's source chain.

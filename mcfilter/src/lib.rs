@@ -2,7 +2,8 @@
 //!
 //! - [`pin`]: the state dir on bpffs, its lock and cleanup;
 //! - [`maps`]: typed handles on the pinned maps;
-//! - [`filter`]: attach, detach, status;
+//! - [`filter`]: attach and detach;
+//! - [`status`]: where it is attached, with what policy;
 //! - [`allow`]: CIDRs and allow-list changes;
 //! - [`stats`]: counters by reason and by source;
 //! - [`EBPF_OBJECT`]: the XDP program, built by build.rs.
@@ -15,6 +16,7 @@ pub mod maps;
 pub mod output;
 pub mod pin;
 pub mod stats;
+pub mod status;
 pub mod sys;
 
 use std::{io, path::PathBuf};
@@ -46,7 +48,7 @@ pub enum Error {
     )]
     ForeignProgram { iface: String },
     #[error(
-        "the allow-list is full ({capacity} entries); nothing was changed: remove entries, or detach everywhere and attach again with a larger --allow-capacity"
+        "the allow-list is full (its capacity is {capacity} entries); nothing was changed: remove entries, or detach everywhere and attach again with a larger --allow-capacity"
     )]
     AllowListFull { capacity: u32 },
     #[error("{net} is not on the allow-list; nothing was changed (see `mcfilter allow list`)")]
@@ -62,15 +64,19 @@ pub enum Error {
     MountBpffs { path: PathBuf, err: io::Error },
     #[error("state dir {}: {err}", path.display())]
     StateDir { path: PathBuf, err: io::Error },
-    #[error("map {name}: {err}")]
+    #[error(
+        "{iface}'s driver has no native XDP support; attach with `--mode skb` (or `--mode auto`)"
+    )]
+    NativeUnsupported { iface: String },
+    #[error("map {name}")]
     Map {
         name: &'static str,
         #[source]
         err: aya::maps::MapError,
     },
-    #[error("loading the XDP program: {0}")]
+    #[error("loading the XDP program")]
     Load(#[source] aya::EbpfError),
-    #[error("attaching to {iface}: {err}")]
+    #[error("attaching to {iface}")]
     Attach {
         iface: String,
         #[source]

@@ -2,7 +2,6 @@
 //! cleans that state dir up afterwards whatever the test did.
 
 use std::{
-    fs,
     path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     sync::OnceLock,
@@ -123,12 +122,7 @@ impl Mcfilter {
 
 impl Drop for Mcfilter {
     fn drop(&mut self) {
-        // Whatever the test left: unpinning links detaches them, then maps, then the dir.
-        if let Ok(entries) = fs::read_dir(&self.state_dir) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let _ = fs::remove_dir(&self.state_dir);
+        // Whatever the test left behind.
+        crate::remove_pins(&self.state_dir);
     }
 }

@@ -3,6 +3,8 @@
 //! client. The tests themselves live in `tests/`; `src/bin/demo.rs` is `cargo xtask demo`.
 
 pub mod cli;
+pub mod fixtures;
+pub mod generate;
 pub mod lab;
 pub mod memcache;
 pub mod netns;
@@ -34,6 +36,17 @@ pub fn unique(tag: &str) -> String {
     let name = format!("{tag}{}x{n}", std::process::id() % 1_000_000);
     assert!(name.len() <= 15, "name {name} too long; use a shorter tag");
     name
+}
+
+/// Removes a state dir and everything pinned in it (unpinning a link detaches it). Used by the
+/// guards' `Drop`, so it never panics.
+pub fn remove_pins(dir: &std::path::Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// A small, seeded, reproducible random generator (xorshift64*) for generated test inputs.

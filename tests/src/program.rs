@@ -2,7 +2,7 @@
 //! state dir, set a policy through the mcfilter library, run frames and read the verdict and
 //! the reason counter it bumped.
 
-use std::{collections::BTreeSet, fs, path::PathBuf};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -125,11 +125,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-        let _ = fs::remove_dir(&self.dir);
+        // Whatever the test left behind.
+        crate::remove_pins(&self.dir);
     }
 }

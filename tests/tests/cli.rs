@@ -1,7 +1,10 @@
 //! The CLI contract end to end: JSON shapes, the state dir's two spellings, allow-list files,
 //! and bad input that must fail with one clear line and change nothing.
 
-use std::{fs, process::Command};
+use std::{
+    fs,
+    process::{Command, Stdio},
+};
 
 use mcfilter_tests::{
     cli::{Mcfilter, binary},
@@ -61,7 +64,7 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
         (
             &["allow", "add", "198.18.0.11", "198.18.0.12", "198.18.0.13"],
             1,
-            "allow-list is full (3 entries)",
+            "allow-list is full (its capacity is 3 entries)",
         ),
         (
             &["allow", "del", "198.18.0.10", "198.18.9.9"],
@@ -269,4 +272,111 @@ fn allow_replace_makes_the_list_exactly_the_file() {
     );
     fs::remove_file(file).unwrap();
     mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn auto_mode_falls_back_to_skb_and_native_mode_says_why_not() {
+    if !privileged("auto_mode_falls_back_to_skb_and_native_mode_says_why_not") {
+        return;
+    }
+    // Loopback has no native XDP support.
+    let ns = NetNs::new("fb");
+    let mcf = Mcfilter::new("fb").in_netns(&ns);
+    let (code, line) = mcf.fails(&["attach", "lo", "--mode", "native"]);
+    assert_eq!(code, 1);
+    assert!(
+        line.contains("no native XDP support") && line.contains("--mode skb"),
+        "{line}"
+    );
+    assert!(
+        !mcf.state_dir().exists(),
+        "a failed first attach leaves no state"
+    );
+
+    let out = mcf.run(&["attach", "lo"]);
+    assert!(out.status.success());
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains("attached in skb (generic) mode"),
+        "auto says so: {note}"
+    );
+    assert_eq!(
+        mcf.json(&["status", "--json"])["interfaces"][0]["mode"],
+        "skb"
+    );
+    mcf.ok(&["detach", "lo"]);
+}
+
+#[test]
+fn a_first_attach_that_fails_leaves_no_state() {
+    if !privileged("a_first_attach_that_fails_leaves_no_state") {
+        return;
+    }
+    let ns = NetNs::new("ff");
+    let mcf = Mcfilter::new("ff").in_netns(&ns);
+    let (_, line) = mcf.fails(&[
+        "attach",
+        "lo",
+        "--allow",
+        "198.18.0.1",
+        "--allow",
+        "198.18.0.2",
+        "--allow-capacity",
+        "1",
+    ]);
+    assert!(line.contains("allow-list is full"), "{line}");
+    assert!(
+        !mcf.state_dir().exists(),
+        "nothing pinned after a failed first attach"
+    );
+    let out = ns
+        .command("ip")
+        .args(["link", "show", "lo"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "no program attached"
+    );
+}
+
+#[test]
+fn concurrent_allow_changes_lose_no_update() {
+    if !privileged("concurrent_allow_changes_lose_no_update") {
+        return;
+    }
+    let ns = NetNs::new("cc");
+    let mcf = Mcfilter::new("cc").in_netns(&ns);
+    let old: Vec<String> = (0..16u8).map(|i| format!("198.18.100.{i}/32")).collect();
+    let new: Vec<String> = (1..=16u8).map(|i| format!("2001:db8:{i:x}::/64")).collect();
+    let mut attach = vec!["attach", "lo"];
+    old.iter().for_each(|cidr| attach.extend(["--allow", cidr]));
+    mcf.ok(&attach);
+    // Every process adds one entry and deletes another, all at once.
+    let children: Vec<_> = old
+        .iter()
+        .zip(&new)
+        .flat_map(|(gone, added)| {
+            [
+                mcf.command(&["allow", "del", gone]),
+                mcf.command(&["allow", "add", added]),
+            ]
+        })
+        .map(|mut command| command.stdout(Stdio::null()).spawn().expect("spawn"))
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let list = mcf.json(&["allow", "list", "--json"]);
+    let mut want = new.clone();
+    want.sort();
+    let mut got: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "the serial result");
+    mcf.ok(&["detach", "lo"]);
 }

@@ -3,6 +3,7 @@
 //! rustfmt and clippy on every crate.
 
 mod setup;
+mod tally;
 mod util;
 
 use std::process::ExitCode;
@@ -10,7 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::util::{Cmd, workspace_root};
+use crate::{
+    tally::Tally,
+    util::{Cmd, workspace_root},
+};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -120,47 +124,6 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .context("privileged tests failed");
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
-}
-
-/// Sums libtest's `test result: ok. N passed; M failed; ...` lines.
-#[derive(Default)]
-struct Tally {
-    passed: u64,
-    failed: u64,
-}
-
-impl Tally {
-    fn read(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else {
-            return;
-        };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(label), Some(count)) = (words.next(), words.next()) else {
-                continue;
-            };
-            match (label, count.parse::<u64>()) {
-                ("passed", Ok(n)) => self.passed += n,
-                ("failed", Ok(n)) => self.failed += n,
-                _ => {}
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Tally;
-
-    #[test]
-    fn tally_sums_libtest_summaries() {
-        let mut tally = Tally::default();
-        tally.read("test result: ok. 14 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s");
-        tally
-            .read("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out");
-        tally.read("running 5 tests");
-        assert_eq!((tally.passed, tally.failed), (17, 1));
-    }
 }
 
 fn demo() -> anyhow::Result<()> {

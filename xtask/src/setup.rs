@@ -5,8 +5,6 @@
 //! bpfel-unknown-none), Debian's LLVM 22 and the libraries bpf-linker links against,
 //! bpf-linker 0.13 built for LLVM 22, the tools the tests and the demo use, and bpffs.
 
-use std::path::Path;
-
 use anyhow::{Context as _, bail};
 
 use crate::util::Cmd;
@@ -27,7 +25,6 @@ const PACKAGES: &[&str] = &[
     "memcached",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
@@ -118,13 +115,8 @@ fn bpffs() -> anyhow::Result<()> {
 }
 
 fn is_bpffs(path: &str) -> bool {
-    let Ok(c_path) = std::ffi::CString::new(path) else {
-        return false;
-    };
-    if !Path::new(path).exists() {
-        return false;
-    }
-    // SAFETY: zeroed statfs is a valid buffer; `c_path` is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c_path.as_ptr(), &mut st) } == 0) && st.f_type as i64 == BPF_FS_MAGIC
+    Cmd::new("stat")
+        .args(["--file-system", "--format=%T", path])
+        .output()
+        .is_some_and(|fs_type| fs_type.trim() == "bpf_fs")
 }

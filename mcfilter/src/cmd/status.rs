@@ -2,13 +2,13 @@
 
 use crate::{
     cli::JsonArgs,
-    filter,
     output::{self, Align, Table},
     pin::StateDir,
+    status,
 };
 
 pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
-    let status = filter::status(state)?;
+    let status = status::status(state)?;
     if args.json {
         output::print_json(&status)?;
         return Ok(());
