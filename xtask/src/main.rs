@@ -112,6 +112,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             "mcfilter",
             "--package",
             "mcfilter-common",
+            "--package",
+            "xtask",
         ])
         .run_tee(|line| tally.read(line))?;
     // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI.
