@@ -1,5 +1,9 @@
 //! Every map of the program, in one place. Names match `mcfilter_common::map_names`; all maps
 //! are pinned by name under the state dir so the CLI holds no state of its own.
+//!
+//! Kernel facts: LPM tries need Linux 4.11 (and BPF_F_NO_PREALLOC: entries are allocated on
+//! insert, so a large capacity costs nothing until used); per-CPU LRU hashes 4.10. Lookups in the
+//! one-entry config array are inlined by the verifier into a pointer computation.
 
 use aya_ebpf::{
     macros::map,

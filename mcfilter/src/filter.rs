@@ -5,6 +5,10 @@
 //! link as `link_<ifindex>`, so the filter outlives the command. `detach` unpins the link (which
 //! detaches it) and, with the last interface, removes the state. Both run under the state lock
 //! and leave the state as it was when they fail.
+//!
+//! Kernel facts: XDP bpf_links need Linux 5.9 (aya falls back to netlink attachment before that,
+//! which cannot be pinned: attach then fails cleanly). A link refuses an interface that already
+//! has an XDP program (EBUSY), and native and generic XDP cannot be mixed on one (EEXIST).
 
 use std::{collections::BTreeSet, io};
 
