@@ -19,6 +19,8 @@ pub mod map_names {
     pub const SOURCES: &str = "mcf_sources";
     /// `HashMap<u32, IfaceInfo>` keyed by ifindex: what `attach` made (userspace bookkeeping).
     pub const IFACES: &str = "mcf_ifaces";
+    /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.
+    pub const FRAGS: &str = "mcf_frags";
 }
 
 /// The XDP program's function name in the object.
@@ -28,6 +30,8 @@ pub const PROGRAM_NAME: &str = "mcfilter";
 pub const DEFAULT_ALLOW_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the per-source LRU map (entries; preallocated per CPU).
 pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 16;
+/// Capacity of the fragment verdict cache (datagrams whose first fragment was dropped).
+pub const FRAG_CACHE_CAPACITY: u32 = 8192;
 /// Capacity of the interface bookkeeping map.
 pub const MAX_IFACES: u32 = 256;
 
@@ -88,19 +92,31 @@ pub enum Reason {
     UdpPort = 3,
     /// TCP to a protected port from a source outside the allow-list.
     TcpNotAllowed = 4,
-    /// A header the program had to read was cut short or invalid: dropped (fail closed).
+    /// A header field is invalid (IP version, IPv4 IHL below 5, total length shorter than the
+    /// header): dropped.
     Malformed = 5,
-    /// IPv4 or IPv6 fragment after the first: carries no ports, passed.
+    /// IPv4 or IPv6 fragment after the first, of a datagram not known to be dropped: it carries
+    /// no ports, passed.
     LaterFragment = 6,
     /// IPv6 extension-header chain longer than the program walks: dropped (fail closed).
     ExtHeaderLimit = 7,
     /// More stacked VLAN tags than the program looks through: dropped (fail closed).
     VlanLimit = 8,
+    /// A header the program must read does not fit in the frame, or in the IP datagram's own
+    /// length (which must fit in the frame): dropped.
+    Truncated = 9,
+    /// A first fragment too short to hold the TCP/UDP ports: dropped (and its later fragments).
+    ShortFirstFragment = 10,
+    /// A later fragment of a datagram whose first fragment was dropped: dropped.
+    FragmentOfDropped = 11,
+    /// An IPv6 extension header the program cannot look past (Mobility, HIP, Shim6,
+    /// experimental): dropped (fail closed).
+    ExtHeaderUnknown = 12,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 13] = [
         Reason::NotIp,
         Reason::NotProtected,
         Reason::TcpAllowed,
@@ -110,6 +126,10 @@ impl Reason {
         Reason::LaterFragment,
         Reason::ExtHeaderLimit,
         Reason::VlanLimit,
+        Reason::Truncated,
+        Reason::ShortFirstFragment,
+        Reason::FragmentOfDropped,
+        Reason::ExtHeaderUnknown,
     ];
 
     /// Whether the policy drops packets with this reason (in dry-run they are passed).
@@ -121,6 +141,10 @@ impl Reason {
                 | Reason::Malformed
                 | Reason::ExtHeaderLimit
                 | Reason::VlanLimit
+                | Reason::Truncated
+                | Reason::ShortFirstFragment
+                | Reason::FragmentOfDropped
+                | Reason::ExtHeaderUnknown
         )
     }
 
@@ -136,6 +160,10 @@ impl Reason {
             Reason::LaterFragment => "later_fragment",
             Reason::ExtHeaderLimit => "ext_header_limit",
             Reason::VlanLimit => "vlan_limit",
+            Reason::Truncated => "truncated",
+            Reason::ShortFirstFragment => "short_first_fragment",
+            Reason::FragmentOfDropped => "fragment_of_dropped",
+            Reason::ExtHeaderUnknown => "ext_header_unknown",
         }
     }
 
@@ -150,9 +178,11 @@ pub const MAX_REASONS: u32 = 32;
 
 /// Extra slot in the stats array: per-source counter inserts that failed (map full or busy).
 pub const SLOT_SOURCE_INSERT_FAILED: u32 = 2 * MAX_REASONS;
+/// Extra slot in the stats array: fragment verdict cache inserts that failed.
+pub const SLOT_FRAG_INSERT_FAILED: u32 = 2 * MAX_REASONS + 1;
 
 /// Number of entries in the stats array.
-pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 1;
+pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 2;
 
 /// Index into the stats array for a verdict: reasons are counted separately in enforce and
 /// dry-run mode, so "dropped" is exact even when dry-run is switched while traffic flows.
@@ -224,6 +254,21 @@ pub struct SourceStats {
     pub last_dry_run: u32,
 }
 
+/// Key of the fragment verdict cache: what the kernel's reassembly keys a datagram by. IPv4:
+/// addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (`proto` 0, since
+/// Linux does not key IPv6 reassembly by the fragment header's next header).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+}
+
 /// Interface name buffer size (Linux IFNAMSIZ).
 pub const IFNAMSIZ: usize = 16;
 
@@ -251,6 +296,7 @@ const _: () = {
     assert!(core::mem::size_of::<IpKey>() == 17);
     assert!(core::mem::size_of::<SourceStats>() == 32);
     assert!(core::mem::size_of::<IfaceInfo>() == 24);
+    assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
 };
 
@@ -263,4 +309,5 @@ mod pod {
     unsafe impl aya::Pod for super::IpKey {}
     unsafe impl aya::Pod for super::SourceStats {}
     unsafe impl aya::Pod for super::IfaceInfo {}
+    unsafe impl aya::Pod for super::FragKey {}
 }

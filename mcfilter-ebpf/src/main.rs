@@ -7,6 +7,7 @@
 #![no_main]
 
 mod cursor;
+mod frag;
 mod maps;
 mod parse;
 mod stats;
@@ -15,7 +16,7 @@ mod verdict;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use mcfilter_common::{Config, IpKey, Reason};
 
-use crate::{cursor::Cursor, maps::CONFIG};
+use crate::{cursor::Cursor, maps::CONFIG, parse::Fragment};
 
 #[xdp]
 pub fn mcfilter(ctx: XdpContext) -> u32 {
@@ -23,9 +24,9 @@ pub fn mcfilter(ctx: XdpContext) -> u32 {
         // Unreachable: index 0 of a one-entry array always exists.
         return xdp_action::XDP_PASS;
     };
-    let (reason, source) = classify(&ctx, config);
-    let dry_run = config.dry_run != 0;
     let bytes = (ctx.data_end() - ctx.data()) as u64;
+    let (reason, source) = classify(&ctx, config, bytes);
+    let dry_run = config.dry_run != 0;
     stats::record(reason, dry_run, bytes, source);
     if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
@@ -36,14 +37,30 @@ pub fn mcfilter(ctx: XdpContext) -> u32 {
 
 /// The reason for the packet's verdict, and its source address once the IP header is parsed.
 #[inline(always)]
-fn classify(ctx: &XdpContext, config: &Config) -> (Reason, Option<IpKey>) {
+fn classify(ctx: &XdpContext, config: &Config, bytes: u64) -> (Reason, Option<IpKey>) {
     let mut cursor = Cursor::new(ctx);
-    let l3 = match parse::l3(&mut cursor) {
-        Ok(l3) => l3,
+    let mut ip = match parse::ip(&mut cursor) {
+        Ok(ip) => ip,
         Err(reason) => return (reason, None),
     };
-    let (Ok(reason) | Err(reason)) = verdict::judge(&mut cursor, &l3, config);
-    (reason, Some(l3.src))
+    let upper = parse::upper_layer(&mut cursor, &mut ip);
+    let reason = match (upper, ip.frag) {
+        (Err(reason), _) => reason,
+        (Ok(_), Fragment::Later { id }) => frag::later(&ip.frag_key(id)),
+        (Ok(proto), _) => match verdict::judge(&mut cursor, proto, &ip.src, config) {
+            Ok(reason) | Err(reason) => reason,
+        },
+    };
+    if let Fragment::First { id } = ip.frag {
+        // A first fragment that cannot show its ports is dropped under a reason of its own.
+        let reason = match reason {
+            Reason::Truncated => Reason::ShortFirstFragment,
+            reason => reason,
+        };
+        frag::remember(&ip.frag_key(id), reason, bytes);
+        return (reason, Some(ip.src));
+    }
+    (reason, Some(ip.src))
 }
 
 #[cfg(not(test))]

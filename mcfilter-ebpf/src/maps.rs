@@ -7,11 +7,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use mcfilter_common::{
-    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, IpKey,
-    MAX_IFACES, STATS_SLOTS, SourceStats,
+    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, FRAG_CACHE_CAPACITY,
+    FragKey, IfaceInfo, IpKey, MAX_IFACES, STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -35,3 +35,8 @@ pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
 /// object so that it is created and pinned with the others.
 #[map(name = "mcf_ifaces")]
 pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
+
+/// Datagrams whose first fragment was dropped (value: its reason). Shared by all CPUs, since the
+/// fragments of one datagram may arrive on different ones; LRU, so it stays bounded.
+#[map(name = "mcf_frags")]
+pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);

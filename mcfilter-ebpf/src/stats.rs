@@ -7,7 +7,7 @@ use mcfilter_common::{Counter, IpKey, Reason, SLOT_SOURCE_INSERT_FAILED, SourceS
 use crate::maps::{SOURCES, STATS};
 
 #[inline(always)]
-fn bump(slot: u32, bytes: u64) {
+pub fn bump(slot: u32, bytes: u64) {
     if let Some(counter) = STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU array value of this CPU; XDP runs with preemption off, so nothing
         // else writes it concurrently.

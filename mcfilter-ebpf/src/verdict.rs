@@ -7,26 +7,23 @@ use mcfilter_common::{Config, IpKey, Reason};
 use crate::{
     cursor::Cursor,
     maps::ALLOW,
-    parse::{
-        L3,
-        l4::{IPPROTO_TCP, IPPROTO_UDP, PortsHdr},
-    },
+    parse::l4::{IPPROTO_TCP, IPPROTO_UDP, PortsHdr},
 };
 
-/// Judges the upper-layer packet at the cursor.
+/// Judges the upper-layer header at the cursor: protocol `proto`, from `src`.
 #[inline(always)]
-pub fn judge(c: &mut Cursor, l3: &L3, config: &Config) -> Result<Reason, Reason> {
-    if l3.proto != IPPROTO_TCP && l3.proto != IPPROTO_UDP {
+pub fn judge(c: &mut Cursor, proto: u8, src: &IpKey, config: &Config) -> Result<Reason, Reason> {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Ok(Reason::NotProtected);
     }
     let dport = u16::from_be_bytes(c.next::<PortsHdr>()?.dest);
     if !config.is_protected(dport) {
         return Ok(Reason::NotProtected);
     }
-    if l3.proto == IPPROTO_UDP {
+    if proto == IPPROTO_UDP {
         return Ok(Reason::UdpPort);
     }
-    Ok(if is_allowed(l3) {
+    Ok(if is_allowed(src) {
         Reason::TcpAllowed
     } else {
         Reason::TcpNotAllowed
@@ -35,6 +32,6 @@ pub fn judge(c: &mut Cursor, l3: &L3, config: &Config) -> Result<Reason, Reason>
 
 /// Longest-prefix match of the family-tagged source against the allow-list.
 #[inline(always)]
-fn is_allowed(l3: &L3) -> bool {
-    ALLOW.get(Key::new(IpKey::FULL_PREFIX, l3.src)).is_some()
+fn is_allowed(src: &IpKey) -> bool {
+    ALLOW.get(Key::new(IpKey::FULL_PREFIX, *src)).is_some()
 }

@@ -2,7 +2,7 @@
 //! read command works from the pins alone.
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
-use mcfilter_common::{Config, Counter, IfaceInfo, IpKey, SourceStats, map_names};
+use mcfilter_common::{Config, Counter, FragKey, IfaceInfo, IpKey, SourceStats, map_names};
 
 use crate::{Error, allow::AllowList, pin::StateDir};
 
@@ -12,6 +12,9 @@ pub struct Maps {
     pub stats: PerCpuArray<MapData, Counter>,
     pub sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
     pub sources_capacity: u32,
+    /// Datagrams whose first fragment was dropped.
+    pub frags: HashMap<MapData, FragKey, u32>,
+    pub frags_capacity: u32,
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
 }
 
@@ -25,12 +28,15 @@ impl Maps {
         }
         let (allow, allow_capacity) = open(state, map_names::ALLOW)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
+        let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,
             allow: AllowList::new(allow, allow_capacity),
             stats: open(state, map_names::STATS)?.0,
             sources,
             sources_capacity,
+            frags,
+            frags_capacity,
             ifaces: open(state, map_names::IFACES)?.0,
         })
     }

@@ -7,8 +7,8 @@ use std::{
 
 use aya::maps::PerCpuValues;
 use mcfilter_common::{
-    Counter, FAMILY_V4, IpKey, MAX_REASONS, Reason, SLOT_SOURCE_INSERT_FAILED, SourceStats,
-    map_names, stats_slot,
+    Counter, FAMILY_V4, IpKey, MAX_REASONS, Reason, SLOT_FRAG_INSERT_FAILED,
+    SLOT_SOURCE_INSERT_FAILED, SourceStats, map_names, stats_slot,
 };
 use serde::Serialize;
 
@@ -58,6 +58,9 @@ pub struct Stats {
     pub reasons: BTreeMap<&'static str, u64>,
     /// Dropped packets the per-source map could not record (map full or busy).
     pub sources_not_recorded: u64,
+    /// Dropped first fragments the fragment cache could not remember (their later fragments
+    /// then pass, and cost the host reassembly memory until the kernel's timeout).
+    pub fragments_not_recorded: u64,
     /// The busiest sources by packets, descending.
     pub sources: Vec<SourceRow>,
 }
@@ -71,6 +74,7 @@ pub fn totals(slots: &[Counter]) -> Stats {
         would_drop: Total::default(),
         reasons: BTreeMap::new(),
         sources_not_recorded: slot(SLOT_SOURCE_INSERT_FAILED).packets,
+        fragments_not_recorded: slot(SLOT_FRAG_INSERT_FAILED).packets,
         sources: Vec::new(),
     };
     for reason in Reason::ALL {

@@ -28,6 +28,9 @@ pub struct Status {
     pub allow_capacity: u32,
     pub sources_entries: usize,
     pub sources_capacity: u32,
+    /// Datagrams whose first fragment was dropped, remembered to drop their later fragments.
+    pub fragments_entries: usize,
+    pub fragments_capacity: u32,
 }
 
 pub fn status(state: &StateDir) -> Result<Status, Error> {
@@ -58,5 +61,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         allow_capacity: maps.allow.capacity(),
         sources_entries: maps.sources.keys().count(),
         sources_capacity: maps.sources_capacity,
+        fragments_entries: maps.frags.keys().count(),
+        fragments_capacity: maps.frags_capacity,
     })
 }

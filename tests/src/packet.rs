@@ -21,7 +21,9 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ROUTING: u8 = 43;
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_AH: u8 = 51;
+pub const IPPROTO_ESP: u8 = 50;
 pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_MOBILITY: u8 = 135;
 pub const IPPROTO_NONE: u8 = 59;
 pub const IPPROTO_DSTOPTS: u8 = 60;
 
@@ -48,18 +50,36 @@ pub fn eth(ether_type: u16, vlan_tpids: &[u16], payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// IPv4 fragment position.
+/// IPv4 fragment position and datagram id.
 #[derive(Clone, Copy, Debug)]
 pub struct Frag {
     /// Offset in 8-byte units.
     pub offset: u16,
     pub more: bool,
+    pub id: u16,
 }
 
 pub const NOT_FRAGMENTED: Frag = Frag {
     offset: 0,
     more: false,
+    id: 0,
 };
+
+impl Frag {
+    /// The first fragment of datagram `id`.
+    pub const fn first(id: u16) -> Self {
+        Frag {
+            offset: 0,
+            more: true,
+            id,
+        }
+    }
+
+    /// A fragment at `offset` (8-byte units, above 0) of datagram `id`.
+    pub const fn later(id: u16, offset: u16, more: bool) -> Self {
+        Frag { offset, more, id }
+    }
+}
 
 /// IPv4 with `options` (a multiple of 4 bytes) around `payload`.
 pub fn ipv4(
@@ -78,6 +98,7 @@ pub fn ipv4(
     header.set_payload_len(payload.len()).expect("payload fits");
     header.fragment_offset = IpFragOffset::try_new(frag.offset).expect("13-bit offset");
     header.more_fragments = frag.more;
+    header.identification = frag.id;
     header.header_checksum = header.calc_header_checksum();
     let mut packet = header.to_bytes().to_vec();
     packet.extend_from_slice(payload);
@@ -90,10 +111,11 @@ pub enum Ext {
     HopByHop,
     Routing,
     DestOpts,
-    /// Fragment header at `offset` (8-byte units).
+    /// Fragment header at `offset` (8-byte units) of datagram `id`.
     Fragment {
         offset: u16,
         more: bool,
+        id: u32,
     },
     /// Authentication header with `words` 4-byte words after the fixed 12 bytes.
     Auth {
@@ -118,10 +140,12 @@ impl Ext {
             Ext::HopByHop | Ext::DestOpts => vec![next, 0, 1, 4, 0, 0, 0, 0],
             // 8 bytes: type 4 (segment routing), no segments left.
             Ext::Routing => vec![next, 0, 4, 0, 0, 0, 0, 0],
-            Ext::Fragment { offset, more } => {
+            Ext::Fragment { offset, more, id } => {
                 let field = (offset << 3) | u16::from(more);
-                let [hi, lo] = field.to_be_bytes();
-                vec![next, 0, hi, lo, 0, 0, 0x12, 0x34]
+                let mut b = vec![next, 0];
+                b.extend(field.to_be_bytes());
+                b.extend(id.to_be_bytes());
+                b
             }
             Ext::Auth { words } => {
                 let mut b = vec![next, 1 + words, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1];

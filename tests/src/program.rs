@@ -113,6 +113,31 @@ impl Harness {
         (action, bumped[0])
     }
 
+    /// Packets counted under source `addr` in the per-source map (0 for `None` or unseen).
+    pub fn source_packets(&self, addr: Option<std::net::IpAddr>) -> u64 {
+        let Some(addr) = addr else { return 0 };
+        let key = match addr {
+            std::net::IpAddr::V4(v4) => mcfilter_common::IpKey::v4(v4.octets()),
+            std::net::IpAddr::V6(v6) => mcfilter_common::IpKey::v6(v6.octets()),
+        };
+        self.maps
+            .sources
+            .get(&key, 0)
+            .map_or(0, |values| values.iter().map(|v| v.packets).sum())
+    }
+
+    /// Forgets every remembered dropped datagram (the generated test does this periodically so
+    /// the kernel's LRU never has to evict, which the oracle's plain set does not model).
+    pub fn clear_fragment_cache(&mut self) {
+        let keys: Vec<_> = self.maps.frags.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            self.maps
+                .frags
+                .remove(&key)
+                .expect("remove fragment cache entry");
+        }
+    }
+
     pub fn maps(&self) -> &Maps {
         &self.maps
     }

@@ -37,6 +37,15 @@ enum Command {
     },
     /// Setup, build, and run the lab: amplification without the filter, then with it
     Demo,
+    /// Differential fuzzing: N generated frames through the real program and the oracle
+    Fuzz {
+        /// How many frames
+        #[arg(long, default_value_t = 10_000_000)]
+        packets: u64,
+        /// The generator's seed (a failure prints the one to reproduce it with)
+        #[arg(long, default_value_t = 0x6d63_6669_6c74_6572)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
         Command::Lint => lint(),
         Command::Test { args } => test(&args),
         Command::Demo => demo(),
+        Command::Fuzz { packets, seed } => fuzz(packets, seed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -126,6 +136,28 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .context("privileged tests failed");
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
+}
+
+fn fuzz(packets: u64, seed: u64) -> anyhow::Result<()> {
+    setup::run()?;
+    Cmd::new("cargo")
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "mcfilter-tests",
+            "--test",
+            "verdicts",
+        ])
+        .args([
+            "generated_frames_match_the_oracle",
+            "--",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("MCFILTER_PACKETS", packets.to_string())
+        .env("MCFILTER_SEED", seed.to_string())
+        .run()
 }
 
 fn demo() -> anyhow::Result<()> {

@@ -1,15 +1,17 @@
-//! IPv4: the header length comes from IHL (options are skipped, never assumed absent), and a
-//! fragment other than the first carries no ports.
+//! IPv4: the header length comes from IHL (options are skipped, never assumed absent), the
+//! datagram ends where its total length says, and the fragment fields say which part this is.
 
 use core::mem::size_of;
 
 use mcfilter_common::{IpKey, Reason};
 
-use super::L3;
+use super::{Family, Fragment, Ip};
 use crate::cursor::{Cursor, Header};
 
 /// Fragment offset bits of `frag_off` (the low 13; the top 3 are flags).
 const IP_OFFSET_MASK: u16 = 0x1fff;
+/// The "more fragments" flag of `frag_off`.
+const IP_MF: u16 = 0x2000;
 
 #[repr(C)]
 pub struct Ipv4Hdr {
@@ -30,22 +32,34 @@ pub struct Ipv4Hdr {
 unsafe impl Header for Ipv4Hdr {}
 
 #[inline(always)]
-pub fn parse(c: &mut Cursor) -> Result<L3, Reason> {
+pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     let ip = c.next::<Ipv4Hdr>()?;
     if ip.version_ihl >> 4 != 4 {
         return Err(Reason::Malformed);
     }
     let header_len = usize::from(ip.version_ihl & 0x0f) * 4;
-    if header_len < size_of::<Ipv4Hdr>() || usize::from(u16::from_be_bytes(ip.tot_len)) < header_len
-    {
+    if header_len < size_of::<Ipv4Hdr>() {
         return Err(Reason::Malformed);
     }
     c.skip(header_len - size_of::<Ipv4Hdr>())?;
-    if u16::from_be_bytes(ip.frag_off) & IP_OFFSET_MASK != 0 {
-        return Err(Reason::LaterFragment);
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total_len < header_len {
+        return Err(Reason::Malformed);
     }
-    Ok(L3 {
+    c.limit(total_len - header_len)?;
+    let frag_off = u16::from_be_bytes(ip.frag_off);
+    let id = u32::from(u16::from_be_bytes(ip.id));
+    let frag = if frag_off & IP_OFFSET_MASK != 0 {
+        Fragment::Later { id }
+    } else if frag_off & IP_MF != 0 {
+        Fragment::First { id }
+    } else {
+        Fragment::Whole
+    };
+    Ok(Ip {
         src: IpKey::v4(ip.saddr),
-        proto: ip.protocol,
+        frag,
+        next: ip.protocol,
+        family: Family::V4(ip),
     })
 }

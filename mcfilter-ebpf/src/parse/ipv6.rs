@@ -1,11 +1,12 @@
 //! IPv6 and its extension-header chain, walked up to [`MAX_EXT_HEADERS`] headers so that no
-//! chain hides the upper-layer header from the policy.
+//! chain hides the upper-layer header from the policy. The datagram ends where the payload
+//! length says.
 
 use core::mem::size_of;
 
 use mcfilter_common::{IpKey, Reason};
 
-use super::L3;
+use super::{Family, Fragment, Ip};
 use crate::cursor::{Cursor, Header};
 
 pub const IPPROTO_HOPOPTS: u8 = 0;
@@ -13,12 +14,17 @@ pub const IPPROTO_ROUTING: u8 = 43;
 pub const IPPROTO_FRAGMENT: u8 = 44;
 pub const IPPROTO_AH: u8 = 51;
 pub const IPPROTO_DSTOPTS: u8 = 60;
+/// Extension headers (IANA registry) the program cannot look past: Mobility, HIP, Shim6 and
+/// the two experimental values.
+pub const UNWALKED_EXT_HEADERS: [u8; 5] = [135, 139, 140, 253, 254];
 
 /// Extension headers walked before the program gives up with [`Reason::ExtHeaderLimit`].
 pub const MAX_EXT_HEADERS: usize = 8;
 
 /// Fragment offset bits of the fragment header's `frag_off` (the low 3 bits are flags).
 const IP6_OFFSET_MASK: u16 = 0xfff8;
+/// The "more fragments" flag of the fragment header's `frag_off`.
+const IP6_MF: u16 = 0x0001;
 
 #[repr(C)]
 pub struct Ipv6Hdr {
@@ -54,13 +60,27 @@ unsafe impl Header for ExtHdr {}
 // SAFETY: u8 and byte arrays only.
 unsafe impl Header for FragHdr {}
 
+/// The fixed header; the cursor is then limited to the payload length.
 #[inline(always)]
-pub fn parse(c: &mut Cursor) -> Result<L3, Reason> {
+pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     let ip = c.next::<Ipv6Hdr>()?;
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    let mut next = ip.next_hdr;
+    c.limit(usize::from(u16::from_be_bytes(ip.payload_len)))?;
+    Ok(Ip {
+        src: IpKey::v6(ip.saddr),
+        frag: Fragment::Whole,
+        next: ip.next_hdr,
+        family: Family::V6(ip),
+    })
+}
+
+/// Walks the extension-header chain; returns the upper-layer protocol. A fragment header sets
+/// `ip.frag`; after a later fragment's header there are no more headers to read.
+#[inline(always)]
+pub fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
+    let mut next = ip.next;
     // Bounded by MAX_EXT_HEADERS: one extension header per iteration.
     for _ in 0..MAX_EXT_HEADERS {
         match next {
@@ -78,32 +98,39 @@ pub fn parse(c: &mut Cursor) -> Result<L3, Reason> {
             }
             IPPROTO_FRAGMENT => {
                 let frag = c.next::<FragHdr>()?;
-                if u16::from_be_bytes(frag.frag_off) & IP6_OFFSET_MASK != 0 {
-                    return Err(Reason::LaterFragment);
+                let frag_off = u16::from_be_bytes(frag.frag_off);
+                let id = u32::from_be_bytes(frag.identification);
+                if frag_off & IP6_OFFSET_MASK != 0 {
+                    ip.frag = Fragment::Later { id };
+                    return Ok(frag.next_hdr);
+                }
+                if frag_off & IP6_MF != 0 {
+                    ip.frag = Fragment::First { id };
                 }
                 next = frag.next_hdr;
             }
-            proto => return Ok(upper_layer(ip, proto)),
+            proto => return upper_layer(proto),
         }
     }
-    if is_extension_header(next) {
+    if is_walked(next) {
         return Err(Reason::ExtHeaderLimit);
     }
-    Ok(upper_layer(ip, next))
+    upper_layer(next)
 }
 
 #[inline(always)]
-fn is_extension_header(next_hdr: u8) -> bool {
+fn is_walked(next_hdr: u8) -> bool {
     matches!(
         next_hdr,
         IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
     )
 }
 
+/// `proto` as the upper layer, unless it is an extension header the program cannot look past.
 #[inline(always)]
-fn upper_layer(ip: &Ipv6Hdr, proto: u8) -> L3 {
-    L3 {
-        src: IpKey::v6(ip.saddr),
-        proto,
+fn upper_layer(proto: u8) -> Result<u8, Reason> {
+    if UNWALKED_EXT_HEADERS.contains(&proto) {
+        return Err(Reason::ExtHeaderUnknown);
     }
+    Ok(proto)
 }

@@ -1,32 +1,91 @@
 //! Header parsers, outermost first. Each takes its header from the [`Cursor`], validates the
 //! fields the policy depends on and returns what the next layer needs; `Err(reason)` is an early
-//! verdict (not IP, malformed, a later fragment...). Both IP families fill the same [`L3`], so
-//! the verdict code has one path for IPv4 and IPv6.
+//! verdict (not IP, malformed, truncated...). Both IP families fill the same [`Ip`], so the
+//! verdict code has one path for IPv4 and IPv6.
 
 pub mod eth;
 pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
 
-use mcfilter_common::{IpKey, Reason};
+use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason};
 
 use crate::cursor::Cursor;
 
-/// What the network layer tells the policy, the same for both families.
-pub struct L3 {
-    /// Family-tagged source address, ready for the allow-list and per-source maps.
-    pub src: IpKey,
-    /// The upper-layer protocol (IPPROTO_*), after any IPv6 extension headers.
-    pub proto: u8,
+/// Where a packet stands in IP fragmentation; `id` is the datagram's IP id.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not a fragment (IPv6 atomic fragments included).
+    Whole,
+    /// Offset 0, more to come: carries the upper-layer header.
+    First { id: u32 },
+    /// Offset above 0: carries no upper-layer header.
+    Later { id: u32 },
 }
 
-/// Parses Ethernet (with VLAN tags) and the IPv4 or IPv6 header with its options or extension
-/// headers, leaving the cursor at the upper-layer header.
+/// What the network layer tells the policy, the same for both families.
+pub struct Ip {
+    /// Family-tagged source address, ready for the allow-list and per-source maps.
+    pub src: IpKey,
+    pub frag: Fragment,
+    /// The header after the fixed IP header: IPv4's protocol, IPv6's first next header.
+    pub next: u8,
+    /// What the extension-header walk still needs.
+    pub family: Family,
+}
+
+/// The family, with the fixed header the fragment key is taken from.
+pub enum Family {
+    /// IPv4: options are skipped with the header, fragmentation is known.
+    V4(&'static ipv4::Ipv4Hdr),
+    /// IPv6: the extension-header chain is still to walk.
+    V6(&'static ipv6::Ipv6Hdr),
+}
+
+impl Ip {
+    /// The key the kernel reassembles this datagram by (see [`FragKey`]). Built only for
+    /// fragments, off the common path.
+    #[inline(always)]
+    pub fn frag_key(&self, id: u32) -> FragKey {
+        match self.family {
+            Family::V4(hdr) => FragKey {
+                src: self.src.addr,
+                dst: IpKey::v4(hdr.daddr).addr,
+                id,
+                family: FAMILY_V4,
+                proto: hdr.protocol,
+                _pad: [0; 2],
+            },
+            Family::V6(hdr) => FragKey {
+                src: self.src.addr,
+                dst: hdr.daddr,
+                id,
+                family: FAMILY_V6,
+                // Linux keys IPv6 reassembly by addresses and id, not by next header.
+                proto: 0,
+                _pad: [0; 2],
+            },
+        }
+    }
+}
+
+/// Parses Ethernet (with VLAN tags) and the fixed IPv4 or IPv6 header, leaving the cursor after
+/// it, limited to the datagram's own length.
 #[inline(always)]
-pub fn l3(c: &mut Cursor) -> Result<L3, Reason> {
+pub fn ip(c: &mut Cursor) -> Result<Ip, Reason> {
     match eth::parse(c)? {
         eth::ETH_P_IP => ipv4::parse(c),
         eth::ETH_P_IPV6 => ipv6::parse(c),
         _ => Err(Reason::NotIp),
+    }
+}
+
+/// Moves past IPv4 options or the IPv6 extension-header chain; returns the upper-layer
+/// protocol. Learns IPv6 fragmentation on the way.
+#[inline(always)]
+pub fn upper_layer(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
+    match ip.family {
+        Family::V4(_) => Ok(ip.next),
+        Family::V6(_) => ipv6::extension_headers(c, ip),
     }
 }
