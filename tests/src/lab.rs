@@ -4,10 +4,10 @@
 
 use std::{
     ffi::CString,
-    io,
+    io::{self, ErrorKind},
     mem::size_of,
-    net::{Ipv4Addr, Ipv6Addr},
-    time::Duration,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
 };
 
 use crate::netns::NetNs;
@@ -44,7 +44,55 @@ impl Lab {
     pub fn host(&self, tag: &str, last: u8) -> Host {
         connect(&self.switch, tag, last)
     }
+
+    /// Adds a host linked straight to the server's [`DIRECT_IFACE`] (no bridge: a bridge moves
+    /// a frame's outer VLAN tag into packet metadata, which XDP on the far veth never sees), on
+    /// 198.19.0.0/24 and 2001:db8:1::/64; the server is .1 / ::1 there.
+    pub fn direct_host(&self, tag: &str, last: u8) -> Host {
+        let ns = NetNs::new(tag);
+        let mac = [0x02, 0, 0, 0, 1, last];
+        crate::netns::run(std::process::Command::new("ip").args([
+            "link",
+            "add",
+            DIRECT_IFACE,
+            "address",
+            "02:00:00:00:00:01",
+            "netns",
+            self.server.ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            IFACE,
+            "address",
+            &format!("02:00:00:00:01:{last:02x}"),
+            "netns",
+            ns.name(),
+        ]));
+        let server = &self.server.ns;
+        server.ip(&["addr", "add", "198.19.0.1/24", "dev", DIRECT_IFACE]);
+        server.ip(&[
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            DIRECT_IFACE,
+            "nodad",
+        ]);
+        server.ip(&["link", "set", DIRECT_IFACE, "up"]);
+        let v4 = Ipv4Addr::new(198, 19, 0, last);
+        let v6: Ipv6Addr = format!("2001:db8:1::{last}").parse().expect("ipv6");
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", IFACE]);
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", IFACE, "nodad"]);
+        ns.ip(&["link", "set", IFACE, "up"]);
+        Host { ns, v4, v6, mac }
+    }
 }
+
+/// The server's interface to a [`Lab::direct_host`].
+pub const DIRECT_IFACE: &str = "eth1";
+/// The server's IPv4 address on [`DIRECT_IFACE`].
+pub const DIRECT_SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
 
 /// Makes namespace `tag...`, joins it to the switch's bridge and gives it its addresses.
 fn connect(switch: &NetNs, tag: &str, last: u8) -> Host {
@@ -130,4 +178,57 @@ fn send_frames(frames: &[Vec<u8>]) -> io::Result<usize> {
     // SAFETY: `fd` is ours and open.
     unsafe { libc::close(fd) };
     result.map(|()| sent)
+}
+
+impl Host {
+    /// A nonblocking dual-stack UDP socket bound to `port` in this host's namespace.
+    pub fn udp_listener(&self, port: u16) -> UdpSocket {
+        let socket = self
+            .ns
+            .run(|| UdpSocket::bind(("::", port)).expect("bind udp"));
+        socket.set_nonblocking(true).expect("nonblocking");
+        socket
+    }
+
+    /// A UDP socket in this host's namespace for sending to `dst`'s family.
+    pub fn udp_sender(&self, dst: IpAddr) -> UdpSocket {
+        let bind: SocketAddr = match dst {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        self.ns.run(|| UdpSocket::bind(bind).expect("bind sender"))
+    }
+
+    /// Sends `count` datagrams of `payload` from this host to each of `dsts` on `port`.
+    pub fn send_udp(&self, dsts: &[IpAddr], port: u16, payload: &[u8], count: usize) {
+        for &dst in dsts {
+            let socket = self.udp_sender(dst);
+            for _ in 0..count {
+                socket.send_to(payload, (dst, port)).expect("send");
+            }
+        }
+    }
+}
+
+/// Receives until `count` datagrams arrived or 3 s passed; returns what arrived.
+pub fn receive(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while got.len() < count && Instant::now() < deadline {
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => got.push(buf[..n].to_vec()),
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(err) => panic!("recv: {err}"),
+        }
+    }
+    got
+}
+
+/// Whether any datagram is waiting on a nonblocking socket.
+pub fn pending(socket: &UdpSocket) -> bool {
+    let mut buf = [0u8; 2048];
+    !matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
 }

@@ -2,6 +2,8 @@
 //! implementation of the formats); extension headers, VLAN stacks and fragments that etherparse
 //! cannot express are composed from bytes here.
 
+use std::net::IpAddr;
+
 use etherparse::{
     ArpEthIpv4Packet, ArpOperation, EtherType, Ethernet2Header, IpFragOffset, IpNumber, Ipv4Header,
     Ipv6Header, TcpHeader, UdpHeader,
@@ -30,9 +32,21 @@ pub const IPPROTO_DSTOPTS: u8 = 60;
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 
-/// Ethernet II, with VLAN tags (outermost first) given as TPIDs, around `payload`.
+/// Ethernet II, with VLAN tags (outermost first) given as TPIDs, around `payload`. The tags
+/// carry VLAN ids 100, 101, ...
 pub fn eth(ether_type: u16, vlan_tpids: &[u16], payload: &[u8]) -> Vec<u8> {
-    let outer = vlan_tpids.first().copied().unwrap_or(ether_type);
+    let tags: Vec<(u16, u16)> = vlan_tpids
+        .iter()
+        .enumerate()
+        .map(|(i, &tpid)| (tpid, 100 + i as u16))
+        .collect();
+    eth_tagged(ether_type, &tags, payload)
+}
+
+/// Ethernet II with VLAN tags given as (TPID, TCI) pairs, outermost first. TCI 0 is a
+/// priority tag (VLAN id 0), which the stack delivers as if untagged.
+pub fn eth_tagged(ether_type: u16, tags: &[(u16, u16)], payload: &[u8]) -> Vec<u8> {
+    let outer = tags.first().map_or(ether_type, |&(tpid, _)| tpid);
     let mut frame = Ethernet2Header {
         source: SRC_MAC,
         destination: DST_MAC,
@@ -40,9 +54,8 @@ pub fn eth(ether_type: u16, vlan_tpids: &[u16], payload: &[u8]) -> Vec<u8> {
     }
     .to_bytes()
     .to_vec();
-    for (i, _) in vlan_tpids.iter().enumerate() {
-        let inner = vlan_tpids.get(i + 1).copied().unwrap_or(ether_type);
-        let tci: u16 = 100 + i as u16;
+    for (i, &(_, tci)) in tags.iter().enumerate() {
+        let inner = tags.get(i + 1).map_or(ether_type, |&(tpid, _)| tpid);
         frame.extend_from_slice(&tci.to_be_bytes());
         frame.extend_from_slice(&inner.to_be_bytes());
     }
@@ -226,4 +239,77 @@ pub fn memcached_udp_request(request_id: u16, command: &[u8]) -> Vec<u8> {
     request.extend_from_slice(&[0, 0, 0, 1, 0, 0]);
     request.extend_from_slice(command);
     request
+}
+
+/// A UDP datagram with a correct checksum (IPv6 requires one for delivery).
+pub fn udp_checksummed(
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut header = UdpHeader {
+        source_port: sport,
+        destination_port: dport,
+        length: (UdpHeader::LEN + payload.len()) as u16,
+        checksum: 0,
+    };
+    header.checksum = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            header.calc_checksum_ipv4_raw(s.octets(), d.octets(), payload)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            header.calc_checksum_ipv6_raw(s.octets(), d.octets(), payload)
+        }
+        _ => panic!("mixed address families"),
+    }
+    .expect("datagram fits");
+    let mut datagram = header.to_bytes().to_vec();
+    datagram.extend_from_slice(payload);
+    datagram
+}
+
+/// The frames of one IP datagram carrying `l4` (protocol `proto`), cut into fragments of `chunk`
+/// bytes of payload (a multiple of 8), first fragment first.
+pub fn fragments(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    id: u16,
+    l4: &[u8],
+    chunk: usize,
+) -> Vec<Vec<u8>> {
+    assert_eq!(chunk % 8, 0, "fragment payloads are multiples of 8 bytes");
+    let count = l4.len().div_ceil(chunk);
+    (0..count)
+        .map(|i| {
+            let piece = &l4[i * chunk..l4.len().min((i + 1) * chunk)];
+            let offset = (i * chunk / 8) as u16;
+            let more = i + 1 < count;
+            match (src, dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => {
+                    let frag = Frag { offset, more, id };
+                    eth(
+                        ETH_P_IP,
+                        &[],
+                        &ipv4(s.octets(), d.octets(), proto, &[], frag, piece),
+                    )
+                }
+                (IpAddr::V6(s), IpAddr::V6(d)) => {
+                    let ext = [Ext::Fragment {
+                        offset,
+                        more,
+                        id: u32::from(id),
+                    }];
+                    eth(
+                        ETH_P_IPV6,
+                        &[],
+                        &ipv6(s.octets(), d.octets(), &ext, proto, piece),
+                    )
+                }
+                _ => panic!("mixed address families"),
+            }
+        })
+        .collect()
 }

@@ -2,14 +2,13 @@
 //! and a real memcached prove what is delivered, and mcfilter's own counters agree.
 
 use std::{
-    io::ErrorKind,
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
 use mcfilter_tests::{
     cli::Mcfilter,
-    lab::{self, Host, IFACE, Lab},
+    lab::{self, Host, IFACE, Lab, pending, receive},
     memcache::{self, Memcached},
     packet::{ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth, ipv4, udp},
     privileged,
@@ -24,54 +23,6 @@ fn mcfilter(lab: &Lab, tag: &str) -> Mcfilter {
     Mcfilter::new(tag).in_netns(&lab.server.ns)
 }
 
-/// Binds a dual-stack UDP socket on `port` in the server's namespace.
-fn udp_listener(server: &Host, port: u16) -> UdpSocket {
-    let socket = server
-        .ns
-        .run(|| UdpSocket::bind(("::", port)).expect("bind udp"));
-    socket.set_nonblocking(true).expect("nonblocking");
-    socket
-}
-
-/// Sends `count` datagrams from `host` to the server at `dst` (v4 and v6 addresses).
-fn send_udp(host: &Host, dsts: &[IpAddr], port: u16, count: usize) {
-    host.ns.run(|| {
-        for &dst in dsts {
-            let bind: SocketAddr = match dst {
-                IpAddr::V4(_) => ([0, 0, 0, 0], 0).into(),
-                IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-            };
-            let socket = UdpSocket::bind(bind).expect("bind");
-            for _ in 0..count {
-                socket.send_to(b"stats\r\n", (dst, port)).expect("send");
-            }
-        }
-    });
-}
-
-/// Receives until `count` datagrams arrived or 3 s passed; returns how many arrived.
-fn receive(socket: &UdpSocket, count: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut got = 0;
-    let mut buf = [0u8; 2048];
-    while got < count && Instant::now() < deadline {
-        match socket.recv_from(&mut buf) {
-            Ok(_) => got += 1,
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
-            Err(err) => panic!("recv: {err}"),
-        }
-    }
-    got
-}
-
-/// Whether any datagram is waiting.
-fn pending(socket: &UdpSocket) -> bool {
-    let mut buf = [0u8; 2048];
-    !matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
-}
-
 fn server_addrs(lab: &Lab) -> [IpAddr; 2] {
     [lab.server.v4.into(), lab.server.v6.into()]
 }
@@ -81,14 +32,14 @@ fn udp_to_protected_port_is_never_delivered(mode: &str, tag: &str) {
     let allowed = lab.host(&format!("{tag}a"), 10);
     let denied = lab.host(&format!("{tag}d"), 20);
     let mcf = mcfilter(&lab, tag);
-    let protected = udp_listener(&lab.server, PORT);
-    let other = udp_listener(&lab.server, OTHER_PORT);
+    let protected = lab.server.udp_listener(PORT);
+    let other = lab.server.udp_listener(OTHER_PORT);
     let dsts = server_addrs(&lab);
 
     // Without the filter the datagrams arrive: the test can see a leak.
-    send_udp(&denied, &dsts, PORT, 1);
+    denied.send_udp(&dsts, PORT, b"stats\r\n", 1);
     assert_eq!(
-        receive(&protected, 2),
+        receive(&protected, 2).len(),
         2,
         "control: UDP {PORT} reaches the server unfiltered"
     );
@@ -102,8 +53,8 @@ fn udp_to_protected_port_is_never_delivered(mode: &str, tag: &str) {
         &allowed.v4.to_string(),
     ]);
     for host in [&allowed, &denied] {
-        send_udp(host, &dsts, PORT, 5);
-        send_udp(host, &dsts, OTHER_PORT, 1);
+        host.send_udp(&dsts, PORT, b"stats\r\n", 5);
+        host.send_udp(&dsts, OTHER_PORT, b"stats\r\n", 1);
     }
     // Forged sources, and a VLAN priority tag (VID 0, which the stack delivers untagged).
     let forged: Vec<Vec<u8>> = (0..20u8)
@@ -123,7 +74,11 @@ fn udp_to_protected_port_is_never_delivered(mode: &str, tag: &str) {
         .collect();
     assert_eq!(denied.send_frames(&forged), forged.len());
     // The later datagrams to another port arrive, so the earlier ones had their chance.
-    assert_eq!(receive(&other, 4), 4, "other UDP ports are unaffected");
+    assert_eq!(
+        receive(&other, 4).len(),
+        4,
+        "other UDP ports are unaffected"
+    );
     lab::settle();
     assert!(
         !pending(&protected),
@@ -271,7 +226,7 @@ fn stats_count_exactly_the_packets_a_source_sent() {
         } else {
             IpAddr::from(lab.server.v6)
         };
-        send_udp(&attacker, &[dst], PORT, n);
+        attacker.send_udp(&[dst], PORT, b"stats\r\n", n);
         lab::settle();
         assert_eq!(
             source_packets(addr) - before,

@@ -1,0 +1,244 @@
+//! No way around the filter, end to end: VLAN tags, IPv4 options, IPv6 extension headers and
+//! fragments, sent for real through a lab of namespaces. Delivery is read on real sockets;
+//! what the stack cannot deliver is judged by mcfilter's own counters.
+
+use std::{
+    net::{IpAddr, UdpSocket},
+    os::fd::AsRawFd as _,
+};
+
+use mcfilter_tests::{
+    cli::Mcfilter,
+    lab::{self, DIRECT_IFACE, DIRECT_SERVER_V4, Host, IFACE, Lab, pending, receive},
+    packet::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth_tagged, fragments,
+        ipv4, udp, udp_checksummed,
+    },
+    privileged,
+};
+use serde_json::Value;
+
+const PORT: u16 = 11211;
+const OTHER_PORT: u16 = 11212;
+
+/// A lab with the filter attached to the server, and a client.
+struct Setup {
+    lab: Lab,
+    client: Host,
+    mcf: Mcfilter,
+}
+
+fn setup(tag: &str) -> Setup {
+    let lab = Lab::new(tag);
+    let client = lab.host(&format!("{tag}c"), 30);
+    let mcf = Mcfilter::new(tag).in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE, "--mode", "native"]);
+    Setup { lab, client, mcf }
+}
+
+impl Setup {
+    fn reasons(&self) -> Value {
+        self.mcf.json(&["stats", "--json"])["reasons"].clone()
+    }
+
+    fn server_addrs(&self) -> [IpAddr; 2] {
+        [self.lab.server.v4.into(), self.lab.server.v6.into()]
+    }
+}
+
+fn delta(after: &Value, before: &Value, reason: &str) -> u64 {
+    after[reason].as_u64().expect("counter") - before[reason].as_u64().expect("counter")
+}
+
+#[test]
+fn vlan_tagged_frames_are_judged_by_the_packet_inside() {
+    if !privileged("vlan_tagged_frames_are_judged_by_the_packet_inside") {
+        return;
+    }
+    let s = setup("vl");
+    // Straight to the server: through a bridge the outer tag would travel as metadata.
+    let direct = s.lab.direct_host("vld", 30);
+    s.mcf.ok(&["attach", DIRECT_IFACE, "--mode", "native"]);
+    let protected = s.lab.server.udp_listener(PORT);
+    let other = s.lab.server.udp_listener(OTHER_PORT);
+    let frame = |tags: &[(u16, u16)], port: u16| {
+        let l4 = udp(40000, port, b"stats\r\n");
+        let (src, dst) = (direct.v4.octets(), DIRECT_SERVER_V4.octets());
+        eth_tagged(
+            ETH_P_IP,
+            tags,
+            &ipv4(src, dst, IPPROTO_UDP, &[], NOT_FRAGMENTED, &l4),
+        )
+    };
+    let before = s.reasons();
+    // Priority tags (VLAN id 0) are delivered by the stack as if untagged.
+    let priority = [(ETH_P_8021Q, 0)];
+    direct.send_frames(&[frame(&priority, PORT), frame(&priority, OTHER_PORT)]);
+    assert_eq!(
+        receive(&other, 1).len(),
+        1,
+        "a priority-tagged datagram to another port arrives"
+    );
+    // Other tags have no VLAN device here: the counters say what the program decided.
+    let tagged = [
+        frame(&[(ETH_P_8021Q, 100)], PORT),
+        frame(&[(ETH_P_8021AD, 200), (ETH_P_8021Q, 100)], PORT),
+        frame(&[(ETH_P_8021Q, 100), (ETH_P_8021Q, 101)], OTHER_PORT),
+        frame(
+            &[(ETH_P_8021Q, 1), (ETH_P_8021Q, 2), (ETH_P_8021Q, 3)],
+            OTHER_PORT,
+        ),
+    ];
+    direct.send_frames(&tagged);
+    lab::settle();
+    assert!(
+        !pending(&protected),
+        "no tagged datagram to {PORT} was delivered"
+    );
+    let after = s.reasons();
+    assert_eq!(
+        delta(&after, &before, "udp_port"),
+        3,
+        "priority, 802.1Q and QinQ to {PORT}"
+    );
+    assert_eq!(delta(&after, &before, "vlan_limit"), 1, "three tags");
+    assert!(
+        delta(&after, &before, "not_protected") >= 2,
+        "the frames to another port passed"
+    );
+    s.mcf.ok(&["detach", DIRECT_IFACE]);
+    s.mcf.ok(&["detach", IFACE]);
+}
+
+/// setsockopt with a byte-string value.
+fn set_option(socket: &UdpSocket, level: i32, name: i32, value: &[u8]) {
+    // SAFETY: a valid socket and a buffer of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn ip_options_and_extension_headers_do_not_hide_the_port() {
+    if !privileged("ip_options_and_extension_headers_do_not_hide_the_port") {
+        return;
+    }
+    let s = setup("eh");
+    let protected = s.lab.server.udp_listener(PORT);
+    let other = s.lab.server.udp_listener(OTHER_PORT);
+    let [v4, v6] = s.server_addrs();
+    // IPv4 with 40 bytes of options (IHL 15): NOPs, then end of list.
+    let mut options = vec![1u8; 39];
+    options.push(0);
+    // IPv6 hop-by-hop and destination options headers, each with a PadN option.
+    let ext_header = [0u8, 0, 1, 4, 0, 0, 0, 0];
+    let senders = [
+        (v4, libc::IPPROTO_IP, libc::IP_OPTIONS, options.as_slice()),
+        (v6, libc::IPPROTO_IPV6, libc::IPV6_HOPOPTS, &ext_header[..]),
+        (v6, libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS, &ext_header[..]),
+    ];
+    let before = s.reasons();
+    for (dst, level, name, value) in senders {
+        let socket = s.client.udp_sender(dst);
+        set_option(&socket, level, name, value);
+        for port in [PORT, PORT, OTHER_PORT] {
+            socket.send_to(b"stats\r\n", (dst, port)).expect("send");
+        }
+    }
+    assert_eq!(
+        receive(&other, 3).len(),
+        3,
+        "datagrams with options to another port arrive"
+    );
+    lab::settle();
+    assert!(
+        !pending(&protected),
+        "no datagram with options reached {PORT}"
+    );
+    assert_eq!(delta(&s.reasons(), &before, "udp_port"), 6);
+    s.mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole() {
+    if !privileged("fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole") {
+        return;
+    }
+    let s = setup("fr");
+    let protected = s.lab.server.udp_listener(PORT);
+    let other = s.lab.server.udp_listener(OTHER_PORT);
+    // 4000 bytes on a 1500-byte link: the sender's kernel cuts each datagram in three.
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let addrs = s.server_addrs();
+    let before = s.reasons();
+    s.client.send_udp(&addrs, PORT, &big, 2);
+    s.client.send_udp(&addrs, OTHER_PORT, &big, 1);
+    let got = receive(&other, 2);
+    assert_eq!(got.len(), 2, "fragmented datagrams to another port arrive");
+    assert!(got.iter().all(|d| *d == big), "whole and intact");
+    lab::settle();
+    assert!(
+        !pending(&protected),
+        "no byte of a fragmented datagram reached {PORT}"
+    );
+    let after = s.reasons();
+    assert_eq!(
+        delta(&after, &before, "udp_port"),
+        4,
+        "each first fragment to {PORT}"
+    );
+    assert_eq!(
+        delta(&after, &before, "fragment_of_dropped"),
+        8,
+        "two later fragments each"
+    );
+
+    // Out of order: the last fragment first. Other ports still get the datagram whole; to the
+    // protected port the later fragments pass unjudged (no ports in them), then the first is
+    // dropped, so the datagram never completes.
+    let client4: IpAddr = s.client.v4.into();
+    let client6: IpAddr = s.client.v6.into();
+    for (id, (src, dst)) in [(client4, addrs[0]), (client6, addrs[1])]
+        .into_iter()
+        .enumerate()
+    {
+        for port in [OTHER_PORT, PORT] {
+            let l4 = udp_checksummed(src, dst, 40000, port, &big);
+            let mut frames = fragments(
+                src,
+                dst,
+                IPPROTO_UDP,
+                700 + id as u16 * 2 + u16::from(port == PORT),
+                &l4,
+                1448,
+            );
+            frames.reverse();
+            s.client.send_frames(&frames);
+        }
+    }
+    let got = receive(&other, 2);
+    assert_eq!(
+        got.len(),
+        2,
+        "reversed fragments to another port are reassembled"
+    );
+    assert!(got.iter().all(|d| *d == big), "whole and intact");
+    lab::settle();
+    assert!(
+        !pending(&protected),
+        "reversed fragments to {PORT} never complete"
+    );
+    s.mcf.ok(&["detach", IFACE]);
+}
