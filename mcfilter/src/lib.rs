@@ -26,6 +26,10 @@ use ipnet::IpNet;
 /// The compiled XDP program (mcfilter-ebpf, built for bpfel-unknown-none by build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter"));
 
+/// A trivial XDP program that passes everything: the floor benchmarks measure mcfilter against.
+pub static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-floor"));
+
 /// The port protected when the first `attach` names none: memcached.
 pub const DEFAULT_PORT: u16 = 11211;
 

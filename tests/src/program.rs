@@ -56,20 +56,14 @@ impl Harness {
 
     /// Runs `frame` once; returns the XDP action.
     pub fn run(&self, frame: &[u8]) -> u32 {
-        let program: &Xdp = self
-            .ebpf
-            .program(mcfilter_common::PROGRAM_NAME)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            ..TestRunOptions::new()
-        };
-        program
-            .test_run(opts)
-            .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} bytes: {err}", frame.len()))
-            .return_value
+        test_run(&self.ebpf, mcfilter_common::PROGRAM_NAME, frame, 1).return_value
+    }
+
+    /// Runs `frame` `repeat` times in the kernel; returns the average nanoseconds per run.
+    pub fn time(&self, frame: &[u8], repeat: u32) -> u64 {
+        test_run(&self.ebpf, mcfilter_common::PROGRAM_NAME, frame, repeat)
+            .duration
+            .as_nanos() as u64
     }
 
     /// The stats counter of `reason` (summed over CPUs).
@@ -145,6 +139,48 @@ impl Harness {
     /// The private state dir the maps are pinned in.
     pub fn maps_dir(&self) -> &std::path::Path {
         &self.dir
+    }
+}
+
+/// BPF_PROG_TEST_RUN of program `name` in `ebpf` (the kernel reports the average duration).
+fn test_run(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> aya::programs::TestRunResult {
+    let program: &Xdp = ebpf
+        .program(name)
+        .expect("program in object")
+        .try_into()
+        .expect("an XDP program");
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::new()
+    };
+    program
+        .test_run(opts)
+        .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} bytes: {err}", frame.len()))
+}
+
+/// The benchmark floor: an XDP program that only returns XDP_PASS.
+pub struct Floor {
+    ebpf: Ebpf,
+}
+
+impl Floor {
+    pub fn load() -> Self {
+        let mut ebpf = Ebpf::load(mcfilter::FLOOR_OBJECT).expect("load the floor object");
+        let program: &mut Xdp = ebpf
+            .program_mut("floor")
+            .expect("floor program")
+            .try_into()
+            .expect("an XDP program");
+        program.load().expect("load the floor program");
+        Floor { ebpf }
+    }
+
+    /// Average nanoseconds per run of `frame`, repeated `repeat` times.
+    pub fn time(&self, frame: &[u8], repeat: u32) -> u64 {
+        test_run(&self.ebpf, "floor", frame, repeat)
+            .duration
+            .as_nanos() as u64
     }
 }
 

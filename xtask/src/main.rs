@@ -37,6 +37,12 @@ enum Command {
     },
     /// Setup, build, and run the lab: amplification without the filter, then with it
     Demo,
+    /// Per-packet cost by class through BPF_PROG_TEST_RUN, next to a trivial XDP_PASS program
+    Bench {
+        /// Arguments for mcfilter-bench (--repeat N, --runs N, --json PATH)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Differential fuzzing: N generated frames through the real program and the oracle
     Fuzz {
         /// How many frames
@@ -56,6 +62,7 @@ fn main() -> ExitCode {
         Command::Test { args } => test(&args),
         Command::Demo => demo(),
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
+        Command::Bench { args } => bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -136,6 +143,23 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .context("privileged tests failed");
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
+}
+
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    Cmd::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "mcfilter-tests",
+            "--bin",
+            "mcfilter-bench",
+        ])
+        .run()?;
+    Cmd::new(workspace_root()?.join("target/release/mcfilter-bench"))
+        .args(args)
+        .run()
 }
 
 fn fuzz(packets: u64, seed: u64) -> anyhow::Result<()> {
