@@ -19,6 +19,10 @@ pub mod map_names {
     pub const SOURCES: &str = "mcf_sources";
     /// `HashMap<u32, IfaceInfo>` keyed by ifindex: what `attach` made (userspace bookkeeping).
     pub const IFACES: &str = "mcf_ifaces";
+    /// `PerCpuArray<PendingSource>` (1 entry): each CPU's latest dropped source, whose counts
+    /// are added to `mcf_sources` only when another source comes along (write combining: a
+    /// flood from one source costs no hash lookup per packet). Readers add it in.
+    pub const PENDING: &str = "mcf_pending";
     /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.
     pub const FRAGS: &str = "mcf_frags";
 }
@@ -205,38 +209,65 @@ pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
 /// An address tagged with its family: the data of allow-list trie keys (whose prefix length
-/// counts the family byte: [`IpKey::FAMILY_BITS`] + the CIDR's prefix) and the key of the
-/// per-source map.
+/// counts the family word: [`IpKey::FAMILY_BITS`] + the CIDR's prefix) and the key of the
+/// per-source map. Made of `u32` words: 20 bytes, 4-aligned, so the kernel hashes it with jhash2
+/// and the compiler copies it in words (byte arrays of odd sizes become memcpy loops in BPF).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpKey {
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
-    pub family: u8,
-    /// The address in network order; IPv4 uses the first 4 bytes, the rest are zero.
-    pub addr: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (native byte order).
+    pub family: u32,
+    /// The address's bytes in network order, four to a word (`u32::from_ne_bytes`); IPv4 uses
+    /// the first word, the rest are zero.
+    pub addr: [u32; 4],
+}
+
+/// Four address bytes as the word that holds them in memory order.
+#[inline(always)]
+pub const fn word(b: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(b)
+}
+
+/// 16 address bytes as four memory-order words.
+#[inline(always)]
+pub const fn words(b: [u8; 16]) -> [u32; 4] {
+    [
+        word([b[0], b[1], b[2], b[3]]),
+        word([b[4], b[5], b[6], b[7]]),
+        word([b[8], b[9], b[10], b[11]]),
+        word([b[12], b[13], b[14], b[15]]),
+    ]
 }
 
 impl IpKey {
-    /// Bits of the family tag in front of the address in a trie key.
-    pub const FAMILY_BITS: u32 = 8;
-    /// Trie prefix length that matches a whole key (family + 128 address bits).
+    /// Bits of the family word in front of the address in a trie key.
+    pub const FAMILY_BITS: u32 = 32;
+    /// Trie prefix length that matches a whole key (family word + 128 address bits).
     pub const FULL_PREFIX: u32 = Self::FAMILY_BITS + 128;
 
     #[inline(always)]
     pub const fn v4(addr: [u8; 4]) -> Self {
-        let [a, b, c, d] = addr;
         IpKey {
-            family: FAMILY_V4,
-            addr: [a, b, c, d, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: FAMILY_V4 as u32,
+            addr: [word(addr), 0, 0, 0],
         }
     }
 
     #[inline(always)]
     pub const fn v6(addr: [u8; 16]) -> Self {
         IpKey {
-            family: FAMILY_V6,
-            addr,
+            family: FAMILY_V6 as u32,
+            addr: words(addr),
         }
+    }
+
+    /// The address bytes in network order.
+    pub fn addr_bytes(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        for (chunk, w) in bytes.chunks_exact_mut(4).zip(self.addr) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        bytes
     }
 }
 
@@ -246,7 +277,7 @@ impl IpKey {
 pub struct SourceStats {
     pub packets: u64,
     pub bytes: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
     /// [`Reason`] code of the last packet.
     pub last_reason: u32,
@@ -256,17 +287,28 @@ pub struct SourceStats {
 
 /// Key of the fragment verdict cache: what the kernel's reassembly keys a datagram by. IPv4:
 /// addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (`proto` 0, since
-/// Linux does not key IPv6 reassembly by the fragment header's next header).
+/// Linux does not key IPv6 reassembly by the fragment header's next header). Addresses as in
+/// [`IpKey::addr`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
     pub id: u32,
     /// [`FAMILY_V4`] or [`FAMILY_V6`].
     pub family: u8,
     pub proto: u8,
     pub _pad: [u8; 2],
+}
+
+/// One CPU's not yet merged per-source counts (see `map_names::PENDING`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingSource {
+    pub key: IpKey,
+    pub _pad: u32,
+    /// `packets == 0`: nothing pending.
+    pub stats: SourceStats,
 }
 
 /// Interface name buffer size (Linux IFNAMSIZ).
@@ -293,10 +335,11 @@ pub struct IfaceInfo {
 const _: () = {
     assert!(core::mem::size_of::<Config>() == 8 + 8 * PORT_WORDS);
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<IpKey>() == 17);
+    assert!(core::mem::size_of::<IpKey>() == 20);
     assert!(core::mem::size_of::<SourceStats>() == 32);
     assert!(core::mem::size_of::<IfaceInfo>() == 24);
     assert!(core::mem::size_of::<FragKey>() == 40);
+    assert!(core::mem::size_of::<PendingSource>() == 56);
     assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
 };
 
@@ -310,4 +353,5 @@ mod pod {
     unsafe impl aya::Pod for super::SourceStats {}
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::PendingSource {}
 }

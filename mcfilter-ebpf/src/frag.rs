@@ -21,11 +21,15 @@ pub fn later(key: &FragKey) -> Reason {
 /// any stale entry under the same key (ids are reused).
 #[inline(always)]
 pub fn remember(key: &FragKey, reason: Reason, bytes: u64) {
+    // A lookup first: an LRU update allocates a new element even when the key exists, and
+    // a retransmitted or duplicated first fragment needs no write.
+    // SAFETY: the value is a plain u32 only ever written whole here.
+    let known = unsafe { FRAGS.get(key) }.is_some();
     if reason.is_drop() {
-        if FRAGS.insert(key, reason as u32, 0).is_err() {
-            stats::bump(SLOT_FRAG_INSERT_FAILED, bytes);
+        if !known && FRAGS.insert(key, reason as u32, 0).is_err() {
+            stats::bump(SLOT_FRAG_INSERT_FAILED, 1, bytes);
         }
-    } else {
+    } else if known {
         let _ = FRAGS.remove(key);
     }
 }

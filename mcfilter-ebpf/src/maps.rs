@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use mcfilter_common::{
     Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, FRAG_CACHE_CAPACITY,
-    FragKey, IfaceInfo, IpKey, MAX_IFACES, STATS_SLOTS, SourceStats,
+    FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -30,6 +30,10 @@ pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
 #[map(name = "mcf_sources")]
 pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
     LruPerCpuHashMap::pinned(DEFAULT_SOURCES_CAPACITY, 0);
+
+/// Each CPU's latest dropped source, not yet added to `SOURCES` (write combining).
+#[map(name = "mcf_pending")]
+pub static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0);
 
 /// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
 /// object so that it is created and pinned with the others.

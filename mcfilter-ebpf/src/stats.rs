@@ -1,53 +1,92 @@
 //! Counters, never logs: exact per-CPU totals by reason, and per-source counters of dropped
-//! packets in an LRU map whose failed inserts are themselves counted.
+//! packets in an LRU map (bounded under spoofed floods) whose failed inserts are themselves
+//! counted.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use mcfilter_common::{Counter, IpKey, Reason, SLOT_SOURCE_INSERT_FAILED, SourceStats, stats_slot};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use mcfilter_common::{
+    Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SourceStats, stats_slot,
+};
 
-use crate::maps::{SOURCES, STATS};
+use crate::maps::{PENDING, SOURCES, STATS};
 
+/// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
 #[inline(always)]
-pub fn bump(slot: u32, bytes: u64) {
+pub fn bump(slot: u32, packets: u64, bytes: u64) {
     if let Some(counter) = STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU array value of this CPU; XDP runs with preemption off, so nothing
         // else writes it concurrently.
         let counter: &mut Counter = unsafe { &mut *counter };
-        counter.packets += 1;
+        counter.packets += packets;
         counter.bytes += bytes;
     }
 }
 
 /// Counts one packet of `bytes` under `reason`, and under its source when it is (or, in dry-run,
-/// would be) dropped.
+/// would be) dropped. Per-source counts are write-combined: each CPU keeps its latest source in
+/// `PENDING` and adds it to the LRU map only when a different source arrives, so a flood from
+/// one source costs a compare per packet instead of a hash lookup. Readers add `PENDING` in, so
+/// the counts stay exact.
 #[inline(always)]
 pub fn record(reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) {
-    bump(stats_slot(reason, dry_run), bytes);
+    bump(stats_slot(reason, dry_run), 1, bytes);
     let Some(key) = source else { return };
     if !reason.is_drop() {
         return;
     }
-    // SAFETY: `bpf_ktime_get_ns` has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(pending) = PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; see `bump`.
+    let pending: &mut PendingSource = unsafe { &mut *pending };
+    let stats = &mut pending.stats;
+    if stats.packets != 0 && pending.key == key {
+        stats.packets += 1;
+        stats.bytes += bytes;
+        // "Last seen" in a run of one source's packets is refreshed every CLOCK_EVERY packets:
+        // a flood moves it on within microseconds, and the clock is most of the run's cost.
+        if stats.packets % CLOCK_EVERY == 0 {
+            stats.last_seen_ns = now();
+        }
+    } else {
+        if stats.packets != 0 {
+            merge(&pending.key, stats);
+        }
+        pending.key = key;
+        stats.packets = 1;
+        stats.bytes = bytes;
+        stats.last_seen_ns = now();
+    }
+    stats.last_reason = reason as u32;
+    stats.last_dry_run = u32::from(dry_run);
+}
+
+/// Packets of one source between two clock reads in a run (a power of two).
+const CLOCK_EVERY: u64 = 64;
+
+/// The coarse monotonic clock (jiffies resolution, Linux 5.11): enough for "last seen", and a
+/// fraction of the cost of bpf_ktime_get_ns, which reads the clocksource.
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Adds a CPU's pending counts for `key` to the LRU map.
+#[inline(always)]
+fn merge(key: &IpKey, add: &SourceStats) {
     match SOURCES.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: this CPU's slot of a per-CPU map value; see `bump`.
             let stats: &mut SourceStats = unsafe { &mut *stats };
-            stats.packets += 1;
-            stats.bytes += bytes;
-            stats.last_seen_ns = now;
-            stats.last_reason = reason as u32;
-            stats.last_dry_run = u32::from(dry_run);
+            stats.packets += add.packets;
+            stats.bytes += add.bytes;
+            stats.last_seen_ns = add.last_seen_ns;
+            stats.last_reason = add.last_reason;
+            stats.last_dry_run = add.last_dry_run;
         }
         None => {
-            let stats = SourceStats {
-                packets: 1,
-                bytes,
-                last_seen_ns: now,
-                last_reason: reason as u32,
-                last_dry_run: u32::from(dry_run),
-            };
-            if SOURCES.insert(key, stats, 0).is_err() {
-                bump(SLOT_SOURCE_INSERT_FAILED, bytes);
+            if SOURCES.insert(key, add, 0).is_err() {
+                bump(SLOT_SOURCE_INSERT_FAILED, add.packets, add.bytes);
             }
         }
     }

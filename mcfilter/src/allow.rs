@@ -62,14 +62,15 @@ pub fn to_key(net: &IpNet) -> Key<IpKey> {
 pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
     let data = key.data();
     let prefix = u8::try_from(key.prefix_len().checked_sub(IpKey::FAMILY_BITS)?).ok()?;
-    match data.family {
+    let bytes = data.addr_bytes();
+    match u8::try_from(data.family).ok()? {
         FAMILY_V4 => {
-            let [a, b, c, d, ..] = data.addr;
+            let [a, b, c, d, ..] = bytes;
             Ipv4Net::new(Ipv4Addr::new(a, b, c, d), prefix)
                 .ok()
                 .map(IpNet::V4)
         }
-        FAMILY_V6 => Ipv6Net::new(Ipv6Addr::from(data.addr), prefix)
+        FAMILY_V6 => Ipv6Net::new(Ipv6Addr::from(bytes), prefix)
             .ok()
             .map(IpNet::V6),
         _ => None,
@@ -252,7 +253,7 @@ mod tests {
         }
         let v4_all = to_key(&net("0.0.0.0/0"));
         let v6_all = to_key(&net("::/0"));
-        assert_eq!(v4_all.prefix_len(), 8);
+        assert_eq!(v4_all.prefix_len(), IpKey::FAMILY_BITS);
         assert_ne!(v4_all.data().family, v6_all.data().family);
     }
 }

@@ -2,7 +2,9 @@
 //! read command works from the pins alone.
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
-use mcfilter_common::{Config, Counter, FragKey, IfaceInfo, IpKey, SourceStats, map_names};
+use mcfilter_common::{
+    Config, Counter, FragKey, IfaceInfo, IpKey, PendingSource, SourceStats, map_names,
+};
 
 use crate::{Error, allow::AllowList, pin::StateDir};
 
@@ -12,6 +14,8 @@ pub struct Maps {
     pub stats: PerCpuArray<MapData, Counter>,
     pub sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
     pub sources_capacity: u32,
+    /// Each CPU's latest dropped source, not yet added to `sources`.
+    pub pending: PerCpuArray<MapData, PendingSource>,
     /// Datagrams whose first fragment was dropped.
     pub frags: HashMap<MapData, FragKey, u32>,
     pub frags_capacity: u32,
@@ -35,6 +39,7 @@ impl Maps {
             stats: open(state, map_names::STATS)?.0,
             sources,
             sources_capacity,
+            pending: open(state, map_names::PENDING)?.0,
             frags,
             frags_capacity,
             ifaces: open(state, map_names::IFACES)?.0,

@@ -1,7 +1,7 @@
 //! Statistics: exact totals by reason (summed over CPUs) and the busiest dropped sources.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -127,11 +127,12 @@ pub fn fold_source(key: &IpKey, values: &[SourceStats], now_ns: u64) -> SourceRo
 
 /// The address of a per-source key.
 pub fn source_addr(key: &IpKey) -> IpAddr {
-    if key.family == FAMILY_V4 {
-        let [a, b, c, d, ..] = key.addr;
+    let bytes = key.addr_bytes();
+    if key.family == u32::from(FAMILY_V4) {
+        let [a, b, c, d, ..] = bytes;
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     } else {
-        IpAddr::V6(Ipv6Addr::from(key.addr))
+        IpAddr::V6(Ipv6Addr::from(bytes))
     }
 }
 
@@ -144,7 +145,7 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
     debug_assert!(slots.len() as u32 > 2 * MAX_REASONS);
     let mut stats = totals(&slots);
     let now = sys::monotonic_ns();
-    let mut sources = Vec::new();
+    let mut by_source: HashMap<IpKey, Vec<SourceStats>> = HashMap::new();
     for entry in maps.sources.iter() {
         let (key, values) = match entry {
             Ok(entry) => entry,
@@ -152,8 +153,20 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
             Err(aya::maps::MapError::KeyNotFound) => continue,
             Err(err) => return Err(map_err(map_names::SOURCES)(err)),
         };
-        sources.push(fold_source(&key, &values, now));
+        by_source.insert(key, values.iter().copied().collect());
     }
+    // Each CPU's write-combined latest source is not in the LRU map yet.
+    let pending = maps
+        .pending
+        .get(&0, 0)
+        .map_err(map_err(map_names::PENDING))?;
+    for cpu in pending.iter().filter(|p| p.stats.packets != 0) {
+        by_source.entry(cpu.key).or_default().push(cpu.stats);
+    }
+    let mut sources: Vec<SourceRow> = by_source
+        .iter()
+        .map(|(key, values)| fold_source(key, values, now))
+        .collect();
     sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.source.cmp(&b.source)));
     sources.truncate(top);
     stats.sources = sources;

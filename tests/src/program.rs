@@ -107,17 +107,15 @@ impl Harness {
         (action, bumped[0])
     }
 
-    /// Packets counted under source `addr` in the per-source map (0 for `None` or unseen).
+    /// Packets counted under source `addr` (0 for `None` or unseen), as `stats` reports them.
     pub fn source_packets(&self, addr: Option<std::net::IpAddr>) -> u64 {
         let Some(addr) = addr else { return 0 };
-        let key = match addr {
-            std::net::IpAddr::V4(v4) => mcfilter_common::IpKey::v4(v4.octets()),
-            std::net::IpAddr::V6(v6) => mcfilter_common::IpKey::v6(v6.octets()),
-        };
-        self.maps
+        let stats = mcfilter::stats::read(&self.maps, usize::MAX).expect("read stats");
+        stats
             .sources
-            .get(&key, 0)
-            .map_or(0, |values| values.iter().map(|v| v.packets).sum())
+            .iter()
+            .find(|row| row.source == addr)
+            .map_or(0, |row| row.packets)
     }
 
     /// Forgets every remembered dropped datagram (the generated test does this periodically so

@@ -8,7 +8,7 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod l4;
 
-use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason};
+use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason, words};
 
 use crate::cursor::Cursor;
 
@@ -58,7 +58,7 @@ impl Ip {
             },
             Family::V6(hdr) => FragKey {
                 src: self.src.addr,
-                dst: hdr.daddr,
+                dst: words(hdr.daddr),
                 id,
                 family: FAMILY_V6,
                 // Linux keys IPv6 reassembly by addresses and id, not by next header.
