@@ -1,7 +1,8 @@
 //! Statistics: exact totals by reason (summed over CPUs) and the busiest dropped sources.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -13,7 +14,7 @@ use mcfilter_common::{
 use serde::Serialize;
 
 use crate::{
-    Error,
+    Error, batch,
     maps::{Maps, map_err},
     sys,
 };
@@ -145,32 +146,86 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
     debug_assert!(slots.len() as u32 > 2 * MAX_REASONS);
     let mut stats = totals(&slots);
     let now = sys::monotonic_ns();
-    let mut by_source: HashMap<IpKey, Vec<SourceStats>> = HashMap::new();
-    for entry in maps.sources.iter() {
-        let (key, values) = match entry {
-            Ok(entry) => entry,
-            // An LRU entry evicted between listing its key and reading it.
-            Err(aya::maps::MapError::KeyNotFound) => continue,
-            Err(err) => return Err(map_err(map_names::SOURCES)(err)),
-        };
-        by_source.insert(key, values.iter().copied().collect());
-    }
-    // Each CPU's write-combined latest source is not in the LRU map yet.
-    let pending = maps
+    // Each CPU's write-combined latest source is not in the LRU map yet: add it to its entry.
+    let mut pending: HashMap<IpKey, Vec<SourceStats>> = HashMap::new();
+    let pending_cpus = maps
         .pending
         .get(&0, 0)
         .map_err(map_err(map_names::PENDING))?;
-    for cpu in pending.iter().filter(|p| p.stats.packets != 0) {
-        by_source.entry(cpu.key).or_default().push(cpu.stats);
+    for cpu in pending_cpus.iter().filter(|p| p.stats.packets != 0) {
+        pending.entry(cpu.key).or_default().push(cpu.stats);
     }
-    let mut sources: Vec<SourceRow> = by_source
-        .iter()
-        .map(|(key, values)| fold_source(key, values, now))
-        .collect();
-    sources.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.source.cmp(&b.source)));
-    sources.truncate(top);
-    stats.sources = sources;
+    // Stream the LRU map in batches, keeping only the `top` busiest sources.
+    let mut busiest = TopN::new(top);
+    let mut values = Vec::new();
+    batch::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
+        values.clear();
+        values.extend_from_slice(per_cpu);
+        if let Some(more) = pending.remove(&key) {
+            values.extend(more);
+        }
+        busiest.push(fold_source(&key, &values, now));
+    })
+    .map_err(|err| Error::Map {
+        name: map_names::SOURCES,
+        err: aya::maps::MapError::IoError(err),
+    })?;
+    for (key, values) in &pending {
+        busiest.push(fold_source(key, values, now));
+    }
+    stats.sources = busiest.into_sorted();
     Ok(stats)
+}
+
+/// The `n` rows with the most packets (ties: lower address first), without keeping the rest.
+struct TopN {
+    n: usize,
+    heap: BinaryHeap<Reverse<Ranked>>,
+}
+
+/// A row ordered by packets, then by address reversed (so the lower address ranks higher).
+#[derive(PartialEq, Eq)]
+struct Ranked(SourceRow);
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0
+            .packets
+            .cmp(&other.0.packets)
+            .then_with(|| other.0.source.cmp(&self.0.source))
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl TopN {
+    fn new(n: usize) -> Self {
+        TopN {
+            n,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    fn push(&mut self, row: SourceRow) {
+        if self.n == 0 {
+            return;
+        }
+        self.heap.push(Reverse(Ranked(row)));
+        if self.heap.len() > self.n {
+            self.heap.pop();
+        }
+    }
+
+    /// Busiest first.
+    fn into_sorted(self) -> Vec<SourceRow> {
+        let mut rows: Vec<SourceRow> = self.heap.into_iter().map(|Reverse(Ranked(r))| r).collect();
+        rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.source.cmp(&b.source)));
+        rows
+    }
 }
 
 #[cfg(test)]
@@ -216,6 +271,32 @@ mod tests {
         assert_eq!(stats.reasons["tcp_allowed"], 1);
         assert_eq!(stats.reasons.len(), Reason::ALL.len());
         assert_eq!(stats.sources_not_recorded, 4);
+    }
+
+    #[test]
+    fn top_n_keeps_the_busiest_sorted() {
+        let row = |last: u8, packets: u64| SourceRow {
+            source: IpAddr::from([198, 18, 0, last]),
+            packets,
+            bytes: 0,
+            reason: "udp_port",
+            dry_run: false,
+            last_seen_ms_ago: 0,
+        };
+        let mut top = TopN::new(3);
+        for (last, packets) in [(1, 5), (2, 50), (3, 7), (4, 50), (5, 1), (6, 9)] {
+            top.push(row(last, packets));
+        }
+        let kept: Vec<(IpAddr, u64)> = top
+            .into_sorted()
+            .iter()
+            .map(|r| (r.source, r.packets))
+            .collect();
+        let want = [(2, 50), (4, 50), (6, 9)].map(|(l, p)| (IpAddr::from([198, 18, 0, l]), p));
+        assert_eq!(kept, want);
+        let mut none = TopN::new(0);
+        none.push(row(1, 1));
+        assert!(none.into_sorted().is_empty());
     }
 
     #[test]

@@ -30,12 +30,22 @@ impl Harness {
     }
 
     pub fn with_dry_run(policy: &Policy, dry_run: bool) -> Self {
+        Self::build(policy, dry_run, mcfilter_common::DEFAULT_SOURCES_CAPACITY)
+    }
+
+    /// A harness whose per-source map holds `sources` entries.
+    pub fn with_sources_capacity(policy: &Policy, sources: u32) -> Self {
+        Self::build(policy, false, sources)
+    }
+
+    fn build(policy: &Policy, dry_run: bool, sources_capacity: u32) -> Self {
         let dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("mcfh"));
         let state = StateDir::new(&dir);
         drop(state.prepare_and_lock().expect("bpffs"));
         state.create().expect("create state dir");
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
+            .map_max_entries(mcfilter_common::map_names::SOURCES, sources_capacity)
             .load(mcfilter::EBPF_OBJECT)
             .expect("load the eBPF object");
         let program: &mut Xdp = ebpf
@@ -132,6 +142,10 @@ impl Harness {
 
     pub fn maps(&self) -> &Maps {
         &self.maps
+    }
+
+    pub fn maps_mut(&mut self) -> &mut Maps {
+        &mut self.maps
     }
 
     /// The private state dir the maps are pinned in.

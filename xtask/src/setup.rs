@@ -23,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "memcached",
+    "time",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
