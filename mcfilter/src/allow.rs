@@ -15,9 +15,6 @@ use crate::Error;
 /// The allow-list trie as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
 
-/// Value stored with every allow-list entry (the program only tests for presence).
-const ALLOWED: u8 = 1;
-
 /// Parses `198.18.0.0/15`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits are
 /// cleared, so `198.18.1.10/24` becomes `198.18.1.0/24`.
 pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
@@ -78,9 +75,20 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
 }
 
 /// The pinned allow-list trie and its capacity.
+///
+/// Every change goes through a journal kept in the trie itself, so that a command killed half
+/// way (`kill -9`, a crash) never leaves a half-applied list: entries are inserted as `ADDING`
+/// and entries to drop are marked `REMOVING` while the journal says "preparing"; then the journal
+/// says "committed" and the marks are settled. The next command finishes the job: a preparing
+/// change is rolled back, a committed one completed, so the list is exactly the old or the new
+/// one. The program only tests for presence, so every marked entry still allows its sources:
+/// an entry on both lists is never missing, even while a change is under way.
 pub struct AllowList {
     trie: AllowTrie,
     capacity: u32,
+    /// Fault injection for the crash tests: abort after this many trie writes.
+    crash_after: Option<u64>,
+    writes: u64,
 }
 
 /// What a change did.
@@ -90,12 +98,51 @@ pub struct Change {
     pub removed: Vec<IpNet>,
 }
 
+/// What [`AllowList::recover`] did with a change an earlier command left unfinished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// It had not committed: the list is the old one again.
+    RolledBack,
+    /// It had committed: the list is the new one.
+    Completed,
+}
+
+/// Entry values. The program allows on presence, whatever the value.
+const ALLOWED: u8 = 1;
+const ADDING: u8 = 2;
+const REMOVING: u8 = 3;
+/// Journal values.
+const PREPARING: u8 = 1;
+const COMMITTED: u8 = 2;
+/// The journal's key family: no packet's key has it, so it never matches.
+const JOURNAL_FAMILY: u32 = 0xff;
+/// Environment variable of the crash tests' fault injection (a number of trie writes).
+pub const CRASH_AFTER_ENV: &str = "MCFILTER_TEST_CRASH_AFTER_WRITES";
+
+fn journal_key() -> Key<IpKey> {
+    Key::new(
+        IpKey::FULL_PREFIX,
+        IpKey {
+            family: JOURNAL_FAMILY,
+            addr: [0; 4],
+        },
+    )
+}
+
 impl AllowList {
-    pub fn new(trie: AllowTrie, capacity: u32) -> Self {
-        AllowList { trie, capacity }
+    /// `max_entries` is the trie's size: one entry is kept for the journal.
+    pub fn new(trie: AllowTrie, max_entries: u32) -> Self {
+        AllowList {
+            trie,
+            capacity: max_entries.saturating_sub(1),
+            crash_after: std::env::var(CRASH_AFTER_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            writes: 0,
+        }
     }
 
-    /// The most entries the trie holds.
+    /// The most entries the list holds.
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
@@ -113,12 +160,11 @@ impl AllowList {
     }
 
     /// Adds `nets` (those already present are left alone). All or nothing: if the trie fills
-    /// up, the entries this call inserted are removed again and [`Error::AllowListFull`] is
-    /// returned.
+    /// up, nothing is added and [`Error::AllowListFull`] is returned.
     pub fn add(&mut self, nets: &BTreeSet<IpNet>) -> Result<Change, Error> {
         let current = self.list()?;
         let added: Vec<IpNet> = nets.difference(&current).copied().collect();
-        self.insert_all(&added)?;
+        self.apply(&added, &[])?;
         Ok(Change {
             added,
             removed: Vec::new(),
@@ -132,7 +178,7 @@ impl AllowList {
             return Err(Error::NotAllowListed { net: *missing });
         }
         let removed: Vec<IpNet> = nets.iter().copied().collect();
-        self.remove_all(&removed)?;
+        self.apply(&[], &removed)?;
         Ok(Change {
             added: Vec::new(),
             removed,
@@ -140,50 +186,108 @@ impl AllowList {
     }
 
     /// Makes the list exactly `nets` by applying the difference: new entries are inserted
-    /// first, then old ones removed, so an entry on both lists is never missing, even for a
-    /// moment.
+    /// first, old ones removed last, so an entry on both lists is never missing.
     pub fn replace(&mut self, nets: &BTreeSet<IpNet>) -> Result<Change, Error> {
         let current = self.list()?;
         let added: Vec<IpNet> = nets.difference(&current).copied().collect();
         let removed: Vec<IpNet> = current.difference(nets).copied().collect();
-        self.insert_all(&added)?;
-        self.remove_all(&removed)?;
+        self.apply(&added, &removed)?;
         Ok(Change { added, removed })
     }
 
-    /// Removes the entries of a change that `add` or `replace` made (used to undo an attach).
+    /// Reverts a change that `add` or `replace` made (used to undo a failed attach).
     pub fn undo(&mut self, change: &Change) -> Result<(), Error> {
-        self.remove_all(&change.added)?;
-        self.insert_all(&change.removed)
+        self.apply(&change.removed, &change.added)
     }
 
-    fn insert_all(&mut self, nets: &[IpNet]) -> Result<(), Error> {
-        for (done, net) in nets.iter().enumerate() {
-            if let Err(err) = self.trie.insert(&to_key(net), ALLOWED, 0) {
-                // Undo this call's inserts: none of these entries was there before it.
-                for inserted in &nets[..done] {
-                    let _ = self.trie.remove(&to_key(inserted));
+    /// Completes or rolls back a change an earlier command left unfinished.
+    pub fn recover(&mut self) -> Result<Option<Recovery>, Error> {
+        let phase = match self.trie.get(&journal_key(), 0) {
+            Ok(phase) => phase,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(err) => return Err(Error::allow_map(err)),
+        };
+        let entries: Vec<(Key<IpKey>, u8)> = self
+            .trie
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(Error::allow_map)?;
+        let marked = |mark: u8| {
+            entries
+                .iter()
+                .filter(move |(key, value)| *value == mark && key.data().family != JOURNAL_FAMILY)
+                .map(|(key, _)| *key)
+        };
+        let (settle, drop, recovery) = if phase == COMMITTED {
+            (
+                marked(ADDING).collect::<Vec<_>>(),
+                marked(REMOVING).collect::<Vec<_>>(),
+                Recovery::Completed,
+            )
+        } else {
+            (
+                marked(REMOVING).collect(),
+                marked(ADDING).collect(),
+                Recovery::RolledBack,
+            )
+        };
+        for key in &settle {
+            self.write(key, ALLOWED)?;
+        }
+        for key in &drop {
+            self.delete(key)?;
+        }
+        self.delete(&journal_key())?;
+        Ok(Some(recovery))
+    }
+
+    /// Journaled change: see the type's documentation.
+    fn apply(&mut self, added: &[IpNet], removed: &[IpNet]) -> Result<(), Error> {
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.write(&journal_key(), PREPARING)?;
+        for net in added {
+            if let Err(err) = self.write(&to_key(net), ADDING) {
+                // Not committed: roll back what this call inserted.
+                self.recover()?;
+                return Err(err);
+            }
+        }
+        for net in removed {
+            self.write(&to_key(net), REMOVING)?;
+        }
+        self.write(&journal_key(), COMMITTED)?;
+        self.recover().map(|_| ())
+    }
+
+    fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {
+        self.count_write();
+        self.trie.insert(key, value, 0).map_err(|err| {
+            if is_full(&err) {
+                Error::AllowListFull {
+                    capacity: self.capacity,
                 }
-                return Err(if is_full(&err) {
-                    Error::AllowListFull {
-                        capacity: self.capacity,
-                    }
-                } else {
-                    Error::allow_map(err)
-                });
+            } else {
+                Error::allow_map(err)
             }
-        }
-        Ok(())
+        })
     }
 
-    fn remove_all(&mut self, nets: &[IpNet]) -> Result<(), Error> {
-        for net in nets {
-            match self.trie.remove(&to_key(net)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(err) => return Err(Error::allow_map(err)),
-            }
+    fn delete(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
+        self.count_write();
+        match self.trie.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(Error::allow_map(err)),
         }
-        Ok(())
+    }
+
+    /// The crash tests' fault injection: die like `kill -9` after the configured write.
+    fn count_write(&mut self) {
+        self.writes += 1;
+        if self.crash_after == Some(self.writes) {
+            std::process::abort();
+        }
     }
 }
 

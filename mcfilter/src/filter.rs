@@ -152,7 +152,8 @@ fn attach_locked(
 ) -> Result<Attached, Error> {
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(state.path())
-        .map_max_entries(map_names::ALLOW, req.allow_capacity)
+        // One more than asked for: the allow-list's journal entry (see `AllowList`).
+        .map_max_entries(map_names::ALLOW, req.allow_capacity.saturating_add(1))
         .map_max_entries(map_names::SOURCES, req.sources_capacity)
         .load(EBPF_OBJECT)
         .map_err(Error::Load)?;

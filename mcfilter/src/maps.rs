@@ -6,7 +6,11 @@ use mcfilter_common::{
     Config, Counter, FragKey, IfaceInfo, IpKey, PendingSource, SourceStats, map_names,
 };
 
-use crate::{Error, allow::AllowList, pin::StateDir};
+use crate::{
+    Error,
+    allow::{AllowList, Recovery},
+    pin::StateDir,
+};
 
 pub struct Maps {
     pub config: Array<MapData, Config>,
@@ -20,22 +24,28 @@ pub struct Maps {
     pub frags: HashMap<MapData, FragKey, u32>,
     pub frags_capacity: u32,
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
+    /// An allow-list change an earlier command left unfinished, settled by [`Maps::open`].
+    pub recovered: Option<Recovery>,
 }
 
 impl Maps {
-    /// Opens the pinned maps; [`Error::NotAttached`] when there is no state.
+    /// Opens the pinned maps; [`Error::NotAttached`] when there is no state. Settles an
+    /// allow-list change an earlier, killed command left unfinished (see
+    /// [`AllowList::recover`]): callers hold the state lock.
     pub fn open(state: &StateDir) -> Result<Self, Error> {
         if !state.exists() {
             return Err(Error::NotAttached {
                 dir: state.path().to_owned(),
             });
         }
-        let (allow, allow_capacity) = open(state, map_names::ALLOW)?;
+        let (allow, allow_max_entries) = open(state, map_names::ALLOW)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
+        let mut allow = AllowList::new(allow, allow_max_entries);
+        let recovered = allow.recover()?;
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,
-            allow: AllowList::new(allow, allow_capacity),
+            allow,
             stats: open(state, map_names::STATS)?.0,
             sources,
             sources_capacity,
@@ -43,6 +53,7 @@ impl Maps {
             frags,
             frags_capacity,
             ifaces: open(state, map_names::IFACES)?.0,
+            recovered,
         })
     }
 

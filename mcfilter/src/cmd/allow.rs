@@ -4,7 +4,7 @@ use std::{collections::BTreeSet, fs, io::Read as _};
 
 use anyhow::Context as _;
 
-use crate::{cli::AllowCommand, maps::Maps, output, pin::StateDir};
+use crate::{allow::Recovery, cli::AllowCommand, maps::Maps, output, pin::StateDir};
 
 pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
     // Read and validate the input before touching any state.
@@ -14,6 +14,15 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
     };
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
+    match maps.recovered {
+        Some(Recovery::RolledBack) => {
+            eprintln!("mcfilter: note: rolled back an allow-list change that was interrupted")
+        }
+        Some(Recovery::Completed) => {
+            eprintln!("mcfilter: note: completed an allow-list change that was interrupted")
+        }
+        None => {}
+    }
     let allow = &mut maps.allow;
     match command {
         AllowCommand::Add { cidrs } => {

@@ -1,0 +1,256 @@
+//! Reliability: a command killed in the middle of an allow-list change, faults in the
+//! environment (interfaces deleted or renamed, the state dir removed, a second filter), and
+//! the state dir's permissions.
+
+use std::{
+    collections::BTreeSet,
+    fs,
+    net::Ipv4Addr,
+    os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
+    process::Command,
+};
+
+use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
+use mcfilter::allow::CRASH_AFTER_ENV;
+use mcfilter_common::{IpKey, map_names};
+use mcfilter_tests::{
+    cli::{Mcfilter, binary},
+    lab::{IFACE, Lab},
+    netns::NetNs,
+    privileged,
+};
+use serde_json::Value;
+
+fn list(mcf: &Mcfilter) -> BTreeSet<String> {
+    let value = mcf.json(&["allow", "list", "--json"]);
+    value
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|v| v.as_str().expect("string").to_owned())
+        .collect()
+}
+
+/// Whether the pinned trie allows `addr`, read without running the CLI (which would recover).
+fn trie_allows(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
+    let data = MapData::from_pin(mcf.state_dir().join(map_names::ALLOW)).expect("open trie pin");
+    let trie: LpmTrie<MapData, IpKey, u8> = Map::from_map_data(data)
+        .expect("map")
+        .try_into()
+        .expect("an LPM trie");
+    trie.get(&Key::new(IpKey::FULL_PREFIX, IpKey::v4(addr.octets())), 0)
+        .is_ok()
+}
+
+#[test]
+fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
+    if !privileged("a_killed_allow_change_leaves_the_old_or_the_new_list") {
+        return;
+    }
+    let ns = NetNs::new("kc");
+    let mcf = Mcfilter::new("kc").in_netns(&ns);
+    let common = Ipv4Addr::new(198, 18, 9, 9);
+    let set = |third: u8| -> BTreeSet<String> {
+        (0..30u8)
+            .map(|i| format!("198.18.{third}.{i}/32"))
+            .chain([format!("{common}/32")])
+            .collect()
+    };
+    let (old, new) = (set(1), set(2));
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("kc"));
+    fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, nets: &BTreeSet<String>| {
+        let path = dir.join(name);
+        fs::write(
+            &path,
+            nets.iter().map(|n| format!("{n}\n")).collect::<String>(),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (old_file, new_file) = (write("old", &old), write("new", &new));
+    mcf.ok(&["attach", "lo"]);
+    mcf.ok(&["allow", "replace", "--file", &old_file]);
+    // A replace of 30 by 30 entries makes about 125 trie writes; kill it after each of many.
+    let mut outcomes = BTreeSet::new();
+    for crash_after in (1..=130).step_by(3) {
+        let out = mcf
+            .command(&["allow", "replace", "--file", &new_file])
+            .env(CRASH_AFTER_ENV, crash_after.to_string())
+            .output()
+            .expect("run mcfilter");
+        let killed = out.status.signal() == Some(libc::SIGABRT);
+        assert!(
+            killed || out.status.success(),
+            "after {crash_after} writes: {out:?}"
+        );
+        // Before anyone recovers: the filter still allows the entry both lists contain.
+        assert!(
+            trie_allows(&mcf, common),
+            "after {crash_after} writes the common entry is missing"
+        );
+        // The next command settles the change: exactly the old or the new list.
+        let now = list(&mcf);
+        assert!(
+            now == old || now == new,
+            "after {crash_after} writes: {now:?}"
+        );
+        outcomes.insert((killed, now == new));
+        mcf.ok(&["allow", "replace", "--file", &old_file]);
+    }
+    // Killed before and after the commit point, and not killed at all.
+    assert!(
+        outcomes.contains(&(true, false)),
+        "some kills rolled back: {outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(true, true)),
+        "some kills completed: {outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&(false, true)),
+        "late crash points let it finish: {outcomes:?}"
+    );
+    mcf.ok(&["detach", "lo"]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+fn status(mcf: &Mcfilter) -> Value {
+    mcf.json(&["status", "--json"])
+}
+
+#[test]
+fn renamed_and_deleted_interfaces_are_tracked_and_detachable() {
+    if !privileged("renamed_and_deleted_interfaces_are_tracked_and_detachable") {
+        return;
+    }
+    let lab = Lab::new("rn");
+    let mcf = Mcfilter::new("rn").in_netns(&lab.server.ns);
+    lab.server.ns.ip(&[
+        "link", "add", "extra0", "type", "veth", "peer", "name", "extra1",
+    ]);
+    mcf.ok(&["attach", IFACE]);
+    mcf.ok(&["attach", "extra0", "--mode", "skb"]);
+    // Renamed: status shows the new name, detach takes either name.
+    lab.server.ns.ip(&["link", "set", IFACE, "down"]);
+    lab.server.ns.ip(&["link", "set", IFACE, "name", "uplink0"]);
+    let names: Vec<Value> = status(&mcf)["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].clone())
+        .collect();
+    assert!(names.contains(&Value::from("uplink0")), "{names:?}");
+    // Deleted: status says it is gone; detach by its old name still cleans up.
+    lab.server.ns.ip(&["link", "del", "extra0"]);
+    let gone = status(&mcf)["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "extra0")
+        .cloned()
+        .expect("the deleted interface is still listed");
+    assert_eq!(gone["present"], false, "{gone}");
+    mcf.ok(&["detach", "extra0"]);
+    mcf.ok(&["detach", IFACE]); // the name it was attached under
+    assert!(!mcf.state_dir().exists(), "everything removed");
+}
+
+#[test]
+fn a_second_filter_on_an_interface_is_refused() {
+    if !privileged("a_second_filter_on_an_interface_is_refused") {
+        return;
+    }
+    let lab = Lab::new("tw");
+    let first = Mcfilter::new("twa").in_netns(&lab.server.ns);
+    let second = Mcfilter::new("twb").in_netns(&lab.server.ns);
+    first.ok(&["attach", IFACE]);
+    let (code, line) = second.fails(&["attach", IFACE]);
+    assert_eq!(code, 1);
+    assert!(
+        line.contains("already has an XDP program") && line.contains("never replaces"),
+        "{line}"
+    );
+    assert!(
+        !second.state_dir().exists(),
+        "the refused attach left no state"
+    );
+    let prog = status(&first)["interfaces"][0]["program_id"].clone();
+    assert!(prog.as_u64().unwrap() > 0);
+    first.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn removing_the_state_dir_detaches_and_a_new_attach_works() {
+    if !privileged("removing_the_state_dir_detaches_and_a_new_attach_works") {
+        return;
+    }
+    let lab = Lab::new("rm");
+    let mcf = Mcfilter::new("rm").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE]);
+    // The pins are the filter's only owner: removing them detaches it.
+    mcfilter_tests::remove_pins(mcf.state_dir());
+    let out = lab
+        .server
+        .ns
+        .command("ip")
+        .args(["link", "show", IFACE])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "detached with its pins"
+    );
+    let (_, line) = mcf.fails(&["status"]);
+    assert!(line.contains("not attached"), "{line}");
+    mcf.ok(&["attach", IFACE]);
+    mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn state_is_root_only() {
+    if !privileged("state_is_root_only") {
+        return;
+    }
+    let lab = Lab::new("pm");
+    let mcf = Mcfilter::new("pm").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE, "--allow", "198.18.0.10"]);
+    let mode = |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(mcf.state_dir()), 0o700, "state dir");
+    for entry in fs::read_dir(mcf.state_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(
+            mode(&path) & 0o077,
+            0,
+            "{} is readable by others",
+            path.display()
+        );
+    }
+    // An unprivileged user can neither read the allow-list nor open a pin.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg("cat")
+        .arg(mcf.state_dir().join(map_names::ALLOW))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody opened the allow-list pin");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(binary())
+        .args(["allow", "list", "--state-dir"])
+        .arg(mcf.state_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody listed the allow-list");
+    mcf.ok(&["detach", IFACE]);
+}
