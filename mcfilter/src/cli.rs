@@ -67,6 +67,10 @@ pub struct AttachArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_ALLOW_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub allow_capacity: u32,
+    /// Swap this build's program in on an interface already attached, atomically (no gap),
+    /// keeping the allow-list and counters: the upgrade path
+    #[arg(long)]
+    pub replace: bool,
     /// Per-source counter capacity (LRU), used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]

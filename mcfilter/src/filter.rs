@@ -17,6 +17,7 @@ use aya::{
     programs::{
         Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        xdp::XdpLink,
     },
 };
 use ipnet::IpNet;
@@ -92,6 +93,9 @@ pub struct AttachRequest {
     pub allow_capacity: u32,
     /// Capacity of the per-source map when this attach creates the state.
     pub sources_capacity: u32,
+    /// Swap the program on an interface already attached, through its pinned link: atomic,
+    /// no gap, maps (allow-list, counters) kept.
+    pub replace: bool,
 }
 
 impl AttachRequest {
@@ -104,6 +108,7 @@ impl AttachRequest {
             dry_run: false,
             allow_capacity: DEFAULT_ALLOW_CAPACITY,
             sources_capacity: DEFAULT_SOURCES_CAPACITY,
+            replace: false,
         }
     }
 }
@@ -127,10 +132,18 @@ pub struct Attached {
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
     let _lock: StateLock = state.prepare_and_lock()?;
-    if state.link(ifindex).exists() {
-        return Err(Error::AlreadyAttached {
-            iface: req.iface.clone(),
-        });
+    match (state.link(ifindex).exists(), req.replace) {
+        (true, false) => {
+            return Err(Error::AlreadyAttached {
+                iface: req.iface.clone(),
+            });
+        }
+        (false, true) => {
+            return Err(Error::NothingToReplace {
+                iface: req.iface.clone(),
+            });
+        }
+        _ => {}
     }
     let fresh = !state.exists();
     if fresh {
@@ -183,7 +196,11 @@ fn attach_locked(
         }
     };
 
-    let attached = attach_program(&mut ebpf, state, &mut maps, req, ifindex);
+    let attached = if req.replace {
+        replace_program(&mut ebpf, state, &mut maps, req, ifindex)
+    } else {
+        attach_program(&mut ebpf, state, &mut maps, req, ifindex)
+    };
     match attached {
         Ok((attachment, native_error, prog_id)) => Ok(Attached {
             iface: req.iface.clone(),
@@ -287,6 +304,56 @@ fn attach_program(
         return Err(err);
     }
     Ok((attachment, native_error, prog_id))
+}
+
+/// Swaps this build's program in through the pinned link (`bpf_link_update`: atomic, so no
+/// packet meets the interface without a program) and records its id.
+fn replace_program(
+    ebpf: &mut aya::Ebpf,
+    state: &StateDir,
+    maps: &mut Maps,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<(Attachment, Option<String>, u32), Error> {
+    let attach_err = |err| Error::Attach {
+        iface: req.iface.clone(),
+        err,
+    };
+    let link_err = |err: String| Error::Link {
+        iface: req.iface.clone(),
+        err,
+    };
+    let program = load_program(ebpf, req)?;
+    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
+    let link_id = program.attach_to_link(link).map_err(attach_err)?;
+    // The link stays pinned where it was; this handle only closes its fd when dropped.
+    drop(program.take_link(link_id).map_err(attach_err)?);
+    let prog_id = program.info().map_err(attach_err)?.id();
+    let mut info = maps
+        .ifaces()?
+        .into_iter()
+        .find_map(|(index, info)| (index == ifindex).then_some(info))
+        .ok_or_else(|| link_err("no record of this interface in the state".into()))?;
+    info.prog_id = prog_id;
+    maps.record_iface(ifindex, info)?;
+    let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
+    Ok((attachment, None, prog_id))
+}
+
+/// The program of the loaded object, loaded into the kernel.
+fn load_program<'a>(ebpf: &'a mut aya::Ebpf, req: &AttachRequest) -> Result<&'a mut Xdp, Error> {
+    let attach_err = |err| Error::Attach {
+        iface: req.iface.clone(),
+        err,
+    };
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM_NAME)
+        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(attach_err)?;
+    program.load().map_err(attach_err)?;
+    Ok(program)
 }
 
 /// What `detach` did.

@@ -46,8 +46,14 @@ pub enum Error {
     NotAttached { dir: PathBuf },
     #[error("mcfilter is not attached to {iface}; `mcfilter status` shows where it is")]
     NotAttachedTo { iface: String },
-    #[error("mcfilter is already attached to {iface}; run `mcfilter detach {iface}` first")]
+    #[error(
+        "mcfilter is already attached to {iface}; run `mcfilter detach {iface}` first, or `mcfilter attach {iface} --replace` to swap in this build's program"
+    )]
     AlreadyAttached { iface: String },
+    #[error(
+        "mcfilter is not attached to {iface}, so there is nothing to replace; attach without --replace"
+    )]
+    NothingToReplace { iface: String },
     #[error(
         "{iface} already has an XDP program that mcfilter did not attach; mcfilter never replaces it (remove it with `ip link set dev {iface} xdp off`)"
     )]

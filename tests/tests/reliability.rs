@@ -5,9 +5,10 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
     process::Command,
+    time::Duration,
 };
 
 use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
@@ -15,11 +16,14 @@ use mcfilter::allow::CRASH_AFTER_ENV;
 use mcfilter_common::{IpKey, map_names};
 use mcfilter_tests::{
     cli::{Mcfilter, binary},
-    lab::{IFACE, Lab},
+    lab::{self, IFACE, Lab, pending},
+    memcache::{self, Memcached},
     netns::NetNs,
     privileged,
 };
 use serde_json::Value;
+
+const PORT: u16 = 11211;
 
 fn list(mcf: &Mcfilter) -> BTreeSet<String> {
     let value = mcf.json(&["allow", "list", "--json"]);
@@ -252,5 +256,69 @@ fn state_is_root_only() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "nobody listed the allow-list");
+    mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn replace_swaps_the_program_with_no_gap_and_keeps_the_state() {
+    if !privileged("replace_swaps_the_program_with_no_gap_and_keeps_the_state") {
+        return;
+    }
+    let lab = Lab::new("up");
+    let allowed = lab.host("upa", 10);
+    let attacker = lab.host("upx", 66);
+    let _memcached = Memcached::start(&lab.server.ns, false);
+    let mcf = Mcfilter::new("up").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE, "--allow", &allowed.v4.to_string()]);
+    let protected = lab.server.udp_listener(PORT);
+    let before = status(&mcf)["interfaces"][0]["program_id"]
+        .as_u64()
+        .unwrap();
+    const FLOOD: usize = 50_000;
+    const CLIENT_ROUNDS: usize = 60;
+    let server = SocketAddr::new(lab.server.v4.into(), PORT);
+    let (failures, replaced) = std::thread::scope(|scope| {
+        let flood =
+            scope.spawn(|| attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", FLOOD));
+        let client = scope.spawn(|| {
+            allowed.ns.run(|| {
+                (0..CLIENT_ROUNDS)
+                    .filter(|i| {
+                        memcache::set_get(server, &format!("k{i}"), b"v", Duration::from_secs(2))
+                            .is_err()
+                    })
+                    .count()
+            })
+        });
+        let mut replaced = 0;
+        while !flood.is_finished() || !client.is_finished() {
+            mcf.ok(&["attach", IFACE, "--replace"]);
+            replaced += 1;
+        }
+        flood.join().unwrap();
+        (client.join().unwrap(), replaced)
+    });
+    assert!(
+        replaced >= 1,
+        "the program was swapped while traffic flowed"
+    );
+    assert_eq!(
+        failures, 0,
+        "the allowed client saw no failure across {replaced} swaps"
+    );
+    lab::settle();
+    assert!(
+        !pending(&protected),
+        "no datagram leaked during {replaced} swaps"
+    );
+    let after = status(&mcf);
+    let id = after["interfaces"][0]["program_id"].as_u64().unwrap();
+    assert_ne!(id, before, "a new program is attached");
+    assert_eq!(after["allow_entries"], 1, "the allow-list was kept");
+    let stats = mcf.json(&["stats", "--json"]);
+    assert_eq!(
+        stats["reasons"]["udp_port"], FLOOD,
+        "every datagram counted, none lost in a swap"
+    );
     mcf.ok(&["detach", IFACE]);
 }

@@ -15,6 +15,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         allow_capacity: args.allow_capacity,
         sources_capacity: args.sources_capacity,
+        replace: args.replace,
     };
     let attached = filter::attach(state, &request)?;
     if let Some(reason) = &attached.native_error {
@@ -26,7 +27,12 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
     let ports: Vec<String> = attached.ports.iter().map(u16::to_string).collect();
     let added = attached.allow_change.added.len();
     super::say(&format!(
-        "attached to {} ({} mode, program id {}); ports {} {}; allow-list +{added}",
+        "{} {} ({} mode, program id {}); ports {} {}; allow-list +{added}",
+        if request.replace {
+            "replaced the program on"
+        } else {
+            "attached to"
+        },
         attached.iface,
         attached.attachment.name(),
         attached.prog_id,
