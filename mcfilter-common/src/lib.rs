@@ -185,8 +185,12 @@ pub const SLOT_SOURCE_INSERT_FAILED: u32 = 2 * MAX_REASONS;
 /// Extra slot in the stats array: fragment verdict cache inserts that failed.
 pub const SLOT_FRAG_INSERT_FAILED: u32 = 2 * MAX_REASONS + 1;
 
+/// Extra slot in the stats array: sources inserted into the per-source map (so readers know how
+/// many the LRU evicted: inserted minus present).
+pub const SLOT_SOURCE_INSERTED: u32 = 2 * MAX_REASONS + 2;
+
 /// Number of entries in the stats array.
-pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 2;
+pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 3;
 
 /// Index into the stats array for a verdict: reasons are counted separately in enforce and
 /// dry-run mode, so "dropped" is exact even when dry-run is switched while traffic flows.

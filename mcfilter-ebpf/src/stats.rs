@@ -4,7 +4,8 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use mcfilter_common::{
-    Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SourceStats, stats_slot,
+    Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED,
+    SourceStats, stats_slot,
 };
 
 use crate::maps::{PENDING, SOURCES, STATS};
@@ -84,10 +85,9 @@ fn merge(key: &IpKey, add: &SourceStats) {
             stats.last_reason = add.last_reason;
             stats.last_dry_run = add.last_dry_run;
         }
-        None => {
-            if SOURCES.insert(key, add, 0).is_err() {
-                bump(SLOT_SOURCE_INSERT_FAILED, add.packets, add.bytes);
-            }
-        }
+        None => match SOURCES.insert(key, add, 0) {
+            Ok(()) => bump(SLOT_SOURCE_INSERTED, add.packets, add.bytes),
+            Err(_) => bump(SLOT_SOURCE_INSERT_FAILED, add.packets, add.bytes),
+        },
     }
 }

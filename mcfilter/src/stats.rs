@@ -9,7 +9,7 @@ use std::{
 use aya::maps::PerCpuValues;
 use mcfilter_common::{
     Counter, FAMILY_V4, IpKey, MAX_REASONS, Reason, SLOT_FRAG_INSERT_FAILED,
-    SLOT_SOURCE_INSERT_FAILED, SourceStats, map_names, stats_slot,
+    SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED, SourceStats, map_names, stats_slot,
 };
 use serde::Serialize;
 
@@ -59,6 +59,10 @@ pub struct Stats {
     pub reasons: BTreeMap<&'static str, u64>,
     /// Dropped packets the per-source map could not record (map full or busy).
     pub sources_not_recorded: u64,
+    /// Distinct sources the per-source map has held, and how many of them the LRU has since
+    /// evicted to make room (their counts are gone; the totals above still have them).
+    pub sources_seen: u64,
+    pub sources_evicted: u64,
     /// Dropped first fragments the fragment cache could not remember (their later fragments
     /// then pass, and cost the host reassembly memory until the kernel's timeout).
     pub fragments_not_recorded: u64,
@@ -76,6 +80,8 @@ pub fn totals(slots: &[Counter]) -> Stats {
         reasons: BTreeMap::new(),
         sources_not_recorded: slot(SLOT_SOURCE_INSERT_FAILED).packets,
         fragments_not_recorded: slot(SLOT_FRAG_INSERT_FAILED).packets,
+        sources_seen: slot(SLOT_SOURCE_INSERTED).packets,
+        sources_evicted: 0,
         sources: Vec::new(),
     };
     for reason in Reason::ALL {
@@ -158,7 +164,9 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
     // Stream the LRU map in batches, keeping only the `top` busiest sources.
     let mut busiest = TopN::new(top);
     let mut values = Vec::new();
+    let mut present = 0u64;
     batch::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
+        present += 1;
         values.clear();
         values.extend_from_slice(per_cpu);
         if let Some(more) = pending.remove(&key) {
@@ -173,6 +181,7 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
     for (key, values) in &pending {
         busiest.push(fold_source(key, values, now));
     }
+    stats.sources_evicted = stats.sources_seen.saturating_sub(present);
     stats.sources = busiest.into_sorted();
     Ok(stats)
 }

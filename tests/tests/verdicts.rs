@@ -202,3 +202,54 @@ fn replace_never_drops_an_entry_on_both_lists() {
     assert!(runs > 0);
     assert_eq!(harness.counter(Reason::TcpNotAllowed, false).packets, 0);
 }
+
+/// A flood from a million distinct spoofed sources: the per-source map stays within its
+/// capacity (LRU), the totals stay exact, the evictions are counted, and an allowed client's
+/// packets still pass.
+#[test]
+fn a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact() {
+    if !privileged("a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact") {
+        return;
+    }
+    const SOURCES: u32 = 1_000_000;
+    let harness = Harness::new(&policy());
+    let capacity = harness.maps().sources_capacity;
+    let allowed = v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(40000, 11211));
+    for i in 0..SOURCES {
+        let [_, b, c, d] = i.to_be_bytes();
+        let frame = v4(
+            [100, 64 | (b & 0x3f), c, d],
+            IPPROTO_UDP,
+            &udp(1, 11211, b"x"),
+        );
+        assert_eq!(harness.run(&frame), XDP_DROP);
+        if i % 100_000 == 0 {
+            assert_eq!(
+                harness.run(&allowed),
+                XDP_PASS,
+                "the allowed client passes mid-flood"
+            );
+        }
+    }
+    let stats = mcfilter::stats::read(harness.maps(), usize::MAX).expect("read stats");
+    assert_eq!(
+        stats.reasons["udp_port"],
+        u64::from(SOURCES),
+        "exact totals"
+    );
+    assert_eq!(stats.reasons["tcp_allowed"], 10);
+    assert!(
+        stats.sources.len() as u32 <= capacity + 2,
+        "bounded: {} sources",
+        stats.sources.len()
+    );
+    // Every source sent one packet: those listed and those evicted account for all of them.
+    let listed: u64 = stats.sources.iter().map(|s| s.packets).sum();
+    assert_eq!(
+        listed + stats.sources_evicted,
+        u64::from(SOURCES),
+        "{} evicted",
+        stats.sources_evicted
+    );
+    assert!(stats.sources_evicted > 0, "the LRU had to evict");
+}
