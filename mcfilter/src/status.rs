@@ -31,6 +31,8 @@ pub struct Status {
     /// Datagrams whose first fragment was dropped, remembered to drop their later fragments.
     pub fragments_entries: usize,
     pub fragments_capacity: u32,
+    /// Configuration problems worth fixing, one sentence each with the fix.
+    pub warnings: Vec<String>,
 }
 
 pub fn status(state: &StateDir) -> Result<Status, Error> {
@@ -63,5 +65,69 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         sources_capacity: maps.sources_capacity,
         fragments_entries: maps.frags.keys().count(),
         fragments_capacity: maps.frags_capacity,
+        warnings: ephemeral_port_warnings(
+            &config.protected_ports().collect::<Vec<_>>(),
+            read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
+            read_sysctl("net/ipv4/ip_local_reserved_ports").as_deref(),
+        ),
     })
+}
+
+fn read_sysctl(name: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/sys/{name}")).ok()
+}
+
+/// Protected ports the kernel may pick as a local ephemeral port (and so as the source port of
+/// an outgoing connection, whose replies the filter would then judge): those in
+/// `ip_local_port_range` and not in `ip_local_reserved_ports`.
+pub fn ephemeral_port_warnings(
+    ports: &[u16],
+    range: Option<&str>,
+    reserved: Option<&str>,
+) -> Vec<String> {
+    let Some((low, high)) = range.and_then(|r| {
+        let mut bounds = r.split_whitespace().map(|n| n.parse::<u16>().ok());
+        Some((bounds.next()??, bounds.next()??))
+    }) else {
+        return Vec::new();
+    };
+    let reserved_port = |port: u16| {
+        reserved.unwrap_or_default().trim().split(',').any(|item| {
+            let item = item.trim();
+            match item.split_once('-') {
+                Some((a, b)) => matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&port)),
+                None => item.parse::<u16>() == Ok(port),
+            }
+        })
+    };
+    ports
+        .iter()
+        .filter(|&&port| (low..=high).contains(&port) && !reserved_port(port))
+        .map(|port| {
+            format!(
+                "the local ephemeral port range {low}-{high} includes protected port {port}: a connection this host opens from it would have its replies judged by the filter; reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports={port}`"
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ephemeral_port_warnings;
+
+    #[test]
+    fn ephemeral_range_warnings_respect_reserved_ports() {
+        let warn =
+            |range, reserved| ephemeral_port_warnings(&[11211, 22122], Some(range), reserved);
+        assert!(warn("32768\t60999\n", None).is_empty());
+        let found = warn("10000 30000", Some(""));
+        assert_eq!(found.len(), 2);
+        assert!(
+            found[0].contains("protected port 11211")
+                && found[0].contains("ip_local_reserved_ports=11211")
+        );
+        assert_eq!(warn("10000 30000", Some("11211\n")).len(), 1);
+        assert!(warn("10000 30000", Some("11000-11300,22122")).is_empty());
+        assert!(ephemeral_port_warnings(&[11211], None, None).is_empty());
+    }
 }

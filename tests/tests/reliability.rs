@@ -322,3 +322,24 @@ fn replace_swaps_the_program_with_no_gap_and_keeps_the_state() {
     );
     mcf.ok(&["detach", IFACE]);
 }
+
+#[test]
+fn status_warns_when_the_ephemeral_range_covers_a_protected_port() {
+    if !privileged("status_warns_when_the_ephemeral_range_covers_a_protected_port") {
+        return;
+    }
+    let ns = NetNs::new("ep");
+    let mcf = Mcfilter::new("ep").in_netns(&ns);
+    mcf.ok(&["attach", "lo"]);
+    let sysctl = |setting: &str| {
+        let out = ns.command("sysctl").args(["-qw", setting]).output().unwrap();
+        assert!(out.status.success(), "sysctl {setting}: {out:?}");
+    };
+    sysctl("net.ipv4.ip_local_port_range=10000 30000");
+    let warnings = status(&mcf)["warnings"].clone();
+    assert_eq!(warnings.as_array().unwrap().len(), 1, "{warnings}");
+    assert!(warnings[0].as_str().unwrap().contains("ip_local_reserved_ports=11211"));
+    sysctl("net.ipv4.ip_local_reserved_ports=11211");
+    assert_eq!(status(&mcf)["warnings"], serde_json::json!([]));
+    mcf.ok(&["detach", "lo"]);
+}

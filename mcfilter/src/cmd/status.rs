@@ -66,6 +66,11 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
     // The summary's header row is empty: skip it.
     let summary = summary.render();
     let summary = summary.split_once('\n').map_or("", |(_, rest)| rest);
-    output::print(&format!("{summary}\n{}", ifaces.render()))?;
+    let warnings: String = status
+        .warnings
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect();
+    output::print(&format!("{summary}\n{}{warnings}", ifaces.render()))?;
     Ok(())
 }
