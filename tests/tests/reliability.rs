@@ -332,14 +332,119 @@ fn status_warns_when_the_ephemeral_range_covers_a_protected_port() {
     let mcf = Mcfilter::new("ep").in_netns(&ns);
     mcf.ok(&["attach", "lo"]);
     let sysctl = |setting: &str| {
-        let out = ns.command("sysctl").args(["-qw", setting]).output().unwrap();
+        let out = ns
+            .command("sysctl")
+            .args(["-qw", setting])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "sysctl {setting}: {out:?}");
     };
     sysctl("net.ipv4.ip_local_port_range=10000 30000");
     let warnings = status(&mcf)["warnings"].clone();
     assert_eq!(warnings.as_array().unwrap().len(), 1, "{warnings}");
-    assert!(warnings[0].as_str().unwrap().contains("ip_local_reserved_ports=11211"));
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("ip_local_reserved_ports=11211")
+    );
     sysctl("net.ipv4.ip_local_reserved_ports=11211");
     assert_eq!(status(&mcf)["warnings"], serde_json::json!([]));
     mcf.ok(&["detach", "lo"]);
+}
+
+#[test]
+fn bpffs_is_mounted_when_missing() {
+    if !privileged("bpffs_is_mounted_when_missing") {
+        return;
+    }
+    // A private mount namespace without bpffs at /sys/fs/bpf: the CLI mounts it itself.
+    let ns = NetNs::new("bf");
+    let dir = format!("/sys/fs/bpf/{}", mcfilter_tests::unique("bf"));
+    let bin = binary().display().to_string();
+    let script = format!(
+        "umount /sys/fs/bpf 2>/dev/null; ! mountpoint -q /sys/fs/bpf || exit 3; \
+         {bin} attach lo --state-dir {dir} && mountpoint -q /sys/fs/bpf && \
+         {bin} status --json --state-dir {dir} && {bin} detach lo --state-dir {dir}"
+    );
+    let out = ns
+        .command("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("attached to lo") && stdout.contains("\"interfaces\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn allowed_clients_are_unaffected_by_floods() {
+    if !privileged("allowed_clients_are_unaffected_by_floods") {
+        return;
+    }
+    let lab = Lab::new("ld");
+    let allowed = lab.host("lda", 10);
+    let attacker = lab.host("ldx", 66);
+    let _memcached = Memcached::start(&lab.server.ns, false);
+    let mcf = Mcfilter::new("ld").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE, "--allow", &allowed.v4.to_string()]);
+    let server = SocketAddr::new(lab.server.v4.into(), PORT);
+    const ROUNDS: usize = 200;
+    let client_loop = || {
+        allowed.ns.run(|| {
+            let mut latencies = Vec::with_capacity(ROUNDS);
+            let mut errors = 0;
+            for i in 0..ROUNDS {
+                let started = std::time::Instant::now();
+                match memcache::set_get(server, &format!("k{i}"), b"value", Duration::from_secs(2))
+                {
+                    Ok(()) => latencies.push(started.elapsed()),
+                    Err(_) => errors += 1,
+                }
+            }
+            latencies.sort();
+            (errors, latencies[latencies.len() / 2])
+        })
+    };
+    let (quiet_errors, quiet_median) = client_loop();
+    // Floods: UDP to the port from one source, and SYNs from forged denied sources.
+    let syns: Vec<Vec<u8>> = (0..20_000u32)
+        .map(|i| {
+            let [_, _, c, d] = i.to_be_bytes();
+            let l4 = mcfilter_tests::packet::tcp_syn(40000 + (i % 1000) as u16, PORT);
+            let ip = mcfilter_tests::packet::ipv4(
+                [198, 18, 1 + (c % 200), d],
+                lab.server.v4.octets(),
+                mcfilter_tests::packet::IPPROTO_TCP,
+                &[],
+                mcfilter_tests::packet::NOT_FRAGMENTED,
+                &l4,
+            );
+            mcfilter_tests::packet::eth(mcfilter_tests::packet::ETH_P_IP, &[], &ip)
+        })
+        .collect();
+    let (flood_errors, flood_median) = std::thread::scope(|scope| {
+        let udp =
+            scope.spawn(|| attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 100_000));
+        let syn = scope.spawn(|| attacker.send_frames(&syns));
+        let result = client_loop();
+        udp.join().unwrap();
+        syn.join().unwrap();
+        result
+    });
+    eprintln!(
+        "memcached set/get median latency: {quiet_median:?} quiet, {flood_median:?} under a UDP and SYN flood"
+    );
+    assert_eq!(
+        quiet_errors + flood_errors,
+        0,
+        "the allowed client saw errors"
+    );
+    let stats = mcf.json(&["stats", "--json"]);
+    assert_eq!(stats["reasons"]["udp_port"], 100_000);
+    assert_eq!(stats["reasons"]["tcp_not_allowed"], 20_000);
+    mcf.ok(&["detach", IFACE]);
 }
