@@ -69,8 +69,12 @@ pub struct AttachArgs {
     pub allow_capacity: u32,
     /// Swap this build's program in on an interface already attached, atomically (no gap),
     /// keeping the allow-list and counters: the upgrade path
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     pub replace: bool,
+    /// Remove an XDP program something else attached to the interface (through netlink)
+    /// instead of refusing
+    #[arg(long)]
+    pub force: bool,
     /// Per-source counter capacity (LRU), used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -30,6 +30,7 @@ use crate::{
     DEFAULT_PORT, EBPF_OBJECT, Error,
     allow::Change,
     maps::Maps,
+    netlink,
     pin::{StateDir, StateLock},
     sys,
 };
@@ -96,6 +97,8 @@ pub struct AttachRequest {
     /// Swap the program on an interface already attached, through its pinned link: atomic,
     /// no gap, maps (allow-list, counters) kept.
     pub replace: bool,
+    /// Remove a foreign XDP program (attached through netlink) from the interface first.
+    pub force: bool,
 }
 
 impl AttachRequest {
@@ -109,6 +112,7 @@ impl AttachRequest {
             allow_capacity: DEFAULT_ALLOW_CAPACITY,
             sources_capacity: DEFAULT_SOURCES_CAPACITY,
             replace: false,
+            force: false,
         }
     }
 }
@@ -257,9 +261,19 @@ fn attach_program(
                 break;
             }
             Err(err) if matches!(errno(&err), Some(libc::EBUSY | libc::EEXIST)) => {
-                return Err(Error::ForeignProgram {
-                    iface: req.iface.clone(),
-                });
+                if !req.force {
+                    return Err(Error::ForeignProgram {
+                        iface: req.iface.clone(),
+                    });
+                }
+                remove_foreign(req, ifindex)?;
+                match program.attach_to_if_index(ifindex, xdp_mode) {
+                    Ok(link_id) => {
+                        made = Some((attachment, link_id));
+                        break;
+                    }
+                    Err(err) => return Err(attach_err(err)),
+                }
             }
             Err(err) if attachment == Attachment::Native && tries.len() > 1 => {
                 native_error = Some(if errno(&err) == Some(libc::EOPNOTSUPP) {
@@ -354,6 +368,30 @@ fn load_program<'a>(ebpf: &'a mut aya::Ebpf, req: &AttachRequest) -> Result<&'a 
         .map_err(attach_err)?;
     program.load().map_err(attach_err)?;
     Ok(program)
+}
+
+/// `--force`: removes whatever XDP program netlink attached to the interface, in either mode.
+/// A program held by a bpf_link cannot be removed this way, and is left alone.
+fn remove_foreign(req: &AttachRequest, ifindex: u32) -> Result<(), Error> {
+    for mode in [netlink::XDP_FLAGS_DRV_MODE, netlink::XDP_FLAGS_SKB_MODE] {
+        match netlink::detach_xdp(ifindex, mode) {
+            Ok(()) => {}
+            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(Error::ForeignLink {
+                    iface: req.iface.clone(),
+                });
+            }
+            // A mode the driver does not support holds no program.
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(err) => {
+                return Err(Error::Link {
+                    iface: req.iface.clone(),
+                    err: format!("removing the foreign XDP program: {err}"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What `detach` did.

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cmd;
 pub mod filter;
 pub mod maps;
+pub mod netlink;
 pub mod output;
 pub mod pin;
 pub mod stats;
@@ -55,7 +56,11 @@ pub enum Error {
     )]
     NothingToReplace { iface: String },
     #[error(
-        "{iface} already has an XDP program that mcfilter did not attach; mcfilter never replaces it (remove it with `ip link set dev {iface} xdp off`)"
+        "{iface}'s XDP program is held by a bpf_link, which only its owner can remove (see `bpftool link`); mcfilter did not touch it"
+    )]
+    ForeignLink { iface: String },
+    #[error(
+        "{iface} already has an XDP program that mcfilter did not attach; mcfilter never replaces it unless told to: `mcfilter attach {iface} --force` removes it first"
     )]
     ForeignProgram { iface: String },
     #[error(

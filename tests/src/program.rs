@@ -43,6 +43,8 @@ impl Harness {
         let state = StateDir::new(&dir);
         drop(state.prepare_and_lock().expect("bpffs"));
         state.create().expect("create state dir");
+        // Removes the pins if anything below panics (the harness's own Drop covers the rest).
+        let cleanup = PinsGuard(dir.clone());
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(mcfilter_common::map_names::SOURCES, sources_capacity)
@@ -61,6 +63,7 @@ impl Harness {
         maps.set_config(&config).expect("write config");
         let allow: BTreeSet<_> = policy.allow.iter().copied().collect();
         maps.allow.add(&allow).expect("write allow-list");
+        std::mem::forget(cleanup);
         Harness { ebpf, maps, dir }
     }
 
@@ -151,6 +154,15 @@ impl Harness {
     /// The private state dir the maps are pinned in.
     pub fn maps_dir(&self) -> &std::path::Path {
         &self.dir
+    }
+}
+
+/// Removes a state dir's pins when dropped.
+struct PinsGuard(PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        crate::remove_pins(&self.0);
     }
 }
 

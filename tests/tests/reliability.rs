@@ -448,3 +448,55 @@ fn allowed_clients_are_unaffected_by_floods() {
     assert_eq!(stats["reasons"]["tcp_not_allowed"], 20_000);
     mcf.ok(&["detach", IFACE]);
 }
+
+#[test]
+fn a_foreign_program_is_refused_unless_forced() {
+    if !privileged("a_foreign_program_is_refused_unless_forced") {
+        return;
+    }
+    let lab = Lab::new("fo");
+    let mcf = Mcfilter::new("fo").in_netns(&lab.server.ns);
+    // Another tool's program, attached through netlink: the benchmark floor, via iproute2.
+    let object = std::env::temp_dir().join(mcfilter_tests::unique("fo"));
+    fs::write(&object, mcfilter::FLOOR_OBJECT).unwrap();
+    let object_path = object.to_str().unwrap();
+    lab.server.ns.ip(&[
+        "link",
+        "set",
+        "dev",
+        IFACE,
+        "xdpgeneric",
+        "obj",
+        object_path,
+        "sec",
+        "xdp",
+    ]);
+    let xdp = || {
+        let out = lab
+            .server
+            .ns
+            .command("ip")
+            .args(["link", "show", IFACE])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (_, line) = mcf.fails(&["attach", IFACE]);
+    assert!(line.contains("--force"), "{line}");
+    assert!(
+        xdp().contains("name floor"),
+        "the foreign program is untouched"
+    );
+    mcf.ok(&["attach", IFACE, "--force"]);
+    let shown = xdp();
+    assert!(
+        shown.contains("name mcfilter") && !shown.contains("name floor"),
+        "{shown}"
+    );
+    // A program held by another bpf_link (here another mcfilter) is never forced out.
+    let other = Mcfilter::new("fob").in_netns(&lab.server.ns);
+    let (_, line) = other.fails(&["attach", IFACE, "--force"]);
+    assert!(line.contains("held by a bpf_link"), "{line}");
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_file(object).unwrap();
+}

@@ -16,6 +16,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         allow_capacity: args.allow_capacity,
         sources_capacity: args.sources_capacity,
         replace: args.replace,
+        force: args.force,
     };
     let attached = filter::attach(state, &request)?;
     if let Some(reason) = &attached.native_error {
