@@ -6,6 +6,7 @@ pub mod cli;
 pub mod fixtures;
 pub mod generate;
 pub mod lab;
+pub mod load;
 pub mod memcache;
 pub mod netns;
 pub mod oracle;

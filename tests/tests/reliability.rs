@@ -17,6 +17,7 @@ use mcfilter_common::{IpKey, map_names};
 use mcfilter_tests::{
     cli::{Mcfilter, binary},
     lab::{self, IFACE, Lab, pending},
+    load,
     memcache::{self, Memcached},
     netns::NetNs,
     privileged,
@@ -392,60 +393,17 @@ fn allowed_clients_are_unaffected_by_floods() {
     let mcf = Mcfilter::new("ld").in_netns(&lab.server.ns);
     mcf.ok(&["attach", IFACE, "--allow", &allowed.v4.to_string()]);
     let server = SocketAddr::new(lab.server.v4.into(), PORT);
-    const ROUNDS: usize = 200;
-    let client_loop = || {
-        allowed.ns.run(|| {
-            let mut latencies = Vec::with_capacity(ROUNDS);
-            let mut errors = 0;
-            for i in 0..ROUNDS {
-                let started = std::time::Instant::now();
-                match memcache::set_get(server, &format!("k{i}"), b"value", Duration::from_secs(2))
-                {
-                    Ok(()) => latencies.push(started.elapsed()),
-                    Err(_) => errors += 1,
-                }
-            }
-            latencies.sort();
-            (errors, latencies[latencies.len() / 2])
-        })
-    };
-    let (quiet_errors, quiet_median) = client_loop();
-    // Floods: UDP to the port from one source, and SYNs from forged denied sources.
-    let syns: Vec<Vec<u8>> = (0..20_000u32)
-        .map(|i| {
-            let [_, _, c, d] = i.to_be_bytes();
-            let l4 = mcfilter_tests::packet::tcp_syn(40000 + (i % 1000) as u16, PORT);
-            let ip = mcfilter_tests::packet::ipv4(
-                [198, 18, 1 + (c % 200), d],
-                lab.server.v4.octets(),
-                mcfilter_tests::packet::IPPROTO_TCP,
-                &[],
-                mcfilter_tests::packet::NOT_FRAGMENTED,
-                &l4,
-            );
-            mcfilter_tests::packet::eth(mcfilter_tests::packet::ETH_P_IP, &[], &ip)
-        })
-        .collect();
-    let (flood_errors, flood_median) = std::thread::scope(|scope| {
-        let udp =
-            scope.spawn(|| attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 100_000));
-        let syn = scope.spawn(|| attacker.send_frames(&syns));
-        let result = client_loop();
-        udp.join().unwrap();
-        syn.join().unwrap();
-        result
-    });
-    eprintln!(
-        "memcached set/get median latency: {quiet_median:?} quiet, {flood_median:?} under a UDP and SYN flood"
-    );
+    let quiet = load::client_loop(&allowed, server, 200);
+    let flooded = load::client_loop_under_flood(&lab, &allowed, &attacker, PORT, 200);
+    eprintln!("memcached set/get: {quiet:?} quiet, {flooded:?} under floods");
     assert_eq!(
-        quiet_errors + flood_errors,
+        quiet.errors + flooded.errors,
         0,
         "the allowed client saw errors"
     );
     let stats = mcf.json(&["stats", "--json"]);
-    assert_eq!(stats["reasons"]["udp_port"], 100_000);
-    assert_eq!(stats["reasons"]["tcp_not_allowed"], 20_000);
+    assert_eq!(stats["reasons"]["udp_port"], load::UDP_FLOOD);
+    assert_eq!(stats["reasons"]["tcp_not_allowed"], load::SYN_FLOOD);
     mcf.ok(&["detach", IFACE]);
 }
 

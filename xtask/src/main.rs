@@ -152,13 +152,16 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
             "build",
             "--release",
             "--package",
-            "mcfilter-tests",
+            "mcfilter",
             "--bin",
-            "mcfilter-bench",
+            "mcfilter",
         ])
+        .args(["--package", "mcfilter-tests", "--bin", "mcfilter-bench"])
         .run()?;
-    Cmd::new(workspace_root()?.join("target/release/mcfilter-bench"))
+    let release = workspace_root()?.join("target/release");
+    Cmd::new(release.join("mcfilter-bench"))
         .args(args)
+        .env("MCFILTER_BIN", release.join("mcfilter"))
         .run()
 }
 
