@@ -89,10 +89,20 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
             killed || out.status.success(),
             "after {crash_after} writes: {out:?}"
         );
-        // Before anyone recovers: the filter still allows the entry both lists contain.
+        // Before anyone recovers: the filter is attached and still allows the entry both lists
+        // contain.
         assert!(
             trie_allows(&mcf, common),
             "after {crash_after} writes the common entry is missing"
+        );
+        let shown = ns
+            .command("ip")
+            .args(["link", "show", "lo"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&shown.stdout).contains("xdp"),
+            "still attached"
         );
         // The next command settles the change: exactly the old or the new list.
         let now = list(&mcf);
