@@ -44,6 +44,12 @@ pub enum Command {
     Stats(StatsArgs),
     /// Show where the filter is attached and its policy
     Status(JsonArgs),
+    /// Run as a service: apply a config file, serve metrics, reload on SIGHUP or change
+    Run {
+        /// The config file (TOML; see packaging/mcfilter.toml)
+        #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "memcached",
     "time",
+    "curl",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

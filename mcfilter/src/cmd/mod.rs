@@ -32,6 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Allow(command) => allow::run(&state, command),
         Command::Stats(args) => stats::run(&state, args),
         Command::Status(args) => status::run(&state, args),
+        Command::Run { config } => crate::service::run(&config),
     }
 }
 

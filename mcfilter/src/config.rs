@@ -1,0 +1,246 @@
+//! The service's config file (TOML): one validated model shared with the CLI flags. Every
+//! value goes through the same parsers as the flags (`cli::parse_port`, `allow::parse_cidr`),
+//! unknown keys are errors that name the key, and loading reads the allow-list files too, so
+//! a config that loads is a config that applies. `packaging/mcfilter.toml` documents every key.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::IpNet;
+use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
+use serde::Deserialize;
+
+use crate::{DEFAULT_PORT, allow, cli, filter::Mode, pin::DEFAULT_STATE_DIR};
+
+/// Where `mcfilter run` looks without `--config`.
+pub const DEFAULT_CONFIG: &str = "/etc/mcfilter/mcfilter.toml";
+/// The metrics listener's default address: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9911";
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    interfaces: Vec<FileInterface>,
+    ports: Option<Vec<i64>>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_files: Vec<PathBuf>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    detach_on_exit: bool,
+    #[serde(default)]
+    maps: FileMaps,
+    #[serde(default)]
+    metrics: FileMetrics,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileInterface {
+    name: String,
+    #[serde(default)]
+    mode: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMaps {
+    allow_capacity: Option<u32>,
+    sources_capacity: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMetrics {
+    address: Option<String>,
+    top_sources: Option<usize>,
+}
+
+/// One interface to filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub mode: Mode,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub interfaces: Vec<Interface>,
+    pub ports: BTreeSet<u16>,
+    /// Inline entries and the contents of every allow file.
+    pub allow: BTreeSet<IpNet>,
+    pub dry_run: bool,
+    pub detach_on_exit: bool,
+    pub allow_capacity: u32,
+    pub sources_capacity: u32,
+    pub metrics_addr: SocketAddr,
+    pub top_sources: usize,
+}
+
+impl Config {
+    /// Reads and validates `path`; allow files are read relative to the config's directory.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read config {}: {err}", path.display()))?;
+        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|err| format!("config {}: {err}", path.display()))
+    }
+
+    /// Validates config text; `base` resolves relative allow-file paths.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let file: File = toml::from_str(text).map_err(|err| one_line(&err.to_string()))?;
+        let mut interfaces = Vec::new();
+        for iface in file.interfaces {
+            if iface.name.is_empty() || iface.name.len() >= mcfilter_common::IFNAMSIZ {
+                return Err(format!("interface name '{}' is not valid", iface.name));
+            }
+            if interfaces.iter().any(|i: &Interface| i.name == iface.name) {
+                return Err(format!("interface {} is listed twice", iface.name));
+            }
+            let mode = match iface.mode.as_deref() {
+                None | Some("auto") => Mode::Auto,
+                Some("native") => Mode::Native,
+                Some("skb") => Mode::Skb,
+                Some(other) => {
+                    return Err(format!(
+                        "interface {}: mode '{other}' is not auto, native or skb",
+                        iface.name
+                    ));
+                }
+            };
+            interfaces.push(Interface {
+                name: iface.name,
+                mode,
+            });
+        }
+        let ports = match file.ports {
+            None => BTreeSet::from([DEFAULT_PORT]),
+            Some(ports) if ports.is_empty() => return Err("ports must not be empty".into()),
+            Some(ports) => ports
+                .iter()
+                .map(|p| cli::parse_port(&p.to_string()).map_err(|err| format!("ports: {err}")))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut allow = BTreeSet::new();
+        for cidr in &file.allow {
+            allow.insert(allow::parse_cidr(cidr).map_err(|err| format!("allow: {err}"))?);
+        }
+        for file_path in &file.allow_files {
+            let path = base.join(file_path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| format!("cannot read allow file {}: {err}", path.display()))?;
+            allow.extend(
+                allow::parse_list(&text).map_err(|err| format!("{}: {err}", path.display()))?,
+            );
+        }
+        let positive = |name: &str, value: Option<u32>, default: u32| match value {
+            Some(0) => Err(format!("maps.{name} must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let address = file
+            .metrics
+            .address
+            .as_deref()
+            .unwrap_or(DEFAULT_METRICS_ADDR);
+        Ok(Config {
+            state_dir: file.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            interfaces,
+            ports,
+            allow,
+            dry_run: file.dry_run,
+            detach_on_exit: file.detach_on_exit,
+            allow_capacity: positive(
+                "allow_capacity",
+                file.maps.allow_capacity,
+                DEFAULT_ALLOW_CAPACITY,
+            )?,
+            sources_capacity: positive(
+                "sources_capacity",
+                file.maps.sources_capacity,
+                DEFAULT_SOURCES_CAPACITY,
+            )?,
+            metrics_addr: address
+                .parse()
+                .map_err(|_| format!("metrics.address '{address}' is not an address:port"))?,
+            top_sources: file.metrics.top_sources.unwrap_or(20),
+        })
+    }
+}
+
+/// toml's multi-line diagnostics as one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| "|^ ".contains(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../packaging/mcfilter.toml");
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+        let config = Config::parse(text, &base).expect("example config");
+        assert_eq!(config.interfaces[0].name, "eth0");
+        assert!(config.ports.contains(&11211));
+    }
+
+    #[test]
+    fn defaults_fill_what_is_left_out() {
+        let config = parse("[[interfaces]]\nname = \"eth0\"\n").unwrap();
+        assert_eq!(config.ports, BTreeSet::from([11211]));
+        assert_eq!(config.interfaces[0].mode, Mode::Auto);
+        assert_eq!(config.metrics_addr, DEFAULT_METRICS_ADDR.parse().unwrap());
+        assert_eq!(config.top_sources, 20);
+        assert!(!config.detach_on_exit && !config.dry_run);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("portz = [1]\n").unwrap_err();
+        assert!(err.contains("portz"), "{err}");
+        let err = parse("[metrics]\nadress = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(err.contains("adress"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn values_are_validated_like_the_flags() {
+        for (text, needle) in [
+            ("ports = [0]", "1 to 65535"),
+            ("ports = [70000]", "1 to 65535"),
+            ("ports = []", "must not be empty"),
+            ("allow = [\"198.18.0.0/33\"]", "not an IPv4 or IPv6 CIDR"),
+            (
+                "[[interfaces]]\nname = \"eth0\"\nmode = \"turbo\"",
+                "not auto, native or skb",
+            ),
+            ("[maps]\nallow_capacity = 0", "at least 1"),
+            ("[metrics]\naddress = \"nowhere\"", "not an address:port"),
+            ("allow_files = [\"missing.txt\"]", "cannot read allow file"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Prometheus text exposition, read from the maps at scrape time (prometheus-client encodes).
+//! Counters come from the program's own exact per-CPU counters, so they equal `stats --json`.
+//! The per-source series are bounded: only the top N sources (config `metrics.top_sources`).
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{Error, config::Config, maps::Maps, pin::StateDir, stats, status};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The metrics text for the filter `config` describes.
+pub fn render(config: &Config) -> Result<String, Error> {
+    let state = StateDir::new(&config.state_dir);
+    let status = status::status(&state)?;
+    let stats = {
+        let _lock = state.prepare_and_lock()?;
+        stats::read(&Maps::open(&state)?, config.top_sources)?
+    };
+    let mut registry = Registry::with_prefix("mcfilter");
+
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for (name, value) in &stats.reasons {
+        let reason = mcfilter_common::Reason::ALL
+            .into_iter()
+            .find(|r| r.name() == *name)
+            .expect("a known reason");
+        let verdict = if reason.is_drop() { "drop" } else { "pass" };
+        packets
+            .get_or_create(&vec![
+                ("reason", name.to_string()),
+                ("verdict", verdict.into()),
+            ])
+            .inc_by(*value);
+    }
+    for (name, total) in [
+        ("dropped", stats.dropped),
+        ("passed", stats.passed),
+        ("would_drop", stats.would_drop),
+    ] {
+        bytes
+            .get_or_create(&vec![("outcome", name.into())])
+            .inc_by(total.bytes);
+    }
+    registry.register("packets", "Packets by reason (all interfaces)", packets);
+    registry.register(
+        "bytes",
+        "Bytes dropped, passed and (dry-run) would-drop",
+        bytes,
+    );
+
+    let outcome = Family::<Labels, Counter>::default();
+    for (name, total) in [
+        ("dropped", stats.dropped),
+        ("passed", stats.passed),
+        ("would_drop", stats.would_drop),
+    ] {
+        outcome
+            .get_or_create(&vec![("outcome", name.into())])
+            .inc_by(total.packets);
+    }
+    registry.register(
+        "outcome_packets",
+        "Packets dropped, passed and (dry-run) would-drop",
+        outcome,
+    );
+
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let metric = Counter::<u64>::default();
+        metric.inc_by(value);
+        registry.register(name, help, metric);
+    };
+    counter(
+        &mut registry,
+        "sources_evicted",
+        "Sources the per-source LRU map evicted",
+        stats.sources_evicted,
+    );
+    counter(
+        &mut registry,
+        "sources_not_recorded",
+        "Drops the per-source map could not record",
+        stats.sources_not_recorded,
+    );
+    counter(
+        &mut registry,
+        "fragments_not_recorded",
+        "Dropped first fragments the fragment cache could not remember",
+        stats.fragments_not_recorded,
+    );
+
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+        let metric = Gauge::<i64>::default();
+        metric.set(value);
+        registry.register(name, help, metric);
+    };
+    gauge(
+        &mut registry,
+        "allow_entries",
+        "Allow-list entries",
+        status.allow_entries as i64,
+    );
+    gauge(
+        &mut registry,
+        "allow_capacity",
+        "Allow-list capacity",
+        i64::from(status.allow_capacity),
+    );
+    gauge(
+        &mut registry,
+        "sources_entries",
+        "Per-source map entries",
+        status.sources_entries as i64,
+    );
+    gauge(
+        &mut registry,
+        "sources_capacity",
+        "Per-source map capacity",
+        i64::from(status.sources_capacity),
+    );
+    gauge(
+        &mut registry,
+        "fragments_entries",
+        "Dropped datagrams remembered",
+        status.fragments_entries as i64,
+    );
+    gauge(
+        &mut registry,
+        "fragments_capacity",
+        "Fragment cache capacity",
+        i64::from(status.fragments_capacity),
+    );
+    gauge(
+        &mut registry,
+        "dry_run",
+        "1 when dropping is off (shadow mode)",
+        i64::from(status.dry_run),
+    );
+
+    let info = Family::<Labels, Gauge>::default();
+    for iface in &status.interfaces {
+        info.get_or_create(&vec![
+            ("interface", iface.name.clone()),
+            ("mode", iface.mode.into()),
+            ("program_id", iface.program_id.to_string()),
+        ])
+        .set(i64::from(iface.present));
+    }
+    registry.register(
+        "program_info",
+        "Attached interfaces (1: the interface exists)",
+        info,
+    );
+
+    let top = Family::<Labels, Gauge>::default();
+    for row in &stats.sources {
+        top.get_or_create(&vec![
+            ("source", row.source.to_string()),
+            ("reason", row.reason.into()),
+        ])
+        .set(row.packets as i64);
+    }
+    registry.register(
+        "top_source_packets",
+        "Packets dropped from the busiest sources",
+        top,
+    );
+
+    let mut text = String::new();
+    encode(&mut text, &registry).expect("writing to a String cannot fail");
+    Ok(text)
+}

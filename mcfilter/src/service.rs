@@ -1,0 +1,250 @@
+//! `mcfilter run`: the filter as a long-running service. It applies the config file (attach
+//! the listed interfaces, set ports, dry-run and the allow-list, detach what it attached and is
+//! no longer listed), serves Prometheus metrics and `/healthz`, re-applies the file on SIGHUP and
+//! when it changes, and keeps the running policy when a new file does not validate. Exits
+//! cleanly on SIGTERM/SIGINT, leaving the filter attached unless `detach_on_exit` says
+//! otherwise.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::Context as _;
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    Error,
+    config::Config,
+    filter::{self, AttachRequest},
+    metrics,
+    pin::StateDir,
+    status, sys,
+};
+
+/// How often the config file's modification time is checked.
+const POLL: Duration = Duration::from_secs(1);
+/// A changed file is re-read once it has been quiet this long (editors write in steps).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// What the HTTP handlers need.
+struct Shared {
+    config: Mutex<Config>,
+}
+
+fn info(message: &str) {
+    eprintln!("mcfilter: info: {message}");
+}
+
+fn error(message: &str) {
+    eprintln!("mcfilter: error: {message}");
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(anyhow::Error::msg)?;
+    let mut owned = BTreeSet::new();
+    apply(&config, &mut owned).context("applying the config")?;
+    info(&format!(
+        "applied {}: {} interface(s), ports {:?}, {} allow-list entries{}",
+        config_path.display(),
+        config.interfaces.len(),
+        config.ports,
+        config.allow.len(),
+        if config.dry_run { ", dry-run" } else { "" }
+    ));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(config_path.to_owned(), config, owned))
+}
+
+async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("listening for metrics on {}", config.metrics_addr))?;
+    info(&format!(
+        "metrics on http://{}/metrics",
+        config.metrics_addr
+    ));
+    let shared = Arc::new(Shared {
+        config: Mutex::new(config),
+    });
+    let router = Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(serve_health))
+        .with_state(shared.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut poll = tokio::time::interval(POLL);
+    let mut seen = modified(&path);
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => reload(&path, &shared, &mut owned, "SIGHUP"),
+            _ = poll.tick() => {
+                let now = modified(&path);
+                if now != seen {
+                    // Debounce: wait until the file has stopped changing.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    seen = modified(&path);
+                    reload(&path, &shared, &mut owned, "file change");
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    server.abort();
+    let config = shared.config.lock().expect("config lock").clone();
+    if config.detach_on_exit {
+        let state = StateDir::new(&config.state_dir);
+        for iface in &owned {
+            match filter::detach(&state, iface) {
+                Ok(_) => info(&format!("detached from {iface}")),
+                Err(err) => error(&format!("detaching {iface}: {err}")),
+            }
+        }
+    } else {
+        info("exiting; the filter stays attached (detach_on_exit = false)");
+    }
+    Ok(())
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Re-reads and applies the config; a config that does not validate or apply leaves the
+/// running policy in place.
+fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str) {
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(err) => {
+            error(&format!("{err}; keeping the running policy"));
+            return;
+        }
+    };
+    let old = shared.config.lock().expect("config lock").clone();
+    if new.metrics_addr != old.metrics_addr || new.state_dir != old.state_dir {
+        error("metrics.address and state_dir change only on restart; keeping the old ones");
+    }
+    let new = Config {
+        metrics_addr: old.metrics_addr,
+        state_dir: old.state_dir.clone(),
+        ..new
+    };
+    match apply(&new, owned) {
+        Ok(()) => {
+            info(&format!(
+                "reloaded {} ({why}): {} interface(s), ports {:?}, {} allow-list entries",
+                path.display(),
+                new.interfaces.len(),
+                new.ports,
+                new.allow.len()
+            ));
+            *shared.config.lock().expect("config lock") = new;
+        }
+        Err(err) => error(&format!(
+            "applying {}: {err:#}; keeping the running policy",
+            path.display()
+        )),
+    }
+}
+
+/// Makes the filter match `config`. Checks every interface exists before changing anything,
+/// then sets the allow-list (as a difference), ports and dry-run, attaches what is listed and
+/// detaches what this service attached and is no longer listed.
+pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
+    for iface in &config.interfaces {
+        sys::ifindex(&iface.name)?;
+    }
+    let state = StateDir::new(&config.state_dir);
+    for iface in &config.interfaces {
+        let request = AttachRequest {
+            mode: iface.mode,
+            ports: Some(config.ports.clone()),
+            allow: config.allow.clone(),
+            dry_run: config.dry_run,
+            allow_capacity: config.allow_capacity,
+            sources_capacity: config.sources_capacity,
+            ..AttachRequest::new(&iface.name)
+        };
+        match filter::attach(&state, &request) {
+            Ok(attached) => {
+                info(&format!(
+                    "attached to {} ({} mode, program id {})",
+                    attached.iface,
+                    attached.attachment.name(),
+                    attached.prog_id
+                ));
+                owned.insert(iface.name.clone());
+            }
+            Err(Error::AlreadyAttached { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    if !config.interfaces.is_empty() || state.exists() {
+        filter::set_allow_list(&state, &config.allow)?;
+        filter::set_policy(&state, &config.ports, config.dry_run)?;
+    }
+    let listed: BTreeSet<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+    let gone: Vec<String> = owned
+        .iter()
+        .filter(|name| !listed.contains(name.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        filter::detach(&state, &name)?;
+        info(&format!("detached from {name} (no longer listed)"));
+        owned.remove(&name);
+    }
+    Ok(())
+}
+
+async fn serve_metrics(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let config = shared.config.lock().expect("config lock").clone();
+    let rendered = tokio::task::spawn_blocking(move || metrics::render(&config)).await;
+    match rendered {
+        Ok(Ok(text)) => (StatusCode::OK, text),
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+    }
+}
+
+async fn serve_health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let config = shared.config.lock().expect("config lock").clone();
+    let checked = tokio::task::spawn_blocking(move || health(&config)).await;
+    match checked {
+        Ok(Ok(())) => (StatusCode::OK, "ok\n".into()),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+    }
+}
+
+/// Healthy when the program is attached on every configured interface.
+fn health(config: &Config) -> Result<(), String> {
+    let status = status::status(&StateDir::new(&config.state_dir)).map_err(|e| e.to_string())?;
+    let missing: Vec<&str> = config
+        .interfaces
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|name| {
+            !status
+                .interfaces
+                .iter()
+                .any(|s| s.present && s.name == *name)
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not attached: {}", missing.join(", ")))
+    }
+}

@@ -1,0 +1,246 @@
+//! `mcfilter run` end to end: a real service process in the server's namespace, its config
+//! file edited and signalled, its metrics scraped over HTTP with curl and compared with
+//! `stats --json`.
+
+use std::{
+    fs,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcfilter_tests::{
+    cli::{Mcfilter, binary},
+    lab::{self, Host, IFACE, Lab},
+    memcache::{self, Memcached},
+    netns::NetNs,
+    privileged,
+};
+
+const PORT: u16 = 11211;
+const METRICS: &str = "127.0.0.1:9911";
+
+/// A running `mcfilter run`, killed on drop if the test did not stop it.
+struct Service {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(ns: &NetNs, config: &Path, log: &Path) -> Self {
+        let child = ns
+            .command(binary())
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("start mcfilter run");
+        let service = Service {
+            child,
+            log: log.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while get(ns, "/healthz").0 != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "not healthy in 10 s: {}",
+                service.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        service
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: a signal to our own child.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit status {status}: {}", self.log());
+                return self.log();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not exit on SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `curl http://METRICS{path}` inside `ns`: (status code, body).
+fn get(ns: &NetNs, path: &str) -> (u16, String) {
+    let out = ns
+        .command("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "2",
+            "--write-out",
+            "\n%{http_code}",
+        ])
+        .arg(format!("http://{METRICS}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn metric(body: &str, series: &str) -> u64 {
+    body.lines()
+        .find(|line| line.starts_with(series))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in the metrics:\n{body}"))
+}
+
+fn config(state_dir: &Path, allow: &[String], extra: &str) -> String {
+    let allow: Vec<String> = allow.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "state_dir = \"{}\"\nallow = [{}]\n{extra}\n[[interfaces]]\nname = \"{IFACE}\"\n\n[metrics]\naddress = \"{METRICS}\"\n",
+        state_dir.display(),
+        allow.join(", ")
+    )
+}
+
+fn connects(host: &Host, server: SocketAddr) -> bool {
+    host.ns
+        .run(|| TcpStream::connect_timeout(&server, Duration::from_millis(300)).is_ok())
+}
+
+/// Whether `host` reaches (`want`) or cannot reach the server within `limit`.
+fn becomes(host: &Host, server: SocketAddr, want: bool, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if connects(host, server) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn the_service_applies_reloads_and_serves_metrics() {
+    if !privileged("the_service_applies_reloads_and_serves_metrics") {
+        return;
+    }
+    let lab = Lab::new("sv");
+    let allowed = lab.host("sva", 10);
+    let denied = lab.host("svd", 20);
+    let attacker = lab.host("svx", 66);
+    let _memcached = Memcached::start(&lab.server.ns, false);
+    let mcf = Mcfilter::new("sv").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("sv"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    let log = dir.join("service.log");
+    let only_allowed = config(mcf.state_dir(), &[allowed.v4.to_string()], "");
+    fs::write(&path, &only_allowed).unwrap();
+    let service = Service::start(&lab.server.ns, &path, &log);
+    let server = SocketAddr::new(lab.server.v4.into(), PORT);
+
+    allowed
+        .ns
+        .run(|| memcache::set_get(server, "k", b"v", Duration::from_secs(2)))
+        .expect("the allowed client's set/get");
+    assert!(!connects(&denied, server), "the denied client is shut out");
+
+    // Edit + SIGHUP: the denied client is let in within a second.
+    let both = config(
+        mcf.state_dir(),
+        &[allowed.v4.to_string(), denied.v4.to_string()],
+        "",
+    );
+    fs::write(&path, &both).unwrap();
+    service.signal(libc::SIGHUP);
+    assert!(
+        becomes(&denied, server, true, Duration::from_secs(1)),
+        "{}",
+        service.log()
+    );
+
+    // A broken config is reported and the running policy kept.
+    fs::write(&path, "allow = [\"not-a-cidr\"]\n").unwrap();
+    service.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        service.log().contains("keeping the running policy"),
+        "{}",
+        service.log()
+    );
+    assert!(
+        connects(&denied, server) && connects(&allowed, server),
+        "old policy still enforced"
+    );
+    assert_eq!(get(&lab.server.ns, "/healthz").0, 200);
+
+    // A plain edit (no signal) is picked up too.
+    fs::write(&path, &only_allowed).unwrap();
+    assert!(
+        becomes(&denied, server, false, Duration::from_secs(5)),
+        "{}",
+        service.log()
+    );
+
+    // Metrics equal `stats --json` for a known flood.
+    attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 500);
+    lab::settle();
+    let (code, body) = get(&lab.server.ns, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let stats = mcf.json(&["stats", "--json"]);
+    assert_eq!(stats["reasons"]["udp_port"], 500);
+    let series = "mcfilter_packets_total{reason=\"udp_port\",verdict=\"drop\"}";
+    assert_eq!(metric(&body, series), 500);
+    assert_eq!(
+        metric(&body, "mcfilter_outcome_packets_total{outcome=\"dropped\"}"),
+        stats["dropped"]["packets"].as_u64().unwrap()
+    );
+    assert_eq!(metric(&body, "mcfilter_allow_entries"), 1);
+    assert!(
+        body.contains(&format!("source=\"{}\"", attacker.v4)),
+        "top sources: {body}"
+    );
+
+    // SIGTERM: a clean exit, the filter stays attached by default.
+    let log_text = service.stop();
+    assert!(log_text.contains("stays attached"), "{log_text}");
+    assert_eq!(
+        mcf.json(&["status", "--json"])["interfaces"][0]["name"],
+        IFACE
+    );
+    assert!(
+        !connects(&denied, server),
+        "still filtering after the service exited"
+    );
+
+    // With detach_on_exit, SIGTERM detaches what the service attached.
+    mcf.ok(&["detach", IFACE]);
+    fs::write(&path, config(mcf.state_dir(), &[], "detach_on_exit = true")).unwrap();
+    let service = Service::start(&lab.server.ns, &path, &log);
+    service.stop();
+    assert!(!mcf.state_dir().exists(), "detached and removed on exit");
+    fs::remove_dir_all(dir).unwrap();
+}
