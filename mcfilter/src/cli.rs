@@ -134,6 +134,24 @@ pub struct StatsArgs {
     /// How many of the busiest sources to list
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
+    /// Redraw rates (pps, bps) by reason and the busiest sources every SECS seconds (default
+    /// 1); with --json, print one JSON object a line
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1",
+          value_parser = parse_interval)]
+    pub watch: Option<f64>,
+    /// With --watch: stop after N readings (default: until interrupted)
+    #[arg(long, value_name = "N", requires = "watch")]
+    pub count: Option<u64>,
+}
+
+/// A watch interval: 0.1 to 3600 seconds.
+pub fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "'{text}' is not an interval; use 0.1 to 3600 seconds"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]

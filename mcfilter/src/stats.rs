@@ -57,6 +57,8 @@ pub struct Stats {
     pub would_drop: Total,
     /// Packets by reason (enforced and dry-run).
     pub reasons: BTreeMap<&'static str, u64>,
+    /// Bytes by reason (enforced and dry-run).
+    pub reason_bytes: BTreeMap<&'static str, u64>,
     /// Dropped packets the per-source map could not record (map full or busy).
     pub sources_not_recorded: u64,
     /// Distinct sources the per-source map has held, and how many of them the LRU has since
@@ -78,6 +80,7 @@ pub fn totals(slots: &[Counter]) -> Stats {
         passed: Total::default(),
         would_drop: Total::default(),
         reasons: BTreeMap::new(),
+        reason_bytes: BTreeMap::new(),
         sources_not_recorded: slot(SLOT_SOURCE_INSERT_FAILED).packets,
         fragments_not_recorded: slot(SLOT_FRAG_INSERT_FAILED).packets,
         sources_seen: slot(SLOT_SOURCE_INSERTED).packets,
@@ -98,8 +101,94 @@ pub fn totals(slots: &[Counter]) -> Stats {
         stats
             .reasons
             .insert(reason.name(), enforced.packets + dry_run.packets);
+        stats
+            .reason_bytes
+            .insert(reason.name(), enforced.bytes + dry_run.bytes);
     }
     stats
+}
+
+/// A packet and bit rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Rate {
+    pub pps: f64,
+    pub bps: f64,
+}
+
+/// Rates between two readings `secs` apart, for `stats --watch`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Rates {
+    pub interval_s: f64,
+    pub dropped: Rate,
+    pub passed: Rate,
+    pub would_drop: Rate,
+    pub reasons: BTreeMap<&'static str, Rate>,
+    /// The busiest sources now, with their packet rate over the interval.
+    pub sources: Vec<SourceRate>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceRate {
+    pub source: IpAddr,
+    pub pps: f64,
+    pub packets: u64,
+    pub reason: &'static str,
+}
+
+/// Rates from two readings of the exact counters.
+pub fn rates(before: &Stats, after: &Stats, secs: f64) -> Rates {
+    let secs = secs.max(f64::EPSILON);
+    let per_sec = |packets: u64, bytes: u64| Rate {
+        pps: packets as f64 / secs,
+        bps: bytes as f64 * 8.0 / secs,
+    };
+    let delta = |a: Total, b: Total| {
+        per_sec(
+            a.packets.saturating_sub(b.packets),
+            a.bytes.saturating_sub(b.bytes),
+        )
+    };
+    let reasons = after
+        .reasons
+        .iter()
+        .map(|(name, packets)| {
+            let old_packets = before.reasons.get(name).copied().unwrap_or(0);
+            let bytes = after.reason_bytes.get(name).copied().unwrap_or(0);
+            let old_bytes = before.reason_bytes.get(name).copied().unwrap_or(0);
+            (
+                *name,
+                per_sec(
+                    packets.saturating_sub(old_packets),
+                    bytes.saturating_sub(old_bytes),
+                ),
+            )
+        })
+        .collect();
+    let sources = after
+        .sources
+        .iter()
+        .map(|row| {
+            let old = before
+                .sources
+                .iter()
+                .find(|b| b.source == row.source)
+                .map_or(0, |b| b.packets);
+            SourceRate {
+                source: row.source,
+                pps: row.packets.saturating_sub(old) as f64 / secs,
+                packets: row.packets,
+                reason: row.reason,
+            }
+        })
+        .collect();
+    Rates {
+        interval_s: secs,
+        dropped: delta(after.dropped, before.dropped),
+        passed: delta(after.passed, before.passed),
+        would_drop: delta(after.would_drop, before.would_drop),
+        reasons,
+        sources,
+    }
 }
 
 /// Sums per-CPU counters.
@@ -280,6 +369,31 @@ mod tests {
         assert_eq!(stats.reasons["tcp_allowed"], 1);
         assert_eq!(stats.reasons.len(), Reason::ALL.len());
         assert_eq!(stats.sources_not_recorded, 4);
+    }
+
+    #[test]
+    fn rates_come_from_deltas() {
+        let mut slots = vec![Counter::default(); mcfilter_common::STATS_SLOTS as usize];
+        slots[stats_slot(Reason::UdpPort, false) as usize] = counter(10, 1000);
+        let before = totals(&slots);
+        slots[stats_slot(Reason::UdpPort, false) as usize] = counter(30, 3000);
+        let after = totals(&slots);
+        let r = rates(&before, &after, 2.0);
+        assert_eq!(
+            r.dropped,
+            Rate {
+                pps: 10.0,
+                bps: 8000.0
+            }
+        );
+        assert_eq!(
+            r.reasons["udp_port"],
+            Rate {
+                pps: 10.0,
+                bps: 8000.0
+            }
+        );
+        assert_eq!(r.reasons["tcp_allowed"], Rate::default());
     }
 
     #[test]

@@ -244,3 +244,48 @@ fn the_service_applies_reloads_and_serves_metrics() {
     assert!(!mcf.state_dir().exists(), "detached and removed on exit");
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn stats_watch_prints_rates_from_the_counters() {
+    if !privileged("stats_watch_prints_rates_from_the_counters") {
+        return;
+    }
+    let lab = Lab::new("sw");
+    let attacker = lab.host("swx", 66);
+    let mcf = Mcfilter::new("sw").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE]);
+    let watcher = mcf
+        .command(&["stats", "--watch", "0.5", "--json", "--count", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start stats --watch");
+    // Bounded: 40 bursts of 100 datagrams, 50 ms apart (about 2 s).
+    for _ in 0..40 {
+        attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 100);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = watcher
+        .wait_with_output()
+        .expect("stats --watch ends after --count");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    for line in &lines {
+        assert!(line["interval_s"].as_f64().unwrap() >= 0.5, "{line}");
+        assert!(line["reasons"]["udp_port"]["pps"].is_f64(), "{line}");
+    }
+    let peak = lines
+        .iter()
+        .map(|l| l["dropped"]["pps"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(peak > 100.0, "the flood shows as a drop rate: {peak}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["sources"][0]["source"] == attacker.v4.to_string())
+    );
+    mcf.ok(&["detach", IFACE]);
+}

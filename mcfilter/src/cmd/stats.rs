@@ -10,11 +10,16 @@ use crate::{
     stats,
 };
 
+fn read(state: &StateDir, top: usize) -> anyhow::Result<stats::Stats> {
+    let _lock = state.prepare_and_lock()?;
+    Ok(stats::read(&Maps::open(state)?, top)?)
+}
+
 pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
-    let stats = {
-        let _lock = state.prepare_and_lock()?;
-        stats::read(&Maps::open(state)?, args.top)?
-    };
+    if let Some(secs) = args.watch {
+        return watch(state, &args, secs);
+    }
+    let stats = read(state, args.top)?;
     if args.json {
         output::print_json(&stats)?;
         return Ok(());
@@ -83,4 +88,91 @@ pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
     }
     output::print(&text)?;
     Ok(())
+}
+
+/// `stats --watch`: rates from deltas of the exact counters, redrawn (or one JSON line) every
+/// `secs` seconds, until interrupted or `--count` readings.
+fn watch(state: &StateDir, args: &StatsArgs, secs: f64) -> anyhow::Result<()> {
+    let interval = std::time::Duration::from_secs_f64(secs);
+    let mut before = read(state, args.top)?;
+    let mut taken = std::time::Instant::now();
+    let mut readings = 0u64;
+    while args.count.is_none_or(|count| readings < count) {
+        std::thread::sleep(interval);
+        let after = read(state, args.top)?;
+        let now = std::time::Instant::now();
+        let rates = stats::rates(&before, &after, now.duration_since(taken).as_secs_f64());
+        if args.json {
+            output::print_json(&rates)?;
+        } else {
+            output::print(&format!("\x1b[H\x1b[2J{}", render_rates(&rates)))?;
+        }
+        (before, taken) = (after, now);
+        readings += 1;
+    }
+    Ok(())
+}
+
+fn render_rates(rates: &stats::Rates) -> String {
+    let rate = |r: stats::Rate| [format!("{:.0}", r.pps), human_bits(r.bps)];
+    let mut totals = Table::new(&[
+        ("", Align::Left),
+        ("pps", Align::Right),
+        ("bps", Align::Right),
+    ]);
+    for (name, r) in [
+        ("dropped", rates.dropped),
+        ("passed", rates.passed),
+        ("would drop (dry-run)", rates.would_drop),
+    ] {
+        let [pps, bps] = rate(r);
+        totals.row(vec![name.into(), pps, bps]);
+    }
+    let mut reasons = Table::new(&[
+        ("reason", Align::Left),
+        ("pps", Align::Right),
+        ("bps", Align::Right),
+    ]);
+    for reason in Reason::ALL {
+        let [pps, bps] = rate(
+            rates
+                .reasons
+                .get(reason.name())
+                .copied()
+                .unwrap_or_default(),
+        );
+        reasons.row(vec![reason.name().into(), pps, bps]);
+    }
+    let mut sources = Table::new(&[
+        ("source", Align::Left),
+        ("pps", Align::Right),
+        ("packets", Align::Right),
+        ("last reason", Align::Left),
+    ]);
+    for s in &rates.sources {
+        sources.row(vec![
+            s.source.to_string(),
+            format!("{:.0}", s.pps),
+            s.packets.to_string(),
+            s.reason.into(),
+        ]);
+    }
+    format!(
+        "mcfilter stats, every {:.1}s (Ctrl-C to stop)\n\n{}\n{}\n{}",
+        rates.interval_s,
+        totals.render(),
+        reasons.render(),
+        sources.render()
+    )
+}
+
+/// Bits per second as `12.3 Mb/s`-style text.
+fn human_bits(bps: f64) -> String {
+    const UNITS: [(f64, &str); 3] = [(1e9, "Gb/s"), (1e6, "Mb/s"), (1e3, "kb/s")];
+    for (scale, unit) in UNITS {
+        if bps >= scale {
+            return format!("{:.1} {unit}", bps / scale);
+        }
+    }
+    format!("{bps:.0} b/s")
 }
