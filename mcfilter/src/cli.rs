@@ -44,6 +44,13 @@ pub enum Command {
     Stats(StatsArgs),
     /// Show where the filter is attached and its policy
     Status(JsonArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout
+    Man,
     /// Run as a service: apply a config file, serve metrics, reload on SIGHUP or change
     Run {
         /// The config file (TOML; see packaging/mcfilter.toml)

@@ -72,7 +72,9 @@ pub enum Error {
     AllowListFull { capacity: u32 },
     #[error("{net} is not on the allow-list; nothing was changed (see `mcfilter allow list`)")]
     NotAllowListed { net: IpNet },
-    #[error("permission denied: mcfilter needs root (CAP_BPF and CAP_NET_ADMIN); run it with sudo")]
+    #[error(
+        "permission denied: mcfilter needs root, or CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; run it with sudo"
+    )]
     NotPrivileged,
     #[error(
         "{} is not on a bpf filesystem; mount one there (`mount -t bpf bpf {}`) or choose another --state-dir",

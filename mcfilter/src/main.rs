@@ -17,9 +17,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if cmd::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("mcfilter: {err:#}");
+            eprintln!("mcfilter: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Errors are one line: a multi-line cause (a verifier log) keeps its first and last lines.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_owned();
+    match lines.next_back() {
+        Some(last) => format!("{first} ... {last}"),
+        None => first,
     }
 }
 

@@ -58,13 +58,18 @@ pub fn monotonic_ns() -> u64 {
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Whether an effective capability set (the `CapEff:` hex of /proc/self/status) allows loading
-/// and attaching XDP programs and using pinned maps.
+/// and attaching XDP programs and using pinned maps: CAP_BPF and CAP_PERFMON (the verifier
+/// needs it for the parser's packet-pointer comparisons), or CAP_SYS_ADMIN for both; and
+/// CAP_NET_ADMIN.
 pub fn caps_sufficient(cap_eff: u64) -> bool {
     let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
-    (has(CAP_BPF) || has(CAP_SYS_ADMIN)) && has(CAP_NET_ADMIN)
+    (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+        && (has(CAP_PERFMON) || has(CAP_SYS_ADMIN))
+        && has(CAP_NET_ADMIN)
 }
 
 /// Fails with [`Error::NotPrivileged`] unless the process may use BPF and change interfaces.
@@ -91,7 +96,11 @@ mod tests {
         assert!(caps_sufficient(0x000001ffffffffff));
         assert!(!caps_sufficient(0));
         assert!(!caps_sufficient(1 << CAP_NET_ADMIN));
-        assert!(caps_sufficient((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)));
+        assert!(!caps_sufficient((1 << CAP_NET_ADMIN) | (1 << CAP_BPF)));
+        assert!(caps_sufficient(
+            (1 << CAP_NET_ADMIN) | (1 << CAP_BPF) | (1 << CAP_PERFMON)
+        ));
+        assert!(caps_sufficient((1 << CAP_NET_ADMIN) | (1 << CAP_SYS_ADMIN)));
     }
 
     #[test]

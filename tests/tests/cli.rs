@@ -380,3 +380,28 @@ fn concurrent_allow_changes_lose_no_update() {
     assert_eq!(got, want, "the serial result");
     mcf.ok(&["detach", "lo"]);
 }
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_model() {
+    // No privileges needed: these only print.
+    let run = |args: &[&str]| {
+        let out = Command::new(binary())
+            .args(args)
+            .output()
+            .expect("run mcfilter");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let man = run(&["man"]);
+    assert!(
+        man.contains(".TH mcfilter 1") && man.contains("attach"),
+        "{man}"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(
+            script.contains("allow") && script.contains("--state-dir"),
+            "{shell}: {script}"
+        );
+    }
+}

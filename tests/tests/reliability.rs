@@ -468,3 +468,41 @@ fn a_foreign_program_is_refused_unless_forced() {
     mcf.ok(&["detach", IFACE]);
     fs::remove_file(object).unwrap();
 }
+
+#[test]
+fn three_capabilities_are_enough_without_root() {
+    if !privileged("three_capabilities_are_enough_without_root") {
+        return;
+    }
+    // The systemd unit's and the DaemonSet's capability set, as an unprivileged user.
+    let ns = NetNs::new("cp");
+    let dir = format!("/sys/fs/bpf/{}", mcfilter_tests::unique("cp"));
+    let as_nobody = |caps: &str, args: &[&str]| {
+        ns.command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(format!("--inh-caps={caps}"))
+            .arg(format!("--ambient-caps={caps}"))
+            .arg(binary())
+            .args(args)
+            .args(["--state-dir", &dir])
+            .output()
+            .unwrap()
+    };
+    let all = "+bpf,+perfmon,+net_admin";
+    for args in [
+        &["attach", "lo"][..],
+        &["status", "--json"],
+        &["allow", "add", "198.18.0.1"],
+        &["detach", "lo"],
+    ] {
+        let out = as_nobody(all, args);
+        assert!(out.status.success(), "{args:?} with {all}: {out:?}");
+    }
+    let out = as_nobody("+bpf,+net_admin", &["attach", "lo"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("CAP_PERFMON") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!std::path::Path::new(&dir).exists());
+}

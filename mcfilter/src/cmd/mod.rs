@@ -17,6 +17,21 @@ use crate::{
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = StateDir::new(&cli.state_dir);
+    // Generated documentation needs no privileges.
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command, "mcfilter", &mut out);
+            return say_raw(&out);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
+            return say_raw(&out);
+        }
+        _ => {}
+    }
     sys::require_privileges()?;
     match cli.command {
         Command::Attach(args) => attach::run(&state, args),
@@ -33,12 +48,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::run(&state, args),
         Command::Status(args) => status::run(&state, args),
         Command::Run { config } => crate::service::run(&config),
+        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }
 
 /// A one-line report of what a changing command did.
 fn say(line: &str) -> anyhow::Result<()> {
     crate::output::print(&format!("{line}\n"))?;
+    Ok(())
+}
+
+fn say_raw(bytes: &[u8]) -> anyhow::Result<()> {
+    crate::output::print(&String::from_utf8_lossy(bytes))?;
     Ok(())
 }
 
