@@ -400,7 +400,7 @@ fn completions_and_the_man_page_come_from_the_cli_model() {
     for shell in ["bash", "zsh", "fish"] {
         let script = run(&["completions", shell]);
         assert!(
-            script.contains("allow") && script.contains("--state-dir"),
+            script.contains("allow") && script.contains("state-dir"),
             "{shell}: {script}"
         );
     }
