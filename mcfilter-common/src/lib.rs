@@ -23,6 +23,8 @@ pub mod map_names {
     /// are added to `mcf_sources` only when another source comes along (write combining: a
     /// flood from one source costs no hash lookup per packet). Readers add it in.
     pub const PENDING: &str = "mcf_pending";
+    /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
+    pub const EVENTS: &str = "mcf_events";
     /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.
     pub const FRAGS: &str = "mcf_frags";
 }
@@ -189,8 +191,24 @@ pub const SLOT_FRAG_INSERT_FAILED: u32 = 2 * MAX_REASONS + 1;
 /// many the LRU evicted: inserted minus present).
 pub const SLOT_SOURCE_INSERTED: u32 = 2 * MAX_REASONS + 2;
 
+/// Extra slot in the stats array: events (for the service's log) over the per-CPU budget.
+pub const SLOT_EVENTS_SUPPRESSED: u32 = 2 * MAX_REASONS + 3;
+
 /// Number of entries in the stats array.
-pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 3;
+pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 4;
+
+/// Events each CPU may log per second (aya-log); the rest are counted, not logged.
+pub const EVENTS_PER_SECOND: u64 = 10;
+
+/// One CPU's event budget (`map_names::EVENTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// `bpf_ktime_get_coarse_ns` when the current one-second window began.
+    pub window_start_ns: u64,
+    /// Events logged in the window.
+    pub logged: u64,
+}
 
 /// Index into the stats array for a verdict: reasons are counted separately in enforce and
 /// dry-run mode, so "dropped" is exact even when dry-run is switched while traffic flows.
@@ -344,6 +362,7 @@ const _: () = {
     assert!(core::mem::size_of::<IfaceInfo>() == 24);
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<PendingSource>() == 56);
+    assert!(core::mem::size_of::<EventBudget>() == 16);
     assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
 };
 
@@ -358,4 +377,5 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::PendingSource {}
+    unsafe impl aya::Pod for super::EventBudget {}
 }

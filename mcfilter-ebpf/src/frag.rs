@@ -4,7 +4,9 @@
 
 use mcfilter_common::{FragKey, Reason, SLOT_FRAG_INSERT_FAILED};
 
-use crate::{maps::FRAGS, stats};
+use aya_ebpf::programs::XdpContext;
+
+use crate::{events, maps::FRAGS, stats};
 
 /// The verdict for a later fragment.
 #[inline(always)]
@@ -20,7 +22,7 @@ pub fn later(key: &FragKey) -> Reason {
 /// Records a first fragment's verdict: dropped datagrams are remembered; a passed one forgets
 /// any stale entry under the same key (ids are reused).
 #[inline(always)]
-pub fn remember(key: &FragKey, reason: Reason, bytes: u64) {
+pub fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
     // A lookup first: an LRU update allocates a new element even when the key exists, and
     // a retransmitted or duplicated first fragment needs no write.
     // SAFETY: the value is a plain u32 only ever written whole here.
@@ -28,6 +30,7 @@ pub fn remember(key: &FragKey, reason: Reason, bytes: u64) {
     if reason.is_drop() {
         if !known && FRAGS.insert(key, reason as u32, 0).is_err() {
             stats::bump(SLOT_FRAG_INSERT_FAILED, 1, bytes);
+            events::fragment_cache_full(ctx, stats::now());
         }
     } else if known {
         let _ = FRAGS.remove(key);

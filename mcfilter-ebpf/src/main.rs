@@ -7,6 +7,7 @@
 #![no_main]
 
 mod cursor;
+mod events;
 mod frag;
 mod maps;
 mod parse;
@@ -27,7 +28,7 @@ pub fn mcfilter(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let (reason, source) = classify(&ctx, config, bytes);
     let dry_run = config.dry_run != 0;
-    stats::record(reason, dry_run, bytes, source);
+    stats::record(&ctx, reason, dry_run, bytes, source);
     if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
     } else {
@@ -57,7 +58,7 @@ fn classify(ctx: &XdpContext, config: &Config, bytes: u64) -> (Reason, Option<Ip
             Reason::Truncated => Reason::ShortFirstFragment,
             reason => reason,
         };
-        frag::remember(&ip.frag_key(id), reason, bytes);
+        frag::remember(ctx, &ip.frag_key(id), reason, bytes);
         return (reason, Some(ip.src));
     }
     (reason, Some(ip.src))

@@ -10,8 +10,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use mcfilter_common::{
-    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, FRAG_CACHE_CAPACITY,
-    FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, STATS_SLOTS, SourceStats,
+    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, EventBudget,
+    FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, STATS_SLOTS,
+    SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -34,6 +35,10 @@ pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
 /// Each CPU's latest dropped source, not yet added to `SOURCES` (write combining).
 #[map(name = "mcf_pending")]
 pub static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0);
+
+/// Each CPU's budget of logged events (rate limit).
+#[map(name = "mcf_events")]
+pub static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
 /// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
 /// object so that it is created and pinned with the others.

@@ -2,13 +2,16 @@
 //! packets in an LRU map (bounded under spoofed floods) whose failed inserts are themselves
 //! counted.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use mcfilter_common::{
     Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED,
     SourceStats, stats_slot,
 };
 
-use crate::maps::{PENDING, SOURCES, STATS};
+use crate::{
+    events,
+    maps::{PENDING, SOURCES, STATS},
+};
 
 /// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
 #[inline(always)]
@@ -28,7 +31,7 @@ pub fn bump(slot: u32, packets: u64, bytes: u64) {
 /// one source costs a compare per packet instead of a hash lookup. Readers add `PENDING` in, so
 /// the counts stay exact.
 #[inline(always)]
-pub fn record(reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) {
+pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) {
     bump(stats_slot(reason, dry_run), 1, bytes);
     let Some(key) = source else { return };
     if !reason.is_drop() {
@@ -50,7 +53,7 @@ pub fn record(reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) 
         }
     } else {
         if stats.packets != 0 {
-            merge(&pending.key, stats);
+            merge(ctx, &pending.key, stats);
         }
         pending.key = key;
         stats.packets = 1;
@@ -67,14 +70,14 @@ const CLOCK_EVERY: u64 = 64;
 /// The coarse monotonic clock (jiffies resolution, Linux 5.11): enough for "last seen", and a
 /// fraction of the cost of bpf_ktime_get_ns, which reads the clocksource.
 #[inline(always)]
-fn now() -> u64 {
+pub fn now() -> u64 {
     // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions.
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
 /// Adds a CPU's pending counts for `key` to the LRU map.
 #[inline(always)]
-fn merge(key: &IpKey, add: &SourceStats) {
+fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
     match SOURCES.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: this CPU's slot of a per-CPU map value; see `bump`.
@@ -86,7 +89,10 @@ fn merge(key: &IpKey, add: &SourceStats) {
             stats.last_dry_run = add.last_dry_run;
         }
         None => match SOURCES.insert(key, add, 0) {
-            Ok(()) => bump(SLOT_SOURCE_INSERTED, add.packets, add.bytes),
+            Ok(()) => {
+                bump(SLOT_SOURCE_INSERTED, add.packets, add.bytes);
+                events::new_source(ctx, key, add.last_reason, add.last_seen_ns);
+            }
             Err(_) => bump(SLOT_SOURCE_INSERT_FAILED, add.packets, add.bytes),
         },
     }

@@ -36,6 +36,7 @@ struct File {
     dry_run: bool,
     #[serde(default)]
     detach_on_exit: bool,
+    log_level: Option<String>,
     #[serde(default)]
     maps: FileMaps,
     #[serde(default)]
@@ -85,6 +86,8 @@ pub struct Config {
     pub sources_capacity: u32,
     pub metrics_addr: SocketAddr,
     pub top_sources: usize,
+    /// The service's log level, for its own messages and the program's events.
+    pub log_level: log::LevelFilter,
 }
 
 impl Config {
@@ -148,6 +151,19 @@ impl Config {
             Some(n) => Ok(n),
             None => Ok(default),
         };
+        let log_level = match file.log_level.as_deref().unwrap_or("info") {
+            "off" => log::LevelFilter::Off,
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "info" => log::LevelFilter::Info,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            other => {
+                return Err(format!(
+                    "log_level '{other}' is not off, error, warn, info, debug or trace"
+                ));
+            }
+        };
         let address = file
             .metrics
             .address
@@ -174,6 +190,7 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("metrics.address '{address}' is not an address:port"))?,
             top_sources: file.metrics.top_sources.unwrap_or(20),
+            log_level,
         })
     }
 }
@@ -237,6 +254,7 @@ mod tests {
             ),
             ("[maps]\nallow_capacity = 0", "at least 1"),
             ("[metrics]\naddress = \"nowhere\"", "not an address:port"),
+            ("log_level = \"loud\"", "not off, error"),
             ("allow_files = [\"missing.txt\"]", "cannot read allow file"),
         ] {
             let err = parse(text).unwrap_err();

@@ -2,7 +2,8 @@
 //! cleanup. Layout (all bpffs pins):
 //!
 //! ```text
-//! <state-dir>/mcf_config mcf_allow mcf_stats mcf_sources mcf_pending mcf_frags mcf_ifaces  maps
+//! <state-dir>/mcf_config mcf_allow mcf_stats mcf_sources mcf_pending mcf_events mcf_frags
+//!             mcf_ifaces                                         maps (by name)
 //! <state-dir>/link_<ifindex>                                          one XDP link per interface
 //! ```
 //!
@@ -29,12 +30,13 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 
 /// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 7] = [
+pub const MAP_PINS: [&str; 8] = [
     map_names::CONFIG,
     map_names::ALLOW,
     map_names::STATS,
     map_names::SOURCES,
     map_names::PENDING,
+    map_names::EVENTS,
     map_names::FRAGS,
     map_names::IFACES,
 ];

@@ -3,10 +3,11 @@
 //! no longer listed), serves Prometheus metrics and `/healthz`, re-applies the file on SIGHUP and
 //! when it changes, and keeps the running policy when a new file does not validate. Exits
 //! cleanly on SIGTERM/SIGINT, leaving the filter attached unless `detach_on_exit` says
-//! otherwise.
+//! otherwise. It logs (at `log_level`) its own actions and the program's rare events, read
+//! from each attached program's aya-log ring buffer.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -14,6 +15,7 @@ use std::{
 
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
+use aya_log::EbpfLogger;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -29,6 +31,8 @@ use crate::{
 const POLL: Duration = Duration::from_secs(1);
 /// A changed file is re-read once it has been quiet this long (editors write in steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// How often the programs' event buffers are read.
+const EVENTS_DRAIN: Duration = Duration::from_millis(200);
 
 /// What the HTTP handlers need.
 struct Shared {
@@ -36,16 +40,64 @@ struct Shared {
 }
 
 fn info(message: &str) {
-    eprintln!("mcfilter: info: {message}");
+    log::info!("{message}");
 }
 
 fn error(message: &str) {
-    eprintln!("mcfilter: error: {message}");
+    log::error!("{message}");
+}
+
+/// Log lines as `mcfilter: <level>: <message>` on stderr (journald adds the time).
+fn init_logging(level: log::LevelFilter) {
+    use std::io::Write as _;
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format(|out, record| {
+            writeln!(
+                out,
+                "mcfilter: {}: {}",
+                record.level().as_str().to_lowercase(),
+                record.args()
+            )
+        })
+        .try_init();
+}
+
+/// The program's events (aya-log), read from each attached program's ring buffer.
+#[derive(Default)]
+struct Events {
+    loggers: BTreeMap<u32, EbpfLogger<&'static dyn log::Log>>,
+}
+
+impl Events {
+    /// Follows the programs attached now (new ones after an attach or `--replace`).
+    fn refresh(&mut self, state_dir: &Path) {
+        let ids: BTreeSet<u32> = match status::status(&StateDir::new(state_dir)) {
+            Ok(status) => status.interfaces.iter().map(|i| i.program_id).collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        self.loggers.retain(|id, _| ids.contains(id));
+        for id in ids {
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.loggers.entry(id) {
+                match EbpfLogger::init_from_id(id) {
+                    Ok(logger) => {
+                        slot.insert(logger);
+                    }
+                    Err(err) => log::warn!("no events from program {id}: {err}"),
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        self.loggers.values_mut().for_each(EbpfLogger::flush);
+    }
 }
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(anyhow::Error::msg)?;
+    init_logging(config.log_level);
     let mut owned = BTreeSet::new();
     apply(&config, &mut owned).context("applying the config")?;
     info(&format!(
@@ -85,9 +137,17 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(POLL);
     let mut seen = modified(&path);
+    let state_dir = shared.config.lock().expect("config lock").state_dir.clone();
+    let mut events = Events::default();
+    events.refresh(&state_dir);
+    let mut drain = tokio::time::interval(EVENTS_DRAIN);
     loop {
         tokio::select! {
-            _ = hangup.recv() => reload(&path, &shared, &mut owned, "SIGHUP"),
+            _ = drain.tick() => events.flush(),
+            _ = hangup.recv() => {
+                reload(&path, &shared, &mut owned, "SIGHUP");
+                events.refresh(&state_dir);
+            }
             _ = poll.tick() => {
                 let now = modified(&path);
                 if now != seen {
@@ -95,6 +155,7 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
                     tokio::time::sleep(DEBOUNCE).await;
                     seen = modified(&path);
                     reload(&path, &shared, &mut owned, "file change");
+                    events.refresh(&state_dir);
                 }
             }
             _ = terminate.recv() => break,
@@ -102,6 +163,7 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
         }
     }
     server.abort();
+    events.flush();
     let config = shared.config.lock().expect("config lock").clone();
     if config.detach_on_exit {
         let state = StateDir::new(&config.state_dir);
