@@ -23,6 +23,10 @@ pub mod map_names {
     /// are added to `mcf_sources` only when another source comes along (write combining: a
     /// flood from one source costs no hash lookup per packet). Readers add it in.
     pub const PENDING: &str = "mcf_pending";
+    /// `PerCpuArray<Counter>` indexed like `mcf_stats`, but *not* pinned: every loaded program
+    /// (one per interface) has its own, so counters can be told apart by interface. Found
+    /// through the program's map ids; it starts at zero when the program is replaced.
+    pub const IFACE_STATS: &str = "mcf_if_stats";
     /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
     pub const EVENTS: &str = "mcf_events";
     /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.

@@ -27,6 +27,11 @@ pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0
 #[map(name = "mcf_stats")]
 pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
 
+/// This program's own counters, like `STATS` but not pinned: one per loaded program, so one
+/// per interface.
+#[map(name = "mcf_if_stats")]
+pub static IFACE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+
 /// Per-source counters of dropped packets. LRU: stays bounded under floods of spoofed sources.
 #[map(name = "mcf_sources")]
 pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =

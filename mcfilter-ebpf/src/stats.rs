@@ -10,7 +10,7 @@ use mcfilter_common::{
 
 use crate::{
     events,
-    maps::{PENDING, SOURCES, STATS},
+    maps::{IFACE_STATS, PENDING, SOURCES, STATS},
 };
 
 /// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
@@ -32,7 +32,14 @@ pub fn bump(slot: u32, packets: u64, bytes: u64) {
 /// the counts stay exact.
 #[inline(always)]
 pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) {
-    bump(stats_slot(reason, dry_run), 1, bytes);
+    let slot = stats_slot(reason, dry_run);
+    bump(slot, 1, bytes);
+    if let Some(counter) = IFACE_STATS.get_ptr_mut(slot) {
+        // SAFETY: as in `bump`.
+        let counter: &mut Counter = unsafe { &mut *counter };
+        counter.packets += 1;
+        counter.bytes += bytes;
+    }
     let Some(key) = source else { return };
     if !reason.is_drop() {
         return;

@@ -22,38 +22,56 @@ pub fn render(config: &Config) -> Result<String, Error> {
     };
     let mut registry = Registry::with_prefix("mcfilter");
 
+    // By reason: all interfaces (the pinned totals), then each interface's program.
+    let by_reason = |stats: &stats::Stats,
+                     interface: Option<&str>,
+                     packets: &Family<Labels, Counter>,
+                     bytes: &Family<Labels, Counter>| {
+        for reason in mcfilter_common::Reason::ALL {
+            let mut labels: Labels = vec![
+                ("reason", reason.name().to_string()),
+                (
+                    "verdict",
+                    if reason.is_drop() { "drop" } else { "pass" }.into(),
+                ),
+            ];
+            if let Some(interface) = interface {
+                labels.insert(0, ("interface", interface.to_string()));
+            }
+            packets
+                .get_or_create(&labels)
+                .inc_by(stats.reasons.get(reason.name()).copied().unwrap_or(0));
+            bytes
+                .get_or_create(&labels)
+                .inc_by(stats.reason_bytes.get(reason.name()).copied().unwrap_or(0));
+        }
+    };
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
-    for (name, value) in &stats.reasons {
-        let reason = mcfilter_common::Reason::ALL
-            .into_iter()
-            .find(|r| r.name() == *name)
-            .expect("a known reason");
-        let verdict = if reason.is_drop() { "drop" } else { "pass" };
-        packets
-            .get_or_create(&vec![
-                ("reason", name.to_string()),
-                ("verdict", verdict.into()),
-            ])
-            .inc_by(*value);
+    by_reason(&stats, None, &packets, &bytes);
+    registry.register("packets", "Packets by reason, all interfaces", packets);
+    registry.register("bytes", "Bytes by reason, all interfaces", bytes);
+    let if_packets = Family::<Labels, Counter>::default();
+    let if_bytes = Family::<Labels, Counter>::default();
+    for iface in &status.interfaces {
+        // A program that is gone (its interface deleted) has no counters to show.
+        if let Ok(own) = stats::program_totals(iface.program_id) {
+            by_reason(&own, Some(&iface.name), &if_packets, &if_bytes);
+        }
     }
-    for (name, total) in [
-        ("dropped", stats.dropped),
-        ("passed", stats.passed),
-        ("would_drop", stats.would_drop),
-    ] {
-        bytes
-            .get_or_create(&vec![("outcome", name.into())])
-            .inc_by(total.bytes);
-    }
-    registry.register("packets", "Packets by reason (all interfaces)", packets);
     registry.register(
-        "bytes",
-        "Bytes dropped, passed and (dry-run) would-drop",
-        bytes,
+        "interface_packets",
+        "Packets by interface and reason (since the interface's program was loaded)",
+        if_packets,
+    );
+    registry.register(
+        "interface_bytes",
+        "Bytes by interface and reason (since the interface's program was loaded)",
+        if_bytes,
     );
 
     let outcome = Family::<Labels, Counter>::default();
+    let outcome_bytes = Family::<Labels, Counter>::default();
     for (name, total) in [
         ("dropped", stats.dropped),
         ("passed", stats.passed),
@@ -62,11 +80,19 @@ pub fn render(config: &Config) -> Result<String, Error> {
         outcome
             .get_or_create(&vec![("outcome", name.into())])
             .inc_by(total.packets);
+        outcome_bytes
+            .get_or_create(&vec![("outcome", name.into())])
+            .inc_by(total.bytes);
     }
     registry.register(
         "outcome_packets",
         "Packets dropped, passed and (dry-run) would-drop",
         outcome,
+    );
+    registry.register(
+        "outcome_bytes",
+        "Bytes dropped, passed and (dry-run) would-drop",
+        outcome_bytes,
     );
 
     let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {

@@ -214,6 +214,14 @@ fn the_service_applies_reloads_and_serves_metrics() {
     assert_eq!(stats["reasons"]["udp_port"], 500);
     let series = "mcfilter_packets_total{reason=\"udp_port\",verdict=\"drop\"}";
     assert_eq!(metric(&body, series), 500);
+    let per_interface = format!(
+        "mcfilter_interface_packets_total{{interface=\"{IFACE}\",reason=\"udp_port\",verdict=\"drop\"}}"
+    );
+    assert_eq!(
+        metric(&body, &per_interface),
+        500,
+        "one interface: its counters are the totals"
+    );
     assert_eq!(
         metric(&body, "mcfilter_outcome_packets_total{outcome=\"dropped\"}"),
         stats["dropped"]["packets"].as_u64().unwrap()
@@ -223,6 +231,29 @@ fn the_service_applies_reloads_and_serves_metrics() {
         body.contains(&format!("source=\"{}\"", attacker.v4)),
         "top sources: {body}"
     );
+
+    // Interfaces follow the file: a listed one is attached, one no longer listed detached.
+    lab.server.ns.ip(&[
+        "link", "add", "extra0", "type", "veth", "peer", "name", "extra1",
+    ]);
+    let two = format!("{only_allowed}\n[[interfaces]]\nname = \"extra0\"\nmode = \"skb\"\n");
+    fs::write(&path, two).unwrap();
+    service.signal(libc::SIGHUP);
+    let attached = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let status = mcf.json(&["status", "--json"]);
+            if status["interfaces"].as_array().unwrap().len() == n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(attached(2), "extra0 attached: {}", service.log());
+    fs::write(&path, &only_allowed).unwrap();
+    service.signal(libc::SIGHUP);
+    assert!(attached(1), "extra0 detached: {}", service.log());
 
     // SIGTERM: a clean exit, the filter stays attached by default.
     let log_text = service.stop();
