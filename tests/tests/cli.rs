@@ -405,3 +405,48 @@ fn completions_and_the_man_page_come_from_the_cli_model() {
         );
     }
 }
+
+#[test]
+fn the_systemd_unit_verifies_and_grants_exactly_three_capabilities() {
+    let unit = include_str!("../../packaging/mcfilter.service");
+    for line in [
+        "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        "AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "the unit has {line}");
+    }
+    let Ok(analyze) = which_systemd_analyze() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is needed in CI"
+        );
+        eprintln!("not run: no systemd-analyze");
+        return;
+    };
+    // Verify a copy that starts the binary just built (and needs no man page installed).
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("su"));
+    fs::create_dir_all(&dir).unwrap();
+    let copy: String = unit
+        .lines()
+        .filter(|l| !l.starts_with("Documentation="))
+        .map(|l| l.replace("/usr/local/bin/mcfilter", &binary().display().to_string()) + "\n")
+        .collect();
+    let path = dir.join("mcfilter.service");
+    fs::write(&path, copy).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+fn which_systemd_analyze() -> Result<std::path::PathBuf, ()> {
+    ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or(())
+}

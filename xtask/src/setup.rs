@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "memcached",
     "time",
     "curl",
+    "systemd",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
