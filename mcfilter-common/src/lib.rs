@@ -54,7 +54,9 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub struct Config {
     /// Non-zero: count what would be dropped but pass it.
     pub dry_run: u32,
-    pub _pad: u32,
+    /// Non-zero: drop UDP whose *source* port is protected (amplified replies aimed at this
+    /// host: reflection-victim protection).
+    pub drop_reflected: u32,
     /// Protected destination ports, one bit each: port `p` is bit `p % 64` of word `p / 64`.
     pub ports: [u64; PORT_WORDS],
 }
@@ -64,7 +66,7 @@ impl Config {
     pub const fn empty() -> Self {
         Config {
             dry_run: 0,
-            _pad: 0,
+            drop_reflected: 0,
             ports: [0; PORT_WORDS],
         }
     }
@@ -122,11 +124,14 @@ pub enum Reason {
     /// An IPv6 extension header the program cannot look past (Mobility, HIP, Shim6,
     /// experimental): dropped (fail closed).
     ExtHeaderUnknown = 12,
+    /// UDP from a protected source port (an amplified reply aimed at this host), with
+    /// reflection-victim protection on: dropped.
+    Reflected = 13,
 }
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::NotIp,
         Reason::NotProtected,
         Reason::TcpAllowed,
@@ -140,6 +145,7 @@ impl Reason {
         Reason::ShortFirstFragment,
         Reason::FragmentOfDropped,
         Reason::ExtHeaderUnknown,
+        Reason::Reflected,
     ];
 
     /// Whether the policy drops packets with this reason (in dry-run they are passed).
@@ -155,6 +161,7 @@ impl Reason {
                 | Reason::ShortFirstFragment
                 | Reason::FragmentOfDropped
                 | Reason::ExtHeaderUnknown
+                | Reason::Reflected
         )
     }
 
@@ -174,6 +181,7 @@ impl Reason {
             Reason::ShortFirstFragment => "short_first_fragment",
             Reason::FragmentOfDropped => "fragment_of_dropped",
             Reason::ExtHeaderUnknown => "ext_header_unknown",
+            Reason::Reflected => "reflected",
         }
     }
 
@@ -305,6 +313,8 @@ pub struct SourceStats {
     pub bytes: u64,
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
+    /// Of `packets`, those only counted (dry-run): what enforcing would have dropped.
+    pub dry_run_packets: u64,
     /// [`Reason`] code of the last packet.
     pub last_reason: u32,
     /// Non-zero when the last packet was only counted (dry-run), not dropped.
@@ -362,10 +372,10 @@ const _: () = {
     assert!(core::mem::size_of::<Config>() == 8 + 8 * PORT_WORDS);
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<IpKey>() == 20);
-    assert!(core::mem::size_of::<SourceStats>() == 32);
+    assert!(core::mem::size_of::<SourceStats>() == 40);
     assert!(core::mem::size_of::<IfaceInfo>() == 24);
     assert!(core::mem::size_of::<FragKey>() == 40);
-    assert!(core::mem::size_of::<PendingSource>() == 56);
+    assert!(core::mem::size_of::<PendingSource>() == 64);
     assert!(core::mem::size_of::<EventBudget>() == 16);
     assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
 };

@@ -50,9 +50,11 @@ pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, sourc
     // SAFETY: this CPU's slot of a per-CPU array; see `bump`.
     let pending: &mut PendingSource = unsafe { &mut *pending };
     let stats = &mut pending.stats;
+    let dry = u64::from(dry_run);
     if stats.packets != 0 && pending.key == key {
         stats.packets += 1;
         stats.bytes += bytes;
+        stats.dry_run_packets += dry;
         // "Last seen" in a run of one source's packets is refreshed every CLOCK_EVERY packets:
         // a flood moves it on within microseconds, and the clock is most of the run's cost.
         if stats.packets & (CLOCK_EVERY - 1) == 0 {
@@ -65,6 +67,7 @@ pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, sourc
         pending.key = key;
         stats.packets = 1;
         stats.bytes = bytes;
+        stats.dry_run_packets = dry;
         stats.last_seen_ns = now();
     }
     stats.last_reason = reason as u32;
@@ -91,6 +94,7 @@ fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
             let stats: &mut SourceStats = unsafe { &mut *stats };
             stats.packets += add.packets;
             stats.bytes += add.bytes;
+            stats.dry_run_packets += add.dry_run_packets;
             stats.last_seen_ns = add.last_seen_ns;
             stats.last_reason = add.last_reason;
             stats.last_dry_run = add.last_dry_run;

@@ -1,5 +1,6 @@
 //! The policy, one path for both IP families: protected destination port, then UDP is dropped
-//! and TCP passes only from an allow-listed source.
+//! and TCP passes only from an allow-listed source; optionally, UDP from a protected source
+//! port (a reflected reply) is dropped too.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use mcfilter_common::{Config, IpKey, Reason};
@@ -16,9 +17,17 @@ pub fn judge(c: &mut Cursor, proto: u8, src: &IpKey, config: &Config) -> Result<
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Ok(Reason::NotProtected);
     }
-    let dport = u16::from_be_bytes(c.next::<PortsHdr>()?.dest);
-    if !config.is_protected(dport) {
-        return Ok(Reason::NotProtected);
+    let ports = c.next::<PortsHdr>()?;
+    if !config.is_protected(u16::from_be_bytes(ports.dest)) {
+        // Reflection-victim protection: UDP *from* a protected port is an amplified reply.
+        let reflected = proto == IPPROTO_UDP
+            && config.drop_reflected != 0
+            && config.is_protected(u16::from_be_bytes(ports.source));
+        return Ok(if reflected {
+            Reason::Reflected
+        } else {
+            Reason::NotProtected
+        });
     }
     if proto == IPPROTO_UDP {
         return Ok(Reason::UdpPort);

@@ -76,6 +76,10 @@ pub struct AttachArgs {
     /// Count what would be dropped, but pass it (shadow mode)
     #[arg(long)]
     pub dry_run: bool,
+    /// Reflection-victim protection: drop UDP whose source port is protected (amplified
+    /// replies aimed at this host), and their later fragments
+    #[arg(long)]
+    pub drop_reflected: bool,
     /// Allow-list capacity, used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_ALLOW_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -125,6 +129,16 @@ pub enum AllowCommand {
     },
     /// List the allow-list, canonical and sorted
     List(JsonArgs),
+    /// Suggest allow-list entries: sources whose TCP to a protected port was (or, in dry-run,
+    /// would have been) dropped, busiest first, as CIDRs ready for `allow add` or a file
+    Suggest {
+        /// A JSON array of CIDR strings
+        #[arg(long)]
+        json: bool,
+        /// How many sources at most
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        top: usize,
+    },
     /// Make the list exactly FILE's (one CIDR a line, # comments; - for stdin), applying the
     /// difference so entries on both lists are never missing
     Replace {

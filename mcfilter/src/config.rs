@@ -37,6 +37,7 @@ struct File {
     #[serde(default)]
     detach_on_exit: bool,
     log_level: Option<String>,
+    reflection: Option<String>,
     #[serde(default)]
     maps: FileMaps,
     #[serde(default)]
@@ -81,6 +82,8 @@ pub struct Config {
     /// Inline entries and the contents of every allow file.
     pub allow: BTreeSet<IpNet>,
     pub dry_run: bool,
+    /// `reflection = "drop"`: drop UDP from a protected source port.
+    pub drop_reflected: bool,
     pub detach_on_exit: bool,
     pub allow_capacity: u32,
     pub sources_capacity: u32,
@@ -151,6 +154,11 @@ impl Config {
             Some(n) => Ok(n),
             None => Ok(default),
         };
+        let drop_reflected = match file.reflection.as_deref().unwrap_or("pass") {
+            "pass" => false,
+            "drop" => true,
+            other => return Err(format!("reflection '{other}' is not pass or drop")),
+        };
         let log_level = match file.log_level.as_deref().unwrap_or("info") {
             "off" => log::LevelFilter::Off,
             "error" => log::LevelFilter::Error,
@@ -175,6 +183,7 @@ impl Config {
             ports,
             allow,
             dry_run: file.dry_run,
+            drop_reflected,
             detach_on_exit: file.detach_on_exit,
             allow_capacity: positive(
                 "allow_capacity",
@@ -255,6 +264,7 @@ mod tests {
             ("[maps]\nallow_capacity = 0", "at least 1"),
             ("[metrics]\naddress = \"nowhere\"", "not an address:port"),
             ("log_level = \"loud\"", "not off, error"),
+            ("reflection = \"maybe\"", "not pass or drop"),
             ("allow_files = [\"missing.txt\"]", "cannot read allow file"),
         ] {
             let err = parse(text).unwrap_err();

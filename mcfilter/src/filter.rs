@@ -90,6 +90,8 @@ pub struct AttachRequest {
     pub allow: BTreeSet<IpNet>,
     /// Turns dry-run on (count what would be dropped, pass it).
     pub dry_run: bool,
+    /// Turns reflection-victim protection on (drop UDP from a protected source port).
+    pub drop_reflected: bool,
     /// Capacity of the allow-list when this attach creates the state.
     pub allow_capacity: u32,
     /// Capacity of the per-source map when this attach creates the state.
@@ -109,6 +111,7 @@ impl AttachRequest {
             ports: None,
             allow: BTreeSet::new(),
             dry_run: false,
+            drop_reflected: false,
             allow_capacity: DEFAULT_ALLOW_CAPACITY,
             sources_capacity: DEFAULT_SOURCES_CAPACITY,
             replace: false,
@@ -130,6 +133,7 @@ pub struct Attached {
     /// The protected ports now (shared by every interface).
     pub ports: Vec<u16>,
     pub dry_run: bool,
+    pub drop_reflected: bool,
     pub allow_change: Change,
 }
 
@@ -191,6 +195,9 @@ fn attach_locked(
     if req.dry_run {
         config.dry_run = 1;
     }
+    if req.drop_reflected {
+        config.drop_reflected = 1;
+    }
     maps.set_config(&config)?;
     let allow_change = match maps.allow.add(&req.allow) {
         Ok(change) => change,
@@ -215,6 +222,7 @@ fn attach_locked(
             created_state: fresh,
             ports: config.protected_ports().collect(),
             dry_run: config.dry_run != 0,
+            drop_reflected: config.drop_reflected != 0,
             allow_change,
         }),
         Err(err) => {
@@ -477,16 +485,25 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Sets the shared policy's ports and dry-run exactly (the service's config is authoritative,
-/// both ways); returns whether anything changed.
-pub fn set_policy(state: &StateDir, ports: &BTreeSet<u16>, dry_run: bool) -> Result<bool, Error> {
+/// Sets the shared policy's ports, dry-run and reflection protection exactly (the service's
+/// config is authoritative, both ways); returns whether anything changed.
+pub fn set_policy(
+    state: &StateDir,
+    ports: &BTreeSet<u16>,
+    dry_run: bool,
+    drop_reflected: bool,
+) -> Result<bool, Error> {
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
     let old = maps.config()?;
     let mut config = Config::empty();
     ports.iter().for_each(|&port| config.protect(port));
     config.dry_run = u32::from(dry_run);
-    if config.ports == old.ports && config.dry_run == old.dry_run {
+    config.drop_reflected = u32::from(drop_reflected);
+    if config.ports == old.ports
+        && config.dry_run == old.dry_run
+        && config.drop_reflected == old.drop_reflected
+    {
         return Ok(false);
     }
     maps.set_config(&config)?;

@@ -70,6 +70,18 @@ pub fn render(config: &Config) -> Result<String, Error> {
         if_bytes,
     );
 
+    let would = Family::<Labels, Counter>::default();
+    for (name, packets) in &stats.would_drop_reasons {
+        would
+            .get_or_create(&vec![("reason", name.to_string())])
+            .inc_by(*packets);
+    }
+    registry.register(
+        "would_drop_packets",
+        "Packets dry-run passed that enforcing would have dropped, by reason",
+        would,
+    );
+
     let outcome = Family::<Labels, Counter>::default();
     let outcome_bytes = Family::<Labels, Counter>::default();
     for (name, total) in [
@@ -194,6 +206,17 @@ pub fn render(config: &Config) -> Result<String, Error> {
         "top_source_packets",
         "Packets dropped from the busiest sources",
         top,
+    );
+    let top_would = Family::<Labels, Gauge>::default();
+    for row in &stats.sources {
+        top_would
+            .get_or_create(&vec![("source", row.source.to_string())])
+            .set(row.would_drop_packets as i64);
+    }
+    registry.register(
+        "top_source_would_drop_packets",
+        "Of the busiest sources' packets, those dry-run only counted",
+        top_would,
     );
 
     let mut text = String::new();

@@ -234,6 +234,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
             ports: Some(config.ports.clone()),
             allow: config.allow.clone(),
             dry_run: config.dry_run,
+            drop_reflected: config.drop_reflected,
             allow_capacity: config.allow_capacity,
             sources_capacity: config.sources_capacity,
             ..AttachRequest::new(&iface.name)
@@ -254,7 +255,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
     }
     if !config.interfaces.is_empty() || state.exists() {
         filter::set_allow_list(&state, &config.allow)?;
-        filter::set_policy(&state, &config.ports, config.dry_run)?;
+        filter::set_policy(&state, &config.ports, config.dry_run, config.drop_reflected)?;
     }
     let listed: BTreeSet<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     let gone: Vec<String> = owned

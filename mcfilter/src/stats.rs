@@ -39,6 +39,8 @@ pub struct SourceRow {
     pub source: IpAddr,
     pub packets: u64,
     pub bytes: u64,
+    /// Of `packets`, those dry-run only counted: what enforcing would have dropped.
+    pub would_drop_packets: u64,
     /// Reason of the last packet.
     pub reason: &'static str,
     /// The last packet was only counted (dry-run).
@@ -59,6 +61,8 @@ pub struct Stats {
     pub reasons: BTreeMap<&'static str, u64>,
     /// Bytes by reason (enforced and dry-run).
     pub reason_bytes: BTreeMap<&'static str, u64>,
+    /// Packets dry-run passed that enforcing would have dropped, by reason.
+    pub would_drop_reasons: BTreeMap<&'static str, u64>,
     /// Dropped packets the per-source map could not record (map full or busy).
     pub sources_not_recorded: u64,
     /// Distinct sources the per-source map has held, and how many of them the LRU has since
@@ -81,6 +85,7 @@ pub fn totals(slots: &[Counter]) -> Stats {
         would_drop: Total::default(),
         reasons: BTreeMap::new(),
         reason_bytes: BTreeMap::new(),
+        would_drop_reasons: BTreeMap::new(),
         sources_not_recorded: slot(SLOT_SOURCE_INSERT_FAILED).packets,
         fragments_not_recorded: slot(SLOT_FRAG_INSERT_FAILED).packets,
         sources_seen: slot(SLOT_SOURCE_INSERTED).packets,
@@ -93,6 +98,9 @@ pub fn totals(slots: &[Counter]) -> Stats {
         if reason.is_drop() {
             stats.dropped.add(enforced);
             stats.would_drop.add(dry_run);
+            stats
+                .would_drop_reasons
+                .insert(reason.name(), dry_run.packets);
         } else {
             stats.passed.add(enforced);
         }
@@ -242,10 +250,12 @@ fn sum(values: &PerCpuValues<Counter>) -> Counter {
 pub fn fold_source(key: &IpKey, values: &[SourceStats], now_ns: u64) -> SourceRow {
     let mut packets = 0;
     let mut bytes = 0;
+    let mut would_drop_packets = 0;
     let mut last = SourceStats::default();
     for v in values {
         packets += v.packets;
         bytes += v.bytes;
+        would_drop_packets += v.dry_run_packets;
         if v.packets > 0 && v.last_seen_ns >= last.last_seen_ns {
             last = *v;
         }
@@ -254,6 +264,7 @@ pub fn fold_source(key: &IpKey, values: &[SourceStats], now_ns: u64) -> SourceRo
         source: source_addr(key),
         packets,
         bytes,
+        would_drop_packets,
         reason: Reason::from_code(last.last_reason).map_or("unknown", Reason::name),
         dry_run: last.last_dry_run != 0,
         last_seen_ms_ago: now_ns.saturating_sub(last.last_seen_ns) / 1_000_000,
@@ -441,6 +452,7 @@ mod tests {
             source: IpAddr::from([198, 18, 0, last]),
             packets,
             bytes: 0,
+            would_drop_packets: 0,
             reason: "udp_port",
             dry_run: false,
             last_seen_ms_ago: 0,
@@ -468,19 +480,24 @@ mod tests {
             packets: 2,
             bytes: 200,
             last_seen_ns: 5_000_000,
+            dry_run_packets: 2,
             last_reason: Reason::UdpPort as u32,
-            last_dry_run: 0,
+            last_dry_run: 1,
         };
         let cpu1 = SourceStats {
             packets: 1,
             bytes: 60,
             last_seen_ns: 9_000_000,
+            dry_run_packets: 0,
             last_reason: Reason::TcpNotAllowed as u32,
             last_dry_run: 0,
         };
         let row = fold_source(&key, &[cpu0, SourceStats::default(), cpu1], 10_000_000);
         assert_eq!(row.source, "198.18.2.66".parse::<IpAddr>().unwrap());
-        assert_eq!((row.packets, row.bytes), (3, 260));
+        assert_eq!(
+            (row.packets, row.bytes, row.would_drop_packets),
+            (3, 260, 2)
+        );
         assert_eq!(row.reason, "tcp_not_allowed");
         assert_eq!(row.last_seen_ms_ago, 1);
         let v6 = IpKey::v6("2001:db8::66".parse::<Ipv6Addr>().unwrap().octets());

@@ -24,6 +24,8 @@ pub struct Status {
     pub interfaces: Vec<InterfaceStatus>,
     pub ports: Vec<u16>,
     pub dry_run: bool,
+    /// Reflection-victim protection: UDP from a protected source port is dropped.
+    pub drop_reflected: bool,
     pub allow_entries: usize,
     pub allow_capacity: u32,
     pub sources_entries: usize,
@@ -59,6 +61,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         interfaces,
         ports: config.protected_ports().collect(),
         dry_run: config.dry_run != 0,
+        drop_reflected: config.drop_reflected != 0,
         allow_entries: maps.allow.list()?.len(),
         allow_capacity: maps.allow.capacity(),
         sources_entries: maps.sources.keys().count(),

@@ -27,6 +27,7 @@ pub fn policy() -> Policy {
             "198.18.1.10/32".parse().unwrap(),
             "2001:db8:1::/48".parse().unwrap(),
         ],
+        drop_reflected: true,
     }
 }
 
@@ -102,7 +103,11 @@ pub fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
         ("tcp6 from v4-mapped allowed",    v6(MAPPED_ALLOWED, TCP, &syn), TcpNotAllowed),
         ("tcp4 other port",                v4(DENIED_V4, TCP, &tcp_syn(40000, 22)), NotProtected),
         ("udp4 other port",                v4(DENIED_V4, UDP, &udp(53, 53, b"q")), NotProtected),
-        ("udp4 from 11211 to other",       v4(DENIED_V4, UDP, &udp(11211, 40000, b"r")), NotProtected),
+        ("udp4 from 11211 to other",       v4(DENIED_V4, UDP, &udp(11211, 40000, b"r")), Reflected),
+        ("udp6 from 22122, QinQ",          v6_with(&[qinq, q], DENIED_V6, &[], UDP, &udp(22122, 40000, b"r")), Reflected),
+        ("tcp4 from 11211 to other",       v4(DENIED_V4, TCP, &tcp_syn(11211, 40000)), NotProtected),
+        ("reflected first frag #9",        v4_with(&[], DENIED_V4, &[], Frag::first(9), UDP, &udp(11211, 40000, &[0; 32])), Reflected),
+        ("later frag of reflected #9",     v4_with(&[], DENIED_V4, &[], Frag::later(9, 5, false), UDP, &rest), FragmentOfDropped),
         ("udp6 other port",                v6(DENIED_V6, UDP, &udp(53, 53, b"q")), NotProtected),
         ("icmp4 echo",                     v4(DENIED_V4, IPPROTO_ICMP, &icmp(8, &[0, 1, 0, 1])), NotProtected),
         ("icmp6 neighbour solicitation",   v6(DENIED_V6, IPPROTO_ICMPV6, &icmp(135, &[0; 20])), NotProtected),

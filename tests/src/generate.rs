@@ -30,9 +30,11 @@ pub fn random_frame(rng: &mut Rng) -> Vec<u8> {
         99,
     ];
     let proto = *rng.pick(&protos);
+    let any_port = rng.below(65536) as u16;
+    let sport = *rng.pick(&[11211, 22122, 40000, 53, any_port]);
     let mut l4 = match proto {
-        IPPROTO_UDP => udp(rng.below(65536) as u16, dport, &[0; 8]),
-        IPPROTO_TCP => tcp_syn(rng.below(65536) as u16, dport),
+        IPPROTO_UDP => udp(sport, dport, &[0; 8]),
+        IPPROTO_TCP => tcp_syn(sport, dport),
         _ => icmp(8, &[0; 8]),
     };
     if rng.chance(10) {

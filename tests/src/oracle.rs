@@ -34,6 +34,8 @@ pub const UNWALKED: [u8; 5] = [135, 139, 140, 253, 254];
 pub struct Policy {
     pub ports: BTreeSet<u16>,
     pub allow: Vec<IpNet>,
+    /// Reflection-victim protection: UDP from a protected source port is dropped.
+    pub drop_reflected: bool,
 }
 
 /// A datagram as the kernel's reassembly knows it.
@@ -131,9 +133,17 @@ impl Oracle {
         let Some(ports) = payload.get(..4) else {
             return Reason::Truncated;
         };
+        let sport = u16::from_be_bytes([ports[0], ports[1]]);
         let dport = u16::from_be_bytes([ports[2], ports[3]]);
         if !self.policy.ports.contains(&dport) {
-            Reason::NotProtected
+            if proto == IPPROTO_UDP
+                && self.policy.drop_reflected
+                && self.policy.ports.contains(&sport)
+            {
+                Reason::Reflected
+            } else {
+                Reason::NotProtected
+            }
         } else if proto == IPPROTO_UDP {
             Reason::UdpPort
         } else if self.policy.allow.iter().any(|net| net.contains(&src)) {

@@ -60,6 +60,7 @@ impl Harness {
         let mut config = Config::empty();
         policy.ports.iter().for_each(|&p| config.protect(p));
         config.dry_run = u32::from(dry_run);
+        config.drop_reflected = u32::from(policy.drop_reflected);
         maps.set_config(&config).expect("write config");
         let allow: BTreeSet<_> = policy.allow.iter().copied().collect();
         maps.allow.add(&allow).expect("write allow-list");

@@ -173,6 +173,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
     let policy = Policy {
         ports: BTreeSet::from([11211]),
         allow: list(100).into_iter().collect(),
+        drop_reflected: false,
     };
     let harness = Harness::new(&policy);
     let syn = v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(40000, 11211));

@@ -47,6 +47,33 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AllowCommand::Suggest { json, top } => {
+            let stats = crate::stats::read(&maps, usize::MAX)?;
+            let denied: Vec<(String, &crate::stats::SourceRow)> = stats
+                .sources
+                .iter()
+                .filter(|row| row.reason == mcfilter_common::Reason::TcpNotAllowed.name())
+                .take(top)
+                .map(|row| (ipnet::IpNet::from(row.source).to_string(), row))
+                .collect();
+            if json {
+                output::print_json(&denied.iter().map(|(cidr, _)| cidr).collect::<Vec<_>>())?;
+            } else {
+                let lines: String = denied
+                    .iter()
+                    .map(|(cidr, row)| {
+                        let would = if row.would_drop_packets > 0 {
+                            format!(", {} in dry-run", row.would_drop_packets)
+                        } else {
+                            String::new()
+                        };
+                        format!("{cidr:<20} # {} packets dropped{would}\n", row.packets)
+                    })
+                    .collect();
+                output::print(&lines)?;
+            }
+            Ok(())
+        }
         AllowCommand::Replace { .. } => {
             let nets = file_nets.unwrap_or_default();
             let change = allow.replace(&nets)?;

@@ -13,6 +13,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         ports: (!args.ports.is_empty()).then(|| args.ports.into_iter().collect()),
         allow: args.allow.into_iter().collect(),
         dry_run: args.dry_run,
+        drop_reflected: args.drop_reflected,
         allow_capacity: args.allow_capacity,
         sources_capacity: args.sources_capacity,
         replace: args.replace,
@@ -27,8 +28,13 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
     }
     let ports: Vec<String> = attached.ports.iter().map(u16::to_string).collect();
     let added = attached.allow_change.added.len();
+    let reflection = if attached.drop_reflected {
+        "; UDP from protected ports (reflected replies) dropped"
+    } else {
+        ""
+    };
     super::say(&format!(
-        "{} {} ({} mode, program id {}); ports {} {}; allow-list +{added}",
+        "{} {} ({} mode, program id {}); ports {} {}; allow-list +{added}{reflection}",
         if request.replace {
             "replaced the program on"
         } else {

@@ -44,19 +44,26 @@ pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
         ("reason", Align::Left),
         ("verdict", Align::Left),
         ("packets", Align::Right),
+        ("would drop (dry-run)", Align::Right),
     ]);
     for reason in Reason::ALL {
         let packets = stats.reasons.get(reason.name()).copied().unwrap_or(0);
         let verdict = if reason.is_drop() { "drop" } else { "pass" };
+        let would = stats
+            .would_drop_reasons
+            .get(reason.name())
+            .map_or("-".into(), u64::to_string);
         reasons.row(vec![
             reason.name().into(),
             verdict.into(),
             packets.to_string(),
+            would,
         ]);
     }
     let mut sources = Table::new(&[
         ("source", Align::Left),
         ("packets", Align::Right),
+        ("would drop", Align::Right),
         ("bytes", Align::Right),
         ("last reason", Align::Left),
         ("last seen", Align::Right),
@@ -65,6 +72,7 @@ pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
         sources.row(vec![
             row.source.to_string(),
             row.packets.to_string(),
+            row.would_drop_packets.to_string(),
             output::human_count(row.bytes),
             format!(
                 "{}{}",

@@ -28,6 +28,15 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
             .into(),
         ),
         (
+            "reflection",
+            if status.drop_reflected {
+                "dropped (UDP from a protected port)"
+            } else {
+                "passed"
+            }
+            .into(),
+        ),
+        (
             "allow-list",
             format!(
                 "{} of {} entries",

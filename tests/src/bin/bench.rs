@@ -229,6 +229,7 @@ fn main() {
             let policy = Policy {
                 ports: BTreeSet::from([11211, 22122]),
                 allow: allow_list(allow_entries),
+                drop_reflected: true,
             };
             loaded = Some((allow_entries, Harness::new(&policy), Oracle::new(policy)));
         }
@@ -337,6 +338,7 @@ fn control_plane() -> serde_json::Value {
     let empty = Policy {
         ports: BTreeSet::from([11211]),
         allow: Vec::new(),
+        drop_reflected: false,
     };
     let harness = Harness::new(&empty);
     row("status (baseline)".into(), cli(&harness, &["status"]));
@@ -370,6 +372,7 @@ fn fill_sources(harness: &mut Harness, n: u32) {
         packets: 1,
         bytes: 64,
         last_seen_ns: 0,
+        dry_run_packets: 0,
         last_reason: 3,
         last_dry_run: 0,
     };
