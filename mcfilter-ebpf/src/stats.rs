@@ -101,7 +101,8 @@ fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
         }
         None => match SOURCES.insert(key, add, 0) {
             Ok(()) => {
-                bump(SLOT_SOURCE_INSERTED, add.packets, add.bytes);
+                // One more source; the packets are counted under their reason already.
+                bump(SLOT_SOURCE_INSERTED, 1, 0);
                 events::new_source(ctx, key, add.last_reason, add.last_seen_ns);
             }
             Err(_) => bump(SLOT_SOURCE_INSERT_FAILED, add.packets, add.bytes),

@@ -1,0 +1,203 @@
+//! Beyond a firewall: reflection-victim protection, shadow-mode reports and `allow suggest`,
+//! with a real memcached reflector and real victim sockets in a lab of namespaces.
+
+use std::{net::UdpSocket, time::Duration};
+
+use mcfilter_tests::{
+    cli::Mcfilter,
+    lab::{self, Host, IFACE, Lab, pending, receive},
+    memcache::Memcached,
+    packet::{
+        ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, NOT_FRAGMENTED, eth, ipv4, memcached_udp_request,
+        tcp_syn, udp,
+    },
+    privileged,
+};
+
+const PORT: u16 = 11211;
+const VICTIM_PORT: u16 = 9999;
+
+/// A request to the server's memcached with the victim's address as its source.
+fn forged(lab: &Lab, victim: &Host, victim_port: u16, command: &[u8]) -> Vec<u8> {
+    let request = memcached_udp_request(1, command);
+    let l4 = udp(victim_port, PORT, &request);
+    eth(
+        ETH_P_IP,
+        &[],
+        &ipv4(
+            victim.v4.octets(),
+            lab.server.v4.octets(),
+            IPPROTO_UDP,
+            &[],
+            NOT_FRAGMENTED,
+            &l4,
+        ),
+    )
+}
+
+#[test]
+fn a_reflection_victim_receives_nothing_with_protection_on() {
+    if !privileged("a_reflection_victim_receives_nothing_with_protection_on") {
+        return;
+    }
+    let lab = Lab::new("rf");
+    let attacker = lab.host("rfx", 66);
+    let victim = lab.host("rfv", 99);
+    let reflector = lab.host("rfr", 77);
+    let _memcached = Memcached::start(&lab.server.ns, true);
+    // Without protection the memcached server floods the victim (on another port, so that a
+    // late datagram of this reply cannot be mistaken for a leak below).
+    let control = victim.udp_listener(VICTIM_PORT - 1);
+    attacker.send_frames(&[forged(&lab, &victim, VICTIM_PORT - 1, b"stats\r\n")]);
+    let got = receive(&control, 2);
+    assert!(
+        got.iter().map(Vec::len).sum::<usize>() > 1000,
+        "control: amplified reply"
+    );
+
+    let socket = victim.udp_listener(VICTIM_PORT);
+    let mcf = Mcfilter::new("rfv").in_netns(&victim.ns);
+    let out = mcf.ok(&["attach", IFACE, "--drop-reflected"]);
+    assert!(out.contains("reflected replies) dropped"), "{out}");
+    assert_eq!(mcf.json(&["status", "--json"])["drop_reflected"], true);
+    for _ in 0..5 {
+        attacker.send_frames(&[forged(&lab, &victim, VICTIM_PORT, b"stats\r\n")]);
+    }
+    // A fragmented reply: a 4000-byte datagram from port 11211, cut in three by the sender.
+    let big = vec![0x5a; 4000];
+    reflector.ns.run(|| {
+        let from_port = UdpSocket::bind(("0.0.0.0", PORT)).expect("bind 11211");
+        from_port
+            .send_to(&big, (victim.v4, VICTIM_PORT))
+            .expect("send");
+    });
+    lab::settle();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut buf = [0u8; 65536];
+    let mut leaked = Vec::new();
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        leaked.push(format!("{n} bytes from {from}: {:02x?}", &buf[..8]));
+    }
+    let stats = mcf.json(&["stats", "--json", "--top", "100"]);
+    assert!(
+        leaked.is_empty(),
+        "the victim's socket received {leaked:?}; {stats}"
+    );
+    let stats = mcf.json(&["stats", "--json", "--top", "100"]);
+    assert!(
+        stats["reasons"]["reflected"].as_u64().unwrap() >= 6,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["reasons"]["fragment_of_dropped"], 2,
+        "the reply's later fragments"
+    );
+    let sources = stats["sources"].as_array().unwrap();
+    let reflectors: Vec<&str> = sources
+        .iter()
+        .filter(|s| s["reason"] == "reflected" || s["reason"] == "fragment_of_dropped")
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        reflectors.contains(&lab.server.v4.to_string().as_str()),
+        "{reflectors:?}"
+    );
+    assert!(
+        reflectors.contains(&reflector.v4.to_string().as_str()),
+        "{reflectors:?}"
+    );
+    mcf.ok(&["detach", IFACE]);
+}
+
+/// Spoofed SYNs to the protected port from `count` unused addresses 198.18.3.1.. (no host
+/// answers the server's SYN-ACKs, so the only packets to the port are these).
+fn spoofed_syns(lab: &Lab, count: u8, each: usize) -> Vec<Vec<u8>> {
+    (1..=count)
+        .flat_map(|i| {
+            let packet = ipv4(
+                [198, 18, 3, i],
+                lab.server.v4.octets(),
+                IPPROTO_TCP,
+                &[],
+                NOT_FRAGMENTED,
+                &tcp_syn(40000, PORT),
+            );
+            std::iter::repeat_n(eth(ETH_P_IP, &[], &packet), each * usize::from(i))
+        })
+        .collect()
+}
+
+#[test]
+fn shadow_mode_passes_everything_and_counts_what_enforcing_drops() {
+    if !privileged("shadow_mode_passes_everything_and_counts_what_enforcing_drops") {
+        return;
+    }
+    let lab = Lab::new("sh");
+    let attacker = lab.host("shx", 66);
+    let protected = lab.server.udp_listener(PORT);
+    let mcf = Mcfilter::new("sh").in_netns(&lab.server.ns);
+    // Few enough that the socket's receive buffer holds them all.
+    const UDP: usize = 100;
+    let syns = spoofed_syns(&lab, 3, 10); // 10, 20 and 30 SYNs from three sources
+    let traffic = || {
+        attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", UDP);
+        attacker.send_frames(&syns);
+        lab::settle();
+    };
+
+    mcf.ok(&["attach", IFACE, "--dry-run"]);
+    traffic();
+    assert_eq!(
+        receive(&protected, UDP).len(),
+        UDP,
+        "dry-run passes everything"
+    );
+    let shadow = mcf.json(&["stats", "--json", "--top", "100"]);
+    assert_eq!(shadow["dropped"]["packets"], 0, "{shadow}");
+    assert_eq!(
+        shadow["would_drop"]["packets"],
+        UDP + syns.len(),
+        "{shadow}"
+    );
+    assert_eq!(shadow["would_drop_reasons"]["udp_port"], UDP);
+    assert_eq!(shadow["would_drop_reasons"]["tcp_not_allowed"], syns.len());
+    let attacker_row = shadow["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == attacker.v4.to_string())
+        .cloned()
+        .expect("the attacker is listed");
+    assert_eq!(attacker_row["would_drop_packets"], UDP);
+
+    // `allow suggest`: the sources TCP would have come from, busiest first, as CIDRs.
+    let suggested = mcf.json(&["allow", "suggest", "--json"]);
+    assert_eq!(
+        suggested,
+        serde_json::json!(["198.18.3.3/32", "198.18.3.2/32", "198.18.3.1/32"])
+    );
+    let text = mcf.ok(&["allow", "suggest"]);
+    assert!(
+        text.starts_with("198.18.3.3/32") && text.contains("# 30 packets dropped, 30 in dry-run"),
+        "{text}"
+    );
+
+    // Enforcing the same traffic drops exactly what dry-run counted.
+    mcf.ok(&["detach", IFACE]);
+    mcf.ok(&["attach", IFACE]);
+    traffic();
+    lab::settle();
+    assert!(!pending(&protected), "enforcing drops the UDP");
+    let enforced = mcf.json(&["stats", "--json"]);
+    assert_eq!(
+        enforced["dropped"]["packets"], shadow["would_drop"]["packets"],
+        "{enforced}"
+    );
+    for reason in ["udp_port", "tcp_not_allowed"] {
+        assert_eq!(
+            enforced["reasons"][reason], shadow["would_drop_reasons"][reason],
+            "{reason}"
+        );
+    }
+    mcf.ok(&["detach", IFACE]);
+}
