@@ -44,6 +44,9 @@ pub enum Command {
     Stats(StatsArgs),
     /// Show where the filter is attached and its policy
     Status(JsonArgs),
+    /// Check this host's exposure: what listens on the protected ports, where, whether the
+    /// filter covers it; exit status 0 (clean), 3 (warnings) or 4 (a high finding)
+    Audit(JsonArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]

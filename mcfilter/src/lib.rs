@@ -9,6 +9,7 @@
 //! - [`EBPF_OBJECT`]: the XDP program, built by build.rs.
 
 pub mod allow;
+pub mod audit;
 pub mod batch;
 pub mod cli;
 pub mod cmd;

@@ -201,3 +201,79 @@ fn shadow_mode_passes_everything_and_counts_what_enforcing_drops() {
     }
     mcf.ok(&["detach", IFACE]);
 }
+
+/// `mcfilter audit --json` in the server's namespace: (exit code, report).
+fn audit(mcf: &Mcfilter) -> (i32, serde_json::Value) {
+    let out = mcf.run(&["audit", "--json"]);
+    let report = serde_json::from_slice(&out.stdout).expect("audit JSON");
+    (out.status.code().expect("exit code"), report)
+}
+
+fn findings(report: &serde_json::Value, severity: &str) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] == severity)
+        .map(|f| format!("{} | fix: {}", f["finding"], f["fix"]))
+        .collect()
+}
+
+#[test]
+fn audit_finds_the_exposed_memcached_then_reports_clean_once_fixed() {
+    if !privileged("audit_finds_the_exposed_memcached_then_reports_clean_once_fixed") {
+        return;
+    }
+    let lab = Lab::new("au");
+    let mcf = Mcfilter::new("au").in_netns(&lab.server.ns);
+
+    // memcached as in 2018: UDP on, every address, no filter.
+    let exposed = Memcached::start(&lab.server.ns, true);
+    let (code, report) = audit(&mcf);
+    assert_eq!(code, 4, "a high finding: {report}");
+    let high = findings(&report, "high");
+    assert!(
+        high.iter()
+            .any(|f| f.contains("UDP 0.0.0.0:11211") && f.contains("-U 0")),
+        "{high:?}"
+    );
+    assert!(
+        high.iter()
+            .any(|f| f.contains("TCP") && f.contains("mcfilter attach eth0")),
+        "{high:?}"
+    );
+    assert!(
+        report["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["processes"][0]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("memcached")),
+        "the owning process is named: {report}"
+    );
+
+    // Fixed: UDP off, the filter on eth0 with an allow-list.
+    drop(exposed);
+    let _fixed = Memcached::start(&lab.server.ns, false);
+    mcf.ok(&["attach", IFACE, "--allow", "198.18.0.10"]);
+    let (code, report) = audit(&mcf);
+    assert_eq!(code, 0, "clean: {report}");
+    assert!(
+        findings(&report, "high").is_empty() && findings(&report, "medium").is_empty(),
+        "{report}"
+    );
+
+    // A very broad allow-list entry is a finding of its own.
+    mcf.ok(&["allow", "add", "0.0.0.0/0"]);
+    let (code, report) = audit(&mcf);
+    assert_eq!(code, 4, "{report}");
+    assert!(
+        findings(&report, "high")
+            .iter()
+            .any(|f| f.contains("0.0.0.0/0")),
+        "{report}"
+    );
+    mcf.ok(&["detach", IFACE]);
+}

@@ -2,6 +2,7 @@
 
 mod allow;
 mod attach;
+mod audit;
 mod stats;
 mod status;
 
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::run(&state, args),
         Command::Status(args) => status::run(&state, args),
         Command::Run { config } => crate::service::run(&config),
+        Command::Audit(args) => audit::run(&state, args),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }

@@ -1,0 +1,400 @@
+//! `mcfilter audit`: the exposure check the 2018 advisories asked operators to do by hand
+//! (`netstat -plunt`, bind to a private address, `-U 0`, allow known clients), done for them.
+//! It reads the sockets of the calling network namespace (procfs), the processes that own them,
+//! the interfaces' addresses and the filter's state, and reports findings with a severity and
+//! a one-line fix. The exit status is the worst severity, so it can gate a deploy.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr},
+};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{DEFAULT_PORT, Error, maps::Maps, pin::StateDir, status, sys};
+
+/// How bad a finding is. The order is the ranking.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    /// The exit status for a worst finding of this severity: 0, 3 (low, medium), 4 (high).
+    pub fn exit_code(worst: Option<Severity>) -> u8 {
+        match worst {
+            None | Some(Severity::Info) => 0,
+            Some(Severity::Low | Severity::Medium) => 3,
+            Some(Severity::High) => 4,
+        }
+    }
+}
+
+/// One finding, with the fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub port: Option<u16>,
+    pub finding: String,
+    pub fix: String,
+}
+
+/// Where a socket's address can be reached from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Loopback,
+    Private,
+    Public,
+    /// The wildcard address: every interface.
+    Any,
+}
+
+/// A socket bound to a protected port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub protocol: &'static str,
+    pub address: SocketAddr,
+    pub scope: Scope,
+    /// `name[pid]` of the owning processes (empty if unknown).
+    pub processes: Vec<String>,
+}
+
+/// `mcfilter audit`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Audit {
+    pub ports: Vec<u16>,
+    pub filtered_interfaces: Vec<String>,
+    pub listeners: Vec<Listener>,
+    pub findings: Vec<Finding>,
+    pub worst: Option<Severity>,
+}
+
+/// The scope of an address.
+pub fn scope(addr: IpAddr) -> Scope {
+    if addr.is_unspecified() {
+        return Scope::Any;
+    }
+    if addr.is_loopback() {
+        return Scope::Loopback;
+    }
+    let private = match addr {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || is_benchmarking(v4),
+        // Unique local (fc00::/7) and link-local (fe80::/10).
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if private {
+        Scope::Private
+    } else {
+        Scope::Public
+    }
+}
+
+/// 198.18.0.0/15 (RFC 2544): not routed on the internet.
+fn is_benchmarking(v4: std::net::Ipv4Addr) -> bool {
+    let [a, b, ..] = v4.octets();
+    a == 198 && (b & 0xfe) == 18
+}
+
+/// Whether an allow-list entry admits a large part of the internet.
+pub fn is_broad(net: &IpNet) -> bool {
+    match net {
+        IpNet::V4(v4) => v4.prefix_len() < 8,
+        IpNet::V6(v6) => v6.prefix_len() < 16,
+    }
+}
+
+/// What the audit knows of the filter.
+struct FilterState {
+    ports: BTreeSet<u16>,
+    interfaces: BTreeSet<String>,
+    allow: BTreeSet<IpNet>,
+    dry_run: bool,
+    attached: bool,
+}
+
+fn filter_state(state: &StateDir) -> Result<FilterState, Error> {
+    match status::status(state) {
+        Ok(status) => {
+            let allow = {
+                let _lock = state.prepare_and_lock()?;
+                Maps::open(state)?.allow.list()?
+            };
+            Ok(FilterState {
+                ports: status.ports.iter().copied().collect(),
+                interfaces: status
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.present)
+                    .map(|i| i.name.clone())
+                    .collect(),
+                allow,
+                dry_run: status.dry_run,
+                attached: true,
+            })
+        }
+        Err(Error::NotAttached { .. }) => Ok(FilterState {
+            ports: BTreeSet::from([DEFAULT_PORT]),
+            interfaces: BTreeSet::new(),
+            allow: BTreeSet::new(),
+            dry_run: false,
+            attached: false,
+        }),
+        Err(err) => Err(err),
+    }
+}
+
+/// Sockets bound to `ports`, with their owners.
+fn listeners(ports: &BTreeSet<u16>) -> Result<Vec<(Listener, u64)>, Error> {
+    let io = |err: procfs::ProcError| Error::Io(std::io::Error::other(err.to_string()));
+    let mut found = Vec::new();
+    let tcp = procfs::net::tcp()
+        .map_err(io)?
+        .into_iter()
+        .chain(procfs::net::tcp6().map_err(io)?);
+    for entry in tcp {
+        if entry.state == procfs::net::TcpState::Listen
+            && ports.contains(&entry.local_address.port())
+        {
+            found.push(("tcp", entry.local_address, entry.inode));
+        }
+    }
+    let udp = procfs::net::udp()
+        .map_err(io)?
+        .into_iter()
+        .chain(procfs::net::udp6().map_err(io)?);
+    for entry in udp {
+        // A bound UDP socket that is not connected to a peer receives from anyone.
+        if ports.contains(&entry.local_address.port()) && entry.remote_address.port() == 0 {
+            found.push(("udp", entry.local_address, entry.inode));
+        }
+    }
+    let owners = socket_owners();
+    Ok(found
+        .into_iter()
+        .map(|(protocol, address, inode)| {
+            let listener = Listener {
+                protocol,
+                address,
+                scope: scope(address.ip()),
+                processes: owners.get(&inode).cloned().unwrap_or_default(),
+            };
+            (listener, inode)
+        })
+        .collect())
+}
+
+/// Socket inode -> `name[pid]` of the processes holding it (what this process may read).
+fn socket_owners() -> BTreeMap<u64, Vec<String>> {
+    let mut owners: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let Ok(processes) = procfs::process::all_processes() else {
+        return owners;
+    };
+    for process in processes.flatten() {
+        let Ok(fds) = process.fd() else { continue };
+        let name = process.stat().map(|s| s.comm).unwrap_or_default();
+        for fd in fds.flatten() {
+            if let procfs::process::FDTarget::Socket(inode) = fd.target {
+                let owner = format!("{name}[{}]", process.pid);
+                let list = owners.entry(inode).or_default();
+                if !list.contains(&owner) {
+                    list.push(owner);
+                }
+            }
+        }
+    }
+    owners
+}
+
+/// Runs the audit for the filter in `state` and the calling network namespace.
+pub fn audit(state: &StateDir) -> Result<Audit, Error> {
+    let filter = filter_state(state)?;
+    let mut found: Vec<Listener> = listeners(&filter.ports)?
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect();
+    found.sort_by(|a, b| {
+        (a.address.port(), a.protocol, a.address).cmp(&(b.address.port(), b.protocol, b.address))
+    });
+    found.dedup();
+    let addresses = sys::interface_addresses()?;
+    let mut findings = Vec::new();
+
+    for listener in &found {
+        let port = listener.address.port();
+        let who = if listener.processes.is_empty() {
+            "a process".to_owned()
+        } else {
+            listener.processes.join(", ")
+        };
+        let at = format!("{} {}", listener.protocol.to_uppercase(), listener.address);
+        if listener.scope == Scope::Loopback {
+            findings.push(Finding {
+                severity: Severity::Info,
+                port: Some(port),
+                finding: format!("{who} listens on {at}: loopback only"),
+                fix: "nothing to do".into(),
+            });
+            continue;
+        }
+        // The interfaces that carry this address (all but loopback for the wildcard).
+        // A wildcard IPv6 socket is dual-stack: it is reached through every address.
+        let carries = |addr: &IpAddr| match listener.scope {
+            Scope::Any => listener.address.is_ipv6() || addr.is_ipv4(),
+            _ => *addr == listener.address.ip(),
+        };
+        let carriers: BTreeSet<String> = addresses
+            .iter()
+            .filter(|(_, addr)| !addr.is_loopback() && carries(addr))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let unfiltered: Vec<String> = carriers.difference(&filter.interfaces).cloned().collect();
+        let exposed_severity = match listener.scope {
+            Scope::Public | Scope::Any => Severity::High,
+            _ => Severity::Medium,
+        };
+        match (listener.protocol, unfiltered.is_empty()) {
+            ("udp", false) => findings.push(Finding {
+                severity: exposed_severity,
+                port: Some(port),
+                finding: format!(
+                    "{who} listens on {at}, reachable without mcfilter on {}: an amplification reflector",
+                    unfiltered.join(", ")
+                ),
+                fix: format!("run memcached with -U 0, or `mcfilter attach {}`", unfiltered[0]),
+            }),
+            ("udp", true) => findings.push(Finding {
+                severity: Severity::Info,
+                port: Some(port),
+                finding: format!("{who} listens on {at}; mcfilter drops UDP to it on every interface that reaches it"),
+                fix: "run memcached with -U 0 anyway: UDP is not needed".into(),
+            }),
+            (_, false) => findings.push(Finding {
+                severity: exposed_severity,
+                port: Some(port),
+                finding: format!(
+                    "{who} listens on {at}, open to any client on {}",
+                    unfiltered.join(", ")
+                ),
+                fix: format!(
+                    "bind memcached to a private address (-l), or `mcfilter attach {} --allow CLIENTS`",
+                    unfiltered[0]
+                ),
+            }),
+            (_, true) => {}
+        }
+    }
+
+    if filter.attached {
+        let broad: Vec<String> = filter
+            .allow
+            .iter()
+            .filter(|n| is_broad(n))
+            .map(ToString::to_string)
+            .collect();
+        if !broad.is_empty() {
+            findings.push(Finding {
+                severity: Severity::High,
+                port: None,
+                finding: format!(
+                    "the allow-list contains {}, which lets nearly every source in",
+                    broad.join(", ")
+                ),
+                fix: format!(
+                    "`mcfilter allow del {}` and allow your clients' prefixes instead",
+                    broad.join(" ")
+                ),
+            });
+        }
+        if filter.allow.is_empty()
+            && found
+                .iter()
+                .any(|l| l.protocol == "tcp" && l.scope != Scope::Loopback)
+        {
+            findings.push(Finding {
+                severity: Severity::Low,
+                port: None,
+                finding: "the allow-list is empty: no client can reach the protected ports over TCP".into(),
+                fix: "`mcfilter allow add CLIENTS` (or `mcfilter allow suggest` from dry-run traffic)".into(),
+            });
+        }
+        if filter.dry_run {
+            findings.push(Finding {
+                severity: Severity::Medium,
+                port: None,
+                finding: "mcfilter is in dry-run: it counts what it would drop, and drops nothing".into(),
+                fix: "attach without --dry-run (or `dry_run = false` in the config) once the allow-list is right".into(),
+            });
+        }
+    }
+    let ports: Vec<u16> = filter.ports.iter().copied().collect();
+    for warning in status::ephemeral_port_warnings(
+        &ports,
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .as_deref(),
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_reserved_ports")
+            .ok()
+            .as_deref(),
+    ) {
+        let (finding, fix) = warning
+            .split_once("; reserve it with ")
+            .unwrap_or((&warning, ""));
+        findings.push(Finding {
+            severity: Severity::Medium,
+            port: None,
+            finding: finding.to_owned(),
+            fix: format!("reserve it with {fix}"),
+        });
+    }
+    for port in &ports {
+        if !found.iter().any(|l| l.address.port() == *port) {
+            findings.push(Finding {
+                severity: Severity::Info,
+                port: Some(*port),
+                finding: format!("nothing listens on port {port}"),
+                fix: "nothing to do".into(),
+            });
+        }
+    }
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let worst = findings.iter().map(|f| f.severity).max();
+    Ok(Audit {
+        ports,
+        filtered_interfaces: filter.interfaces.into_iter().collect(),
+        listeners: found,
+        findings,
+        worst,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_and_broad_prefixes() {
+        let s = |a: &str| scope(a.parse().unwrap());
+        assert_eq!(s("0.0.0.0"), Scope::Any);
+        assert_eq!(s("::"), Scope::Any);
+        assert_eq!(s("127.0.0.1"), Scope::Loopback);
+        assert_eq!(s("10.1.2.3"), Scope::Private);
+        assert_eq!(s("198.18.0.1"), Scope::Private);
+        assert_eq!(s("fd00::1"), Scope::Private);
+        assert_eq!(s("8.8.8.8"), Scope::Public);
+        assert_eq!(s("2001:4860::1"), Scope::Public);
+        assert!(is_broad(&"0.0.0.0/0".parse().unwrap()));
+        assert!(is_broad(&"::/0".parse().unwrap()));
+        assert!(!is_broad(&"198.18.0.0/15".parse().unwrap()));
+        assert_eq!(Severity::exit_code(None), 0);
+        assert_eq!(Severity::exit_code(Some(Severity::Medium)), 3);
+        assert_eq!(Severity::exit_code(Some(Severity::High)), 4);
+    }
+}

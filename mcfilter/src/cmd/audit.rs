@@ -1,0 +1,64 @@
+//! `mcfilter audit [--json]`: findings with severities and fixes; the exit status is the worst.
+
+use crate::{
+    audit::{self, Severity},
+    cli::JsonArgs,
+    output::{self, Align, Table},
+    pin::StateDir,
+};
+
+pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
+    let report = audit::audit(state)?;
+    if args.json {
+        output::print_json(&report)?;
+    } else {
+        let mut listeners = Table::new(&[
+            ("listener", Align::Left),
+            ("scope", Align::Left),
+            ("processes", Align::Left),
+        ]);
+        for l in &report.listeners {
+            let scope = serde_json::to_value(l.scope).ok();
+            listeners.row(vec![
+                format!("{} {}", l.protocol, l.address),
+                scope
+                    .and_then(|s| s.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                l.processes.join(", "),
+            ]);
+        }
+        let ports: Vec<String> = report.ports.iter().map(u16::to_string).collect();
+        let filtered = if report.filtered_interfaces.is_empty() {
+            "mcfilter is not attached".to_owned()
+        } else {
+            format!(
+                "mcfilter attached to {}",
+                report.filtered_interfaces.join(", ")
+            )
+        };
+        let mut text = format!(
+            "ports {}; {filtered}\n\n{}\n",
+            ports.join(","),
+            listeners.render()
+        );
+        for f in &report.findings {
+            let label = serde_json::to_value(f.severity).ok();
+            let label = label
+                .as_ref()
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_uppercase();
+            text.push_str(&format!(
+                "{label:<7} {}\n        fix: {}\n",
+                f.finding, f.fix
+            ));
+        }
+        output::print(&text)?;
+    }
+    let code = Severity::exit_code(report.worst);
+    if code != 0 {
+        // The exit status carries the verdict; nothing is left to clean up.
+        std::process::exit(i32::from(code));
+    }
+    Ok(())
+}
