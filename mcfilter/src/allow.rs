@@ -241,16 +241,20 @@ impl AllowList {
         Ok(Some(recovery))
     }
 
-    /// Journaled change: see the type's documentation.
+    /// Journaled change: see the type's documentation. The normal path knows which entries it
+    /// marked and settles exactly those; only [`AllowList::recover`] (after a kill) has to scan.
     fn apply(&mut self, added: &[IpNet], removed: &[IpNet]) -> Result<(), Error> {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
         self.write(&journal_key(), PREPARING)?;
-        for net in added {
+        for (done, net) in added.iter().enumerate() {
             if let Err(err) = self.write(&to_key(net), ADDING) {
-                // Not committed: roll back what this call inserted.
-                self.recover()?;
+                // Not committed: take back what this call inserted, then the journal.
+                for inserted in &added[..done] {
+                    self.delete(&to_key(inserted))?;
+                }
+                self.delete(&journal_key())?;
                 return Err(err);
             }
         }
@@ -258,7 +262,13 @@ impl AllowList {
             self.write(&to_key(net), REMOVING)?;
         }
         self.write(&journal_key(), COMMITTED)?;
-        self.recover().map(|_| ())
+        for net in added {
+            self.write(&to_key(net), ALLOWED)?;
+        }
+        for net in removed {
+            self.delete(&to_key(net))?;
+        }
+        self.delete(&journal_key())
     }
 
     fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {

@@ -184,6 +184,33 @@ fn test_run(ebpf: &Ebpf, name: &str, frame: &[u8], repeat: u32) -> aya::programs
         .unwrap_or_else(|err| panic!("BPF_PROG_TEST_RUN of {} bytes: {err}", frame.len()))
 }
 
+/// Another tool's XDP program, pinned at `path` (the benchmarks pin xdp-filter's there).
+pub struct Pinned {
+    program: Xdp,
+}
+
+impl Pinned {
+    pub fn open(path: &std::path::Path) -> Self {
+        let program = Xdp::from_pin(path, aya_obj::programs::XdpAttachType::Interface)
+            .unwrap_or_else(|err| panic!("open the program pinned at {}: {err}", path.display()));
+        Pinned { program }
+    }
+
+    /// Average nanoseconds per run of `frame`, repeated `repeat` times.
+    pub fn time(&self, frame: &[u8], repeat: u32) -> u64 {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        self.program
+            .test_run(opts)
+            .expect("BPF_PROG_TEST_RUN")
+            .duration
+            .as_nanos() as u64
+    }
+}
+
 /// The benchmark floor: an XDP program that only returns XDP_PASS.
 pub struct Floor {
     ebpf: Ebpf,

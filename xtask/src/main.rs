@@ -147,6 +147,7 @@ fn test(args: &[String]) -> anyhow::Result<()> {
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
+    setup::debian_packages(setup::BENCH_PACKAGES)?;
     Cmd::new("cargo")
         .args([
             "build",

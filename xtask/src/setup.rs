@@ -29,9 +29,12 @@ const PACKAGES: &[&str] = &[
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 
+/// Debian packages only the benchmark uses: the peer it compares with, and bpftool to pin it.
+pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool"];
+
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
-    debian_packages()?;
+    debian_packages(PACKAGES)?;
     bpf_linker()?;
     bpffs()
 }
@@ -55,8 +58,8 @@ fn rust_src() -> anyhow::Result<()> {
         .run()
 }
 
-fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|pkg| {
