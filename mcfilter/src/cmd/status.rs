@@ -50,6 +50,13 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
                 status.sources_entries, status.sources_capacity
             ),
         ),
+        (
+            "fragments",
+            format!(
+                "{} of {} dropped datagrams remembered",
+                status.fragments_entries, status.fragments_capacity
+            ),
+        ),
     ] {
         summary.row(vec![key.into(), value]);
     }

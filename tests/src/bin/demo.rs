@@ -94,6 +94,10 @@ fn run() -> anyhow::Result<()> {
         .context("storing a 100 kB value")?;
     checkpoint()?;
 
+    section("0. The exposure, as `mcfilter audit` sees it (exit status 4: high findings)");
+    show_status(&mcf, &["audit"], 4)?;
+    checkpoint()?;
+
     section("1. Without mcfilter: forged UDP requests make memcached flood the victim");
     let unfiltered = amplify(&lab, &attacker, &victim)?;
     ensure!(
@@ -149,9 +153,10 @@ fn run() -> anyhow::Result<()> {
     show(&mcf, &["allow", "list"])?;
     checkpoint()?;
 
-    section("5. What mcfilter counted");
+    section("5. What mcfilter counted, and the audit again (exit status 0: clean)");
     show(&mcf, &["stats"])?;
     show(&mcf, &["status"])?;
+    show_status(&mcf, &["audit"], 0)?;
 
     section("6. Detach");
     show(&mcf, &["detach", IFACE])?;
@@ -167,6 +172,11 @@ fn servers(lab: &Lab) -> [SocketAddr; 2] {
 
 /// Runs the CLI, echoing the command and its output.
 fn show(mcf: &Mcfilter, args: &[&str]) -> anyhow::Result<()> {
+    show_status(mcf, args, 0)
+}
+
+/// Like [`show`], for a command whose exit status carries a verdict (`audit`).
+fn show_status(mcf: &Mcfilter, args: &[&str], expected: i32) -> anyhow::Result<()> {
     println!("   $ mcfilter {}", args.join(" "));
     let out = mcf.run(args);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -175,7 +185,12 @@ fn show(mcf: &Mcfilter, args: &[&str]) -> anyhow::Result<()> {
     for line in String::from_utf8_lossy(&out.stderr).lines() {
         println!("     {line}");
     }
-    ensure!(out.status.success(), "mcfilter {} failed", args.join(" "));
+    ensure!(
+        out.status.code() == Some(expected),
+        "mcfilter {} exited with {:?}, expected {expected}",
+        args.join(" "),
+        out.status.code()
+    );
     Ok(())
 }
 
