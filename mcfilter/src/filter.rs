@@ -244,12 +244,7 @@ fn attach_program(
         iface: req.iface.clone(),
         err,
     };
-    let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(attach_err)?;
-    program.load().map_err(attach_err)?;
+    let program = load_program(ebpf, req)?;
 
     let tries: &[Attachment] = match req.mode {
         Mode::Auto => &[Attachment::Native, Attachment::Skb],

@@ -313,3 +313,26 @@ pub fn fragments(
         })
         .collect()
 }
+
+/// A memcached UDP request from a forged source: the first move of a reflection attack.
+pub fn forged_memcached_request(
+    src: std::net::Ipv4Addr,
+    src_port: u16,
+    server: std::net::Ipv4Addr,
+    request_id: u16,
+    command: &[u8],
+) -> Vec<u8> {
+    let l4 = udp(src_port, 11211, &memcached_udp_request(request_id, command));
+    eth(
+        ETH_P_IP,
+        &[],
+        &ipv4(
+            src.octets(),
+            server.octets(),
+            IPPROTO_UDP,
+            &[],
+            NOT_FRAGMENTED,
+            &l4,
+        ),
+    )
+}

@@ -7,10 +7,7 @@ use mcfilter_tests::{
     cli::Mcfilter,
     lab::{self, Host, IFACE, Lab, pending, receive},
     memcache::Memcached,
-    packet::{
-        ETH_P_IP, IPPROTO_TCP, IPPROTO_UDP, NOT_FRAGMENTED, eth, ipv4, memcached_udp_request,
-        tcp_syn, udp,
-    },
+    packet::{ETH_P_IP, IPPROTO_TCP, NOT_FRAGMENTED, eth, forged_memcached_request, ipv4, tcp_syn},
     privileged,
 };
 
@@ -19,20 +16,7 @@ const VICTIM_PORT: u16 = 9999;
 
 /// A request to the server's memcached with the victim's address as its source.
 fn forged(lab: &Lab, victim: &Host, victim_port: u16, command: &[u8]) -> Vec<u8> {
-    let request = memcached_udp_request(1, command);
-    let l4 = udp(victim_port, PORT, &request);
-    eth(
-        ETH_P_IP,
-        &[],
-        &ipv4(
-            victim.v4.octets(),
-            lab.server.v4.octets(),
-            IPPROTO_UDP,
-            &[],
-            NOT_FRAGMENTED,
-            &l4,
-        ),
-    )
+    forged_memcached_request(victim.v4, victim_port, lab.server.v4, 1, command)
 }
 
 #[test]

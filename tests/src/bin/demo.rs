@@ -13,7 +13,7 @@ use mcfilter_tests::{
     cli::Mcfilter,
     lab::{Host, IFACE, Lab},
     memcache::{self, Memcached},
-    packet::{ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth, ipv4, memcached_udp_request, udp},
+    packet::{forged_memcached_request, memcached_udp_request},
 };
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -204,18 +204,7 @@ fn amplify(lab: &Lab, attacker: &Host, victim: &Host) -> anyhow::Result<usize> {
     let mut total = 0;
     for (id, command) in [(1u16, &b"stats\r\n"[..]), (2, &b"get big\r\n"[..])] {
         let request = memcached_udp_request(id, command);
-        let frame = eth(
-            ETH_P_IP,
-            &[],
-            &ipv4(
-                victim.v4.octets(),
-                lab.server.v4.octets(),
-                IPPROTO_UDP,
-                &[],
-                NOT_FRAGMENTED,
-                &udp(VICTIM_PORT, memcache::PORT, &request),
-            ),
-        );
+        let frame = forged_memcached_request(victim.v4, VICTIM_PORT, lab.server.v4, id, command);
         attacker.send_frames(&[frame]);
         let received = drain(&socket);
         total += received;
