@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod fixtures;
+pub mod flood;
 pub mod generate;
 pub mod lab;
 pub mod load;

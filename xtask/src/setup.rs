@@ -30,7 +30,7 @@ const PACKAGES: &[&str] = &[
 const BPFFS: &str = "/sys/fs/bpf";
 
 /// Debian packages only the benchmark uses: the peer it compares with, and bpftool to pin it.
-pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool"];
+pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "ethtool", "nftables", "iptables"];
 
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;

@@ -4,7 +4,7 @@
 //! (`allow replace`, `stats --json`) with their peak RSS. Writes Markdown to stdout and JSON to
 //! the path given by `--json` (default target/bench/results.json).
 //!
-//! Usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH]
+//! Usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only per-packet|flood|control|load]
 
 use std::{
     collections::BTreeSet,
@@ -29,6 +29,8 @@ struct Options {
     repeat: u32,
     runs: usize,
     json: std::path::PathBuf,
+    /// Run one section only: per-packet, flood, control, load.
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -36,6 +38,7 @@ fn options() -> Options {
         repeat: 1_000_000,
         runs: 5,
         json: "target/bench/results.json".into(),
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -44,6 +47,7 @@ fn options() -> Options {
             "--repeat" => opts.repeat = value().parse().expect("--repeat N"),
             "--runs" => opts.runs = value().parse().expect("--runs N"),
             "--json" => opts.json = value().into(),
+            "--only" => opts.only = Some(value()),
             _ => panic!(
                 "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH]"
             ),
@@ -163,6 +167,35 @@ fn median(mut v: Vec<u64>) -> u64 {
 
 fn main() {
     let opts = options();
+    let wanted = |section: &str| opts.only.as_deref().is_none_or(|only| only == section);
+    let none = || serde_json::Value::Null;
+    let classes = if wanted("per-packet") {
+        per_packet(&opts)
+    } else {
+        none()
+    };
+    let flood = if wanted("flood") { flood() } else { none() };
+    let control = if wanted("control") {
+        control_plane()
+    } else {
+        none()
+    };
+    let load = if wanted("load") { load() } else { none() };
+    let report = json!({"repeat": opts.repeat, "runs": opts.runs, "classes": classes,
+        "flood": flood, "control_plane": control, "load": load});
+    if let Some(dir) = opts.json.parent() {
+        std::fs::create_dir_all(dir).expect("create the JSON's directory");
+    }
+    std::fs::write(
+        &opts.json,
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("write the JSON report");
+    eprintln!("\nJSON: {}", opts.json.display());
+}
+
+/// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames.
+fn per_packet(opts: &Options) -> serde_json::Value {
     let floor = Floor::load();
     let xdp_filter = XdpFilter::load();
     let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
@@ -358,19 +391,7 @@ fn main() {
         rows.push(row(name, "udp_port", 2, ours, base, theirs));
     }
 
-    let control = control_plane();
-    let load = load();
-    let report = json!({"repeat": opts.repeat, "runs": opts.runs, "classes": rows,
-        "control_plane": control, "load": load});
-    if let Some(dir) = opts.json.parent() {
-        std::fs::create_dir_all(dir).expect("create the JSON's directory");
-    }
-    std::fs::write(
-        &opts.json,
-        serde_json::to_string_pretty(&report).expect("json"),
-    )
-    .expect("write the JSON report");
-    eprintln!("\nJSON: {}", opts.json.display());
+    serde_json::Value::Array(rows)
 }
 
 /// Runs the CLI with `args` on the harness's state dir; returns its wall time and its own peak
@@ -495,4 +516,126 @@ fn load() -> serde_json::Value {
         out.push(json!({"client": name, "errors": run.errors, "median_us": median, "p99_us": p99}));
     }
     serde_json::Value::Array(out)
+}
+
+/// The veth flood: UDP to 11211 from one source, generator and receiver on one CPU, for each
+/// receiver; receiver-only nanoseconds per packet (total minus the generator's own).
+fn flood() -> serde_json::Value {
+    use mcfilter_tests::flood::{Flood, RX};
+    const PACKETS: u32 = 2_000_000;
+    const RUNS: usize = 3;
+    let mut flood = Flood::new();
+    let run = |flood: &Flood| median((0..RUNS).map(|_| flood.run(PACKETS) as u64).collect());
+    let ethtool = |flood: &Flood, on: &str| {
+        let out = flood
+            .receiver
+            .command("ethtool")
+            .args(["-K", RX, "gro", on])
+            .output()
+            .expect("ethtool");
+        assert!(out.status.success(), "ethtool -K {RX} gro {on}: {out:?}");
+    };
+    // The generator alone: the receiving interface down, so every frame stops at the veth.
+    flood.receiver.ip(&["link", "set", RX, "down"]);
+    let generator = run(&flood);
+    flood.receiver.ip(&["link", "set", RX, "up"]);
+
+    let mut results: Vec<(&str, u64)> = Vec::new();
+    flood.attach_reference("drop");
+    results.push(("trivial XDP_DROP (native)", run(&flood)));
+    flood.detach_reference();
+
+    let mcf = mcfilter_tests::cli::Mcfilter::new("flm").in_netns(&flood.receiver);
+    mcf.ok(&["attach", RX, "--mode", "native"]);
+    results.push(("mcfilter native", run(&flood)));
+    mcf.ok(&["detach", RX]);
+
+    // The stack's own hooks need the veth's GRO path to receive XDP_TX frames.
+    ethtool(&flood, "on");
+    mcf.ok(&["attach", RX, "--mode", "skb"]);
+    results.push(("mcfilter skb (generic XDP)", run(&flood)));
+    mcf.ok(&["detach", RX]);
+
+    let nft = |args: &str| {
+        let out = flood
+            .receiver
+            .command("nft")
+            .arg(args)
+            .output()
+            .expect("nft");
+        assert!(out.status.success(), "nft {args}: {out:?}");
+    };
+    nft(&format!(
+        "table netdev mcf {{ chain ingress {{ type filter hook ingress device {RX} priority 0; udp dport 11211 drop; }}; }}"
+    ));
+    results.push(("nftables netdev ingress", run(&flood)));
+    nft("delete table netdev mcf");
+
+    let iptables = |action: &str| {
+        let out = flood
+            .receiver
+            .command("iptables")
+            .args([
+                "-t",
+                "raw",
+                action,
+                "PREROUTING",
+                "-p",
+                "udp",
+                "--dport",
+                "11211",
+                "-j",
+                "DROP",
+            ])
+            .output()
+            .expect("iptables");
+        assert!(out.status.success(), "iptables {action}: {out:?}");
+    };
+    iptables("-A");
+    results.push(("iptables raw PREROUTING", run(&flood)));
+    iptables("-D");
+    ethtool(&flood, "off");
+
+    let xdp_filter = flood
+        .receiver
+        .command("xdp-filter")
+        .args(["load", RX, "--mode", "native"])
+        .env("LIBXDP_SKIP_DISPATCHER", "1")
+        .output()
+        .expect("xdp-filter");
+    assert!(xdp_filter.status.success(), "{xdp_filter:?}");
+    let port = flood
+        .receiver
+        .command("xdp-filter")
+        .args(["port", "11211", "--proto", "udp", "--mode", "dst"])
+        .output()
+        .expect("xdp-filter port");
+    assert!(port.status.success(), "{port:?}");
+    results.push(("xdp-filter (native)", run(&flood)));
+    let _ = flood
+        .receiver
+        .command("xdp-filter")
+        .args(["unload", RX])
+        .output();
+
+    println!(
+        "\nFlood: {PACKETS} frames of UDP to 11211 from one source over a veth, generator and \
+         receiver on one CPU, median of {RUNS}; receiver-only ns/packet = CPU time minus the \
+         generator's own ({generator} ns/packet)\n"
+    );
+    println!("| receiver | receiver ns/packet | vs trivial XDP_DROP | Mpps on one core |");
+    println!("| --- | ---: | ---: | ---: |");
+    let drop_cost = results[0].1.saturating_sub(generator).max(1);
+    let mut out = Vec::new();
+    for (name, total) in results {
+        let receiver = total.saturating_sub(generator);
+        let versus = receiver as f64 / drop_cost as f64;
+        let mpps = 1000.0 / receiver.max(1) as f64;
+        println!("| {name} | {receiver} | {versus:.2} | {mpps:.1} |");
+        out.push(
+            json!({"receiver": name, "receiver_ns": receiver, "total_ns": total,
+            "vs_xdp_drop": (versus * 100.0).round() / 100.0}),
+        );
+    }
+    json!({"packets": PACKETS, "generator_ns": generator, "receivers": out})
 }
