@@ -31,3 +31,33 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+/// Where the IPv4 source address's last two bytes and the header checksum sit in the flood's
+/// template frame (untagged Ethernet, IPv4 without options): the generator's own frame, so
+/// fixed offsets are right here, unlike in the filter.
+const SRC_LOW: usize = 14 + 14;
+const IP_CHECKSUM: usize = 14 + 10;
+
+/// `tx` with a random source in 198.18.x.y for every frame (the header checksum updated
+/// incrementally, RFC 1624): a spoofed-source flood.
+#[xdp]
+pub fn tx_random(ctx: XdpContext) -> u32 {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + SRC_LOW + 2 > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: bounds checked against data_end above; both fields are inside the IPv4 header.
+    unsafe {
+        let src = (start + SRC_LOW) as *mut [u8; 2];
+        let check = (start + IP_CHECKSUM) as *mut [u8; 2];
+        let old = u16::from_be_bytes(*src);
+        let new = aya_ebpf::helpers::bpf_get_prandom_u32() as u16;
+        *src = new.to_be_bytes();
+        // HC' = ~(~HC + ~m + m')
+        let mut sum = u32::from(!u16::from_be_bytes(*check)) + u32::from(!old) + u32::from(new);
+        sum = (sum & 0xffff) + (sum >> 16);
+        sum = (sum & 0xffff) + (sum >> 16);
+        *check = (!(sum as u16)).to_be_bytes();
+    }
+    xdp_action::XDP_TX
+}

@@ -27,6 +27,7 @@ pub struct Flood {
     pub generator: NetNs,
     pub receiver: NetNs,
     tx_ifindex: u32,
+    /// The generator programs: `tx` (one source) and `tx_random` (a random source a frame).
     tx: Ebpf,
     /// Reference programs attached to the receiver (trivial drop, or pass for the stack's
     /// own filters), detached on drop.
@@ -76,8 +77,10 @@ impl Flood {
             unsafe { libc::if_nametoindex(name.as_ptr()) }
         });
         let mut tx = Ebpf::load(mcfilter::FLOOR_OBJECT).expect("load the reference programs");
-        let program: &mut Xdp = tx.program_mut("tx").expect("tx").try_into().expect("xdp");
-        program.load().expect("load tx");
+        for name in ["tx", "tx_random"] {
+            let program: &mut Xdp = tx.program_mut(name).expect("tx").try_into().expect("xdp");
+            program.load().expect("load the generator");
+        }
         Flood {
             generator,
             receiver,
@@ -125,11 +128,12 @@ impl Flood {
         frame
     }
 
-    /// Sends `packets` frames and returns the CPU's busy nanoseconds per packet (generator and
-    /// receiver together).
-    pub fn run(&self, packets: u32) -> f64 {
+    /// Sends `packets` frames (from one source, or each from a random 198.18.x.y) and returns
+    /// the CPU's busy nanoseconds per packet (generator and receiver together).
+    pub fn run(&self, packets: u32, random_sources: bool) -> f64 {
         let frame = Self::frame();
-        let program: &Xdp = self.tx.program("tx").expect("tx").try_into().expect("xdp");
+        let name = if random_sources { "tx_random" } else { "tx" };
+        let program: &Xdp = self.tx.program(name).expect("tx").try_into().expect("xdp");
         let ctx = XdpMd {
             data: 0,
             data_end: frame.len() as u32,
