@@ -439,28 +439,31 @@ fn a_foreign_program_is_refused_unless_forced() {
         "sec",
         "xdp",
     ]);
+    // The name of the program on the interface, from `ip -j link`.
     let xdp = || {
         let out = lab
             .server
             .ns
             .command("ip")
-            .args(["link", "show", IFACE])
+            .args(["-j", "link", "show", IFACE])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        link[0]["xdp"]["prog"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     };
+    let foreign = xdp();
+    assert!(
+        !foreign.is_empty() && foreign != "mcfilter",
+        "a foreign program: {foreign:?}"
+    );
     let (_, line) = mcf.fails(&["attach", IFACE]);
     assert!(line.contains("--force"), "{line}");
-    assert!(
-        xdp().contains("name floor"),
-        "the foreign program is untouched"
-    );
+    assert_eq!(xdp(), foreign, "the foreign program is untouched");
     mcf.ok(&["attach", IFACE, "--force"]);
-    let shown = xdp();
-    assert!(
-        shown.contains("name mcfilter") && !shown.contains("name floor"),
-        "{shown}"
-    );
+    assert_eq!(xdp(), "mcfilter", "forced out and replaced");
     // A program held by another bpf_link (here another mcfilter) is never forced out.
     let other = Mcfilter::new("fob").in_netns(&lab.server.ns);
     let (_, line) = other.fails(&["attach", IFACE, "--force"]);
