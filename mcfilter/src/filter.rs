@@ -26,6 +26,12 @@ use mcfilter_common::{
     xdp_mode,
 };
 
+mod detach;
+mod policy;
+
+pub use detach::{Detached, detach};
+pub use policy::{set_allow_list, set_policy};
+
 use crate::{
     DEFAULT_PORT, EBPF_OBJECT, Error,
     allow::Change,
@@ -317,7 +323,7 @@ fn attach_program(
         prog_id,
     };
     if let Err(err) = maps.record_iface(ifindex, info) {
-        let _ = unpin_link(state, ifindex);
+        let _ = detach::unpin_link(state, ifindex);
         return Err(err);
     }
     Ok((attachment, native_error, prog_id))
@@ -397,63 +403,6 @@ fn remove_foreign(req: &AttachRequest, ifindex: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// What `detach` did.
-#[derive(Debug)]
-pub struct Detached {
-    pub iface: String,
-    /// The last interface was detached and the state dir removed.
-    pub state_removed: bool,
-}
-
-pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
-    let _lock = state.prepare_and_lock()?;
-    let mut maps = Maps::open(state)?;
-    let ifindex = find_ifindex(state, &maps, iface)?;
-    unpin_link(state, ifindex).map_err(|err| Error::Link {
-        iface: iface.to_owned(),
-        err: err.to_string(),
-    })?;
-    maps.forget_iface(ifindex)?;
-    let state_removed = state.linked_ifindexes()?.is_empty();
-    if state_removed {
-        drop(maps);
-        state.remove()?;
-    }
-    Ok(Detached {
-        iface: iface.to_owned(),
-        state_removed,
-    })
-}
-
-/// The ifindex mcfilter attached to as `iface`: by the interface's current name, or by the name
-/// it had at attach time (it may have been renamed or deleted since).
-fn find_ifindex(state: &StateDir, maps: &Maps, iface: &str) -> Result<u32, Error> {
-    let current = sys::ifindex(iface);
-    if let Ok(index) = current
-        && state.link(index).exists()
-    {
-        return Ok(index);
-    }
-    let recorded = maps.ifaces()?.into_iter().find(|(index, info)| {
-        sys::name_from_bytes(&info.name) == iface && state.link(*index).exists()
-    });
-    match (recorded, current) {
-        (Some((index, _)), _) => Ok(index),
-        (None, Ok(_)) => Err(Error::NotAttachedTo {
-            iface: iface.to_owned(),
-        }),
-        (None, Err(err)) => Err(err),
-    }
-}
-
-fn unpin_link(state: &StateDir, ifindex: u32) -> io::Result<()> {
-    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(io::Error::other)?;
-    // Unpinning leaves our fd as the last reference: dropping it detaches the program.
-    let link: FdLink = pinned.unpin()?;
-    drop(link);
-    Ok(())
-}
-
 /// The errno somewhere in an error's source chain.
 fn errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut next = Some(err);
@@ -478,38 +427,4 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = e.source();
     }
     text
-}
-
-/// Sets the shared policy's ports, dry-run and reflection protection exactly (the service's
-/// config is authoritative, both ways); returns whether anything changed.
-pub fn set_policy(
-    state: &StateDir,
-    ports: &BTreeSet<u16>,
-    dry_run: bool,
-    drop_reflected: bool,
-) -> Result<bool, Error> {
-    let _lock = state.prepare_and_lock()?;
-    let mut maps = Maps::open(state)?;
-    let old = maps.config()?;
-    let mut config = Config::empty();
-    ports.iter().for_each(|&port| config.protect(port));
-    config.dry_run = u32::from(dry_run);
-    config.drop_reflected = u32::from(drop_reflected);
-    if config.ports == old.ports
-        && config.dry_run == old.dry_run
-        && config.drop_reflected == old.drop_reflected
-    {
-        return Ok(false);
-    }
-    maps.set_config(&config)?;
-    Ok(true)
-}
-
-/// Makes the allow-list exactly `nets` (journaled, applied as a difference).
-pub fn set_allow_list(
-    state: &StateDir,
-    nets: &BTreeSet<IpNet>,
-) -> Result<crate::allow::Change, Error> {
-    let _lock = state.prepare_and_lock()?;
-    Maps::open(state)?.allow.replace(nets)
 }

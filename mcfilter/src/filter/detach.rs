@@ -1,0 +1,65 @@
+//! Detach: unpin an interface's link (which detaches the program) and, with the last
+//! interface, remove the state.
+
+use std::io;
+
+use aya::programs::links::{FdLink, PinnedLink};
+
+use crate::{Error, maps::Maps, pin::StateDir, sys};
+
+/// What `detach` did.
+#[derive(Debug)]
+pub struct Detached {
+    pub iface: String,
+    /// The last interface was detached and the state dir removed.
+    pub state_removed: bool,
+}
+
+pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
+    let _lock = state.prepare_and_lock()?;
+    let mut maps = Maps::open(state)?;
+    let ifindex = find_ifindex(state, &maps, iface)?;
+    unpin_link(state, ifindex).map_err(|err| Error::Link {
+        iface: iface.to_owned(),
+        err: err.to_string(),
+    })?;
+    maps.forget_iface(ifindex)?;
+    let state_removed = state.linked_ifindexes()?.is_empty();
+    if state_removed {
+        drop(maps);
+        state.remove()?;
+    }
+    Ok(Detached {
+        iface: iface.to_owned(),
+        state_removed,
+    })
+}
+
+/// The ifindex mcfilter attached to as `iface`: by the interface's current name, or by the name
+/// it had at attach time (it may have been renamed or deleted since).
+fn find_ifindex(state: &StateDir, maps: &Maps, iface: &str) -> Result<u32, Error> {
+    let current = sys::ifindex(iface);
+    if let Ok(index) = current
+        && state.link(index).exists()
+    {
+        return Ok(index);
+    }
+    let recorded = maps.ifaces()?.into_iter().find(|(index, info)| {
+        sys::name_from_bytes(&info.name) == iface && state.link(*index).exists()
+    });
+    match (recorded, current) {
+        (Some((index, _)), _) => Ok(index),
+        (None, Ok(_)) => Err(Error::NotAttachedTo {
+            iface: iface.to_owned(),
+        }),
+        (None, Err(err)) => Err(err),
+    }
+}
+
+pub(super) fn unpin_link(state: &StateDir, ifindex: u32) -> io::Result<()> {
+    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(io::Error::other)?;
+    // Unpinning leaves our fd as the last reference: dropping it detaches the program.
+    let link: FdLink = pinned.unpin()?;
+    drop(link);
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask bench`: the per-packet cost of the real program through BPF_PROG_TEST_RUN,
+//! class by class, next to a trivial XDP_PASS program (the floor) on the same frames in the same
+//! run, as nanoseconds and as a ratio to the floor; then control-plane timings of the real CLI
+//! (`allow replace`, `stats --json`) with their peak RSS. Writes Markdown to stdout and JSON to
+//! the path given by `--json` (default target/bench/results.json).
+//!
+//! Usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only per-packet|flood|control|load]
+
+mod control;
+mod flood;
+mod load;
+mod per_packet;
+
+use serde_json::json;
+
+pub(crate) struct Options {
+    pub(crate) repeat: u32,
+    pub(crate) runs: usize,
+    json: std::path::PathBuf,
+    /// Run one section only: per-packet, flood, control, load.
+    only: Option<String>,
+}
+
+fn options() -> Options {
+    let mut opts = Options {
+        repeat: 1_000_000,
+        runs: 5,
+        json: "target/bench/results.json".into(),
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--repeat" => opts.repeat = value().parse().expect("--repeat N"),
+            "--runs" => opts.runs = value().parse().expect("--runs N"),
+            "--json" => opts.json = value().into(),
+            "--only" => opts.only = Some(value()),
+            _ => panic!(
+                "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH]"
+            ),
+        }
+    }
+    opts
+}
+
+pub(crate) fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let opts = options();
+    let wanted = |section: &str| opts.only.as_deref().is_none_or(|only| only == section);
+    let none = || serde_json::Value::Null;
+    let classes = if wanted("per-packet") {
+        per_packet::per_packet(&opts)
+    } else {
+        none()
+    };
+    let flood = if wanted("flood") {
+        flood::flood()
+    } else {
+        none()
+    };
+    let control = if wanted("control") {
+        control::control_plane()
+    } else {
+        none()
+    };
+    let load = if wanted("load") { load::load() } else { none() };
+    let report = json!({"repeat": opts.repeat, "runs": opts.runs, "classes": classes,
+        "flood": flood, "control_plane": control, "load": load});
+    if let Some(dir) = opts.json.parent() {
+        std::fs::create_dir_all(dir).expect("create the JSON's directory");
+    }
+    std::fs::write(
+        &opts.json,
+        serde_json::to_string_pretty(&report).expect("json"),
+    )
+    .expect("write the JSON report");
+    eprintln!("\nJSON: {}", opts.json.display());
+}

@@ -1,0 +1,319 @@
+//! Per-packet cost by class through BPF_PROG_TEST_RUN: mcfilter, the floor and xdp-filter.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, process::Command};
+
+use ipnet::IpNet;
+use mcfilter_tests::{
+    fixtures::*,
+    netns::NetNs,
+    oracle::{Oracle, Policy},
+    packet::*,
+    program::{Floor, Harness, Pinned},
+};
+use serde_json::json;
+
+use crate::{Options, median};
+
+/// An allow-list of `n` entries: mostly /32 and /128, some /24 and /64, always including the
+/// allowed fixtures' prefixes.
+pub fn allow_list(n: usize) -> Vec<IpNet> {
+    let mut nets: BTreeSet<IpNet> = policy().allow.into_iter().collect();
+    let mut i: u32 = 0;
+    while nets.len() < n {
+        let v4 = Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761) >> 4));
+        let net = match i % 10 {
+            0 => IpNet::new(v4.into(), 24),
+            1 | 2 => IpNet::new(
+                std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i) << 64).into(),
+                64,
+            ),
+            3 => IpNet::new(
+                std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i)).into(),
+                128,
+            ),
+            _ => IpNet::new(v4.into(), 32),
+        }
+        .expect("prefix")
+        .trunc();
+        nets.insert(net);
+        i += 1;
+    }
+    nets.into_iter().collect()
+}
+
+/// xdp-filter (xdp-tools, Debian) with its default features, dropping UDP and TCP to 11211,
+/// loaded on a veth in a namespace of its own without libxdp's dispatcher and pinned so that
+/// the same frames can be run through it. Removed on drop.
+struct XdpFilter {
+    ns: NetNs,
+    pin: std::path::PathBuf,
+    program: Pinned,
+}
+
+impl XdpFilter {
+    fn load() -> Self {
+        let ns = NetNs::new("xdpf");
+        ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"]);
+        ns.ip(&["link", "set", "xf0", "up"]);
+        let run = |args: &[&str]| {
+            let out = ns
+                .command("xdp-filter")
+                .args(args)
+                .env("LIBXDP_SKIP_DISPATCHER", "1")
+                .output()
+                .expect("run xdp-filter (Debian package xdp-tools)");
+            assert!(out.status.success(), "xdp-filter {args:?}: {out:?}");
+        };
+        run(&["load", "xf0", "--mode", "skb"]);
+        run(&["port", "11211", "--proto", "udp", "--mode", "dst"]);
+        run(&["port", "11211", "--proto", "tcp", "--mode", "dst"]);
+        let link = ns
+            .command("ip")
+            .args(["-j", "link", "show", "xf0"])
+            .output()
+            .expect("ip");
+        let link: serde_json::Value = serde_json::from_slice(&link.stdout).expect("ip -j");
+        let id = link[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .expect("xdp-filter's program id");
+        let pin = std::path::PathBuf::from("/sys/fs/bpf").join(mcfilter_tests::unique("xdpf"));
+        let out = Command::new("bpftool")
+            .args(["prog", "pin", "id", &id.to_string()])
+            .arg(&pin)
+            .output()
+            .expect("run bpftool");
+        assert!(out.status.success(), "bpftool prog pin: {out:?}");
+        let program = Pinned::open(&pin);
+        XdpFilter { ns, pin, program }
+    }
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pin);
+        let _ = self
+            .ns
+            .command("xdp-filter")
+            .args(["unload", "xf0"])
+            .output();
+    }
+}
+
+/// Prints one table row and returns it as JSON.
+fn row(
+    name: &str,
+    reason: &str,
+    allow_entries: usize,
+    ours: u64,
+    base: u64,
+    theirs: u64,
+) -> serde_json::Value {
+    let ratio = ours as f64 / base.max(1) as f64;
+    // How much of xdp-filter's cost over the floor mcfilter's is (target: at most 0.5).
+    let versus = ours.saturating_sub(base) as f64 / theirs.saturating_sub(base).max(1) as f64;
+    println!("| {name} | {reason} | {ours} | {base} | {ratio:.2} | {theirs} | {versus:.2} |");
+    let round = |x: f64| (x * 100.0).round() / 100.0;
+    json!({"class": name, "reason": reason, "allow_entries": allow_entries, "mcfilter_ns": ours,
+        "floor_ns": base, "ratio": round(ratio), "xdp_filter_ns": theirs,
+        "over_floor_vs_xdp_filter": round(versus)})
+}
+
+/// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames.
+pub fn per_packet(opts: &Options) -> serde_json::Value {
+    let floor = Floor::load();
+    let xdp_filter = XdpFilter::load();
+    let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
+    let syn = tcp_syn(40000, 11211);
+    let (q, qinq) = (ETH_P_8021Q, ETH_P_8021AD);
+    let hbh_dst_rt = [Ext::HopByHop, Ext::DestOpts, Ext::Routing];
+    let classes: Vec<(&str, Vec<u8>, usize)> = vec![
+        (
+            "udp4 other port",
+            v4(DENIED_V4, IPPROTO_UDP, &udp(1, 53, &[0; 32])),
+            10,
+        ),
+        (
+            "udp6 other port",
+            v6(DENIED_V6, IPPROTO_UDP, &udp(1, 53, &[0; 32])),
+            10,
+        ),
+        (
+            "tcp4 other port",
+            v4(DENIED_V4, IPPROTO_TCP, &tcp_syn(1, 80)),
+            10,
+        ),
+        (
+            "tcp6 other port",
+            v6(DENIED_V6, IPPROTO_TCP, &tcp_syn(1, 80)),
+            10,
+        ),
+        ("arp", arp(DENIED_V4, SERVER_V4), 10),
+        ("udp4 11211", v4(DENIED_V4, IPPROTO_UDP, &stats), 10),
+        ("udp6 11211", v6(DENIED_V6, IPPROTO_UDP, &stats), 10),
+        (
+            "udp4 11211, QinQ",
+            v4_with(
+                &[qinq, q],
+                DENIED_V4,
+                &[],
+                NOT_FRAGMENTED,
+                IPPROTO_UDP,
+                &stats,
+            ),
+            10,
+        ),
+        (
+            "udp4 11211, 40 B options",
+            v4_with(
+                &[],
+                DENIED_V4,
+                &[1; 40],
+                NOT_FRAGMENTED,
+                IPPROTO_UDP,
+                &stats,
+            ),
+            10,
+        ),
+        (
+            "udp6 11211, 3 ext headers",
+            v6_with(&[], DENIED_V6, &hbh_dst_rt, IPPROTO_UDP, &stats),
+            10,
+        ),
+        (
+            "tcp4 allowed, 10 entries",
+            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
+            10,
+        ),
+        (
+            "tcp4 denied, 10 entries",
+            v4(DENIED_V4, IPPROTO_TCP, &syn),
+            10,
+        ),
+        (
+            "tcp6 allowed, 10 entries",
+            v6(ALLOWED_V6, IPPROTO_TCP, &syn),
+            10,
+        ),
+        (
+            "tcp4 allowed, 10k entries",
+            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
+            10_000,
+        ),
+        (
+            "tcp4 denied, 10k entries",
+            v4(DENIED_V4, IPPROTO_TCP, &syn),
+            10_000,
+        ),
+        (
+            "tcp4 allowed, 1M entries",
+            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
+            1_000_000,
+        ),
+        (
+            "tcp4 denied, 1M entries",
+            v4(DENIED_V4, IPPROTO_TCP, &syn),
+            1_000_000,
+        ),
+        (
+            "tcp6 allowed, 1M entries",
+            v6(ALLOWED_V6, IPPROTO_TCP, &syn),
+            1_000_000,
+        ),
+        (
+            "udp4 11211 first fragment",
+            v4_with(&[], DENIED_V4, &[], Frag::first(9), IPPROTO_UDP, &stats),
+            10,
+        ),
+        (
+            "udp4 later fragment",
+            v4_with(
+                &[],
+                DENIED_V4,
+                &[],
+                Frag::later(9, 185, false),
+                IPPROTO_UDP,
+                &[0; 64],
+            ),
+            10,
+        ),
+        (
+            "udp6 later fragment",
+            v6_with(
+                &[],
+                DENIED_V6,
+                &[Ext::Fragment {
+                    offset: 185,
+                    more: false,
+                    id: 9,
+                }],
+                IPPROTO_UDP,
+                &[0; 64],
+            ),
+            10,
+        ),
+    ];
+    println!(
+        "Per-packet cost through BPF_PROG_TEST_RUN ({} repeats, median of {} runs)\n",
+        opts.repeat, opts.runs
+    );
+    println!(
+        "| class | verdict | mcfilter ns | floor ns | ratio | xdp-filter ns | over floor: mcfilter / xdp-filter |"
+    );
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    let mut rows = Vec::new();
+    let mut loaded: Option<(usize, Harness, Oracle)> = None;
+    for (name, frame, allow_entries) in classes {
+        if loaded.as_ref().map(|(n, _, _)| *n) != Some(allow_entries) {
+            let policy = Policy {
+                ports: BTreeSet::from([11211, 22122]),
+                allow: allow_list(allow_entries),
+                drop_reflected: true,
+            };
+            loaded = Some((allow_entries, Harness::new(&policy), Oracle::new(policy)));
+        }
+        let (_, harness, oracle) = loaded.as_mut().expect("loaded");
+        let (reason, _) = oracle.judge(&frame);
+        // The first fragment goes first so the later ones meet a remembered datagram.
+        harness.run(&frame);
+        let ours = median(
+            (0..opts.runs)
+                .map(|_| harness.time(&frame, opts.repeat))
+                .collect(),
+        );
+        let base = median(
+            (0..opts.runs)
+                .map(|_| floor.time(&frame, opts.repeat))
+                .collect(),
+        );
+        let theirs = median(
+            (0..opts.runs)
+                .map(|_| xdp_filter.program.time(&frame, opts.repeat))
+                .collect(),
+        );
+        rows.push(row(name, reason.name(), allow_entries, ours, base, theirs));
+    }
+    // A fresh source for every packet: each drop merges the previous source into the LRU map
+    // (an insert). Single runs, so the kernel's per-run time is measured for both programs.
+    {
+        let policy = policy();
+        let harness = Harness::new(&policy);
+        let frames: Vec<Vec<u8>> = (0..20_000u32)
+            .map(|i| {
+                let [_, _, c, d] = i.to_be_bytes();
+                v4([198, 18 + (c >> 7), c & 0x7f, d], IPPROTO_UDP, &stats)
+            })
+            .collect();
+        let ours = median(frames.iter().map(|f| harness.time(f, 1)).collect());
+        let base = median(frames.iter().map(|f| floor.time(f, 1)).collect());
+        let theirs = median(
+            frames
+                .iter()
+                .map(|f| xdp_filter.program.time(f, 1))
+                .collect(),
+        );
+        let name = "udp4 11211, new source each packet (single runs)";
+        rows.push(row(name, "udp_port", 2, ours, base, theirs));
+    }
+
+    serde_json::Value::Array(rows)
+}
