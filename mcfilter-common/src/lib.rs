@@ -27,6 +27,11 @@ pub mod map_names {
     /// (one per interface) has its own, so counters can be told apart by interface. Found
     /// through the program's map ids; it starts at zero when the program is replaced.
     pub const IFACE_STATS: &str = "mcf_if_stats";
+    /// `PerCpuArray<PendingSource>` ([`RECENT_SLOTS`] entries): each CPU's sources seen once,
+    /// by a hash of the address. A source enters `mcf_sources` when it is seen again, so a
+    /// flood of one-off spoofed sources costs no LRU insert; a source whose slot another takes
+    /// first is counted as not recorded. Readers add the slots in.
+    pub const RECENT: &str = "mcf_recent";
     /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
     pub const EVENTS: &str = "mcf_events";
     /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.
@@ -208,6 +213,17 @@ pub const SLOT_EVENTS_SUPPRESSED: u32 = 2 * MAX_REASONS + 3;
 
 /// Number of entries in the stats array.
 pub const STATS_SLOTS: u32 = 2 * MAX_REASONS + 4;
+
+/// Slots of the per-CPU table of sources seen once (a power of two).
+pub const RECENT_SLOTS: u32 = 4096;
+
+/// The slot of `key` in the table of sources seen once: a multiplicative hash of its words.
+#[inline(always)]
+pub fn recent_slot(key: &IpKey) -> u32 {
+    let [a, b, c, d] = key.addr;
+    let mixed = key.family ^ a ^ b.rotate_left(7) ^ c.rotate_left(13) ^ d.rotate_left(19);
+    mixed.wrapping_mul(0x9e37_79b1) >> (32 - RECENT_SLOTS.trailing_zeros())
+}
 
 /// Events each CPU may log per second (aya-log); the rest are counted, not logged.
 pub const EVENTS_PER_SECOND: u64 = 10;

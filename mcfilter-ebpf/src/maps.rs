@@ -11,8 +11,8 @@ use aya_ebpf::{
 };
 use mcfilter_common::{
     Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, EventBudget,
-    FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, STATS_SLOTS,
-    SourceStats,
+    FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, RECENT_SLOTS,
+    STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -40,6 +40,10 @@ pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
 /// Each CPU's latest dropped source, not yet added to `SOURCES` (write combining).
 #[map(name = "mcf_pending")]
 pub static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0);
+
+/// Each CPU's sources seen once (admission to `SOURCES` on the second sighting).
+#[map(name = "mcf_recent")]
+pub static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS, 0);
 
 /// Each CPU's budget of logged events (rate limit).
 #[map(name = "mcf_events")]

@@ -5,12 +5,12 @@
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use mcfilter_common::{
     Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED,
-    SourceStats, stats_slot,
+    SourceStats, recent_slot, stats_slot,
 };
 
 use crate::{
     events,
-    maps::{IFACE_STATS, PENDING, SOURCES, STATS},
+    maps::{IFACE_STATS, PENDING, RECENT, SOURCES, STATS},
 };
 
 /// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
@@ -85,9 +85,42 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// Adds a CPU's pending counts for `key` to the LRU map.
+/// Takes a CPU's pending counts for `key` (a run of its packets ended): a source that sent
+/// more than one packet, or was seen before on this CPU, goes into the LRU map; a one-off waits
+/// in its slot of the per-CPU table of recent sources, so one-off spoofed sources cost no LRU
+/// insert. A one-off whose slot another takes is counted as not recorded.
 #[inline(always)]
 fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
+    let Some(slot) = RECENT.get_ptr_mut(recent_slot(key)) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array; see `bump`.
+    let slot: &mut PendingSource = unsafe { &mut *slot };
+    if slot.stats.packets != 0 && slot.key == *key {
+        let mut total = *add;
+        total.packets += slot.stats.packets;
+        total.bytes += slot.stats.bytes;
+        total.dry_run_packets += slot.stats.dry_run_packets;
+        slot.stats.packets = 0;
+        admit(ctx, key, &total);
+    } else if add.packets > 1 {
+        admit(ctx, key, add);
+    } else {
+        if slot.stats.packets != 0 {
+            bump(
+                SLOT_SOURCE_INSERT_FAILED,
+                slot.stats.packets,
+                slot.stats.bytes,
+            );
+        }
+        slot.key = *key;
+        slot.stats = *add;
+    }
+}
+
+/// Adds counts for `key` to the LRU map, inserting it if it is new there.
+#[inline(always)]
+fn admit(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
     match SOURCES.get_ptr_mut(key) {
         Some(stats) => {
             // SAFETY: this CPU's slot of a per-CPU map value; see `bump`.

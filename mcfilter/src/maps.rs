@@ -20,6 +20,8 @@ pub struct Maps {
     pub sources_capacity: u32,
     /// Each CPU's latest dropped source, not yet added to `sources`.
     pub pending: PerCpuArray<MapData, PendingSource>,
+    /// Each CPU's sources seen once, waiting for a second sighting.
+    pub recent: PerCpuArray<MapData, PendingSource>,
     /// Datagrams whose first fragment was dropped.
     pub frags: HashMap<MapData, FragKey, u32>,
     pub frags_capacity: u32,
@@ -50,6 +52,7 @@ impl Maps {
             sources,
             sources_capacity,
             pending: open(state, map_names::PENDING)?.0,
+            recent: open(state, map_names::RECENT)?.0,
             frags,
             frags_capacity,
             ifaces: open(state, map_names::IFACES)?.0,

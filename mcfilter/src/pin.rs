@@ -30,12 +30,13 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 
 /// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 8] = [
+pub const MAP_PINS: [&str; 9] = [
     map_names::CONFIG,
     map_names::ALLOW,
     map_names::STATS,
     map_names::SOURCES,
     map_names::PENDING,
+    map_names::RECENT,
     map_names::EVENTS,
     map_names::FRAGS,
     map_names::IFACES,

@@ -63,7 +63,8 @@ pub struct Stats {
     pub reason_bytes: BTreeMap<&'static str, u64>,
     /// Packets dry-run passed that enforcing would have dropped, by reason.
     pub would_drop_reasons: BTreeMap<&'static str, u64>,
-    /// Dropped packets the per-source map could not record (map full or busy).
+    /// Dropped packets whose per-source counts were given up: a source seen once whose slot in
+    /// the table of recent sources another took (spoofed floods), or a full map.
     pub sources_not_recorded: u64,
     /// Distinct sources the per-source map has held, and how many of them the LRU has since
     /// evicted to make room (their counts are gone; the totals above still have them).
@@ -299,6 +300,13 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
         .map_err(map_err(map_names::PENDING))?;
     for cpu in pending_cpus.iter().filter(|p| p.stats.packets != 0) {
         pending.entry(cpu.key).or_default().push(cpu.stats);
+    }
+    // And each CPU's sources seen once, not admitted to the LRU map yet.
+    for slot in maps.recent.iter() {
+        let slot = slot.map_err(map_err(map_names::RECENT))?;
+        for cpu in slot.iter().filter(|p| p.stats.packets != 0) {
+            pending.entry(cpu.key).or_default().push(cpu.stats);
+        }
     }
     // Stream the LRU map in batches, keeping only the `top` busiest sources.
     let mut busiest = TopN::new(top);

@@ -205,8 +205,12 @@ fn the_service_applies_reloads_and_serves_metrics() {
         service.log()
     );
 
-    // Metrics equal `stats --json` for a known flood.
-    attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 500);
+    // Metrics equal `stats --json` for a known flood (alternating bursts from the attacker's
+    // two addresses, so each run of packets ends and the source is recorded and announced).
+    for _ in 0..5 {
+        attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 50);
+        attacker.send_udp(&[lab.server.v6.into()], PORT, b"stats\r\n", 50);
+    }
     lab::settle();
     let (code, body) = get(&lab.server.ns, "/metrics");
     assert_eq!(code, 200, "{body}");
