@@ -302,9 +302,13 @@ fn replace_swaps_the_program_with_no_gap_and_keeps_the_state() {
             })
         });
         let mut replaced = 0;
-        while !flood.is_finished() || !client.is_finished() {
+        // Swap while traffic flows (at least once, however fast the traffic ends).
+        loop {
             mcf.ok(&["attach", IFACE, "--replace"]);
             replaced += 1;
+            if flood.is_finished() && client.is_finished() {
+                break;
+            }
         }
         flood.join().unwrap();
         (client.join().unwrap(), replaced)
