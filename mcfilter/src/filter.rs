@@ -124,6 +124,20 @@ impl AttachRequest {
             force: false,
         }
     }
+
+    fn attach_error(&self, err: aya::programs::ProgramError) -> Error {
+        Error::Attach {
+            iface: self.iface.clone(),
+            err,
+        }
+    }
+
+    fn link_error(&self, err: String) -> Error {
+        Error::Link {
+            iface: self.iface.clone(),
+            err,
+        }
+    }
 }
 
 /// What `attach` did.
@@ -246,10 +260,7 @@ fn attach_program(
     req: &AttachRequest,
     ifindex: u32,
 ) -> Result<(Attachment, Option<String>, u32), Error> {
-    let attach_err = |err| Error::Attach {
-        iface: req.iface.clone(),
-        err,
-    };
+    let attach_err = |err| req.attach_error(err);
     let program = load_program(ebpf, req)?;
 
     let tries: &[Attachment] = match req.mode {
@@ -301,16 +312,10 @@ fn attach_program(
             Err(err) => return Err(attach_err(err)),
         }
     }
-    let (attachment, link_id) = made.ok_or_else(|| Error::Link {
-        iface: req.iface.clone(),
-        err: "no XDP mode to try".into(),
-    })?;
+    let (attachment, link_id) = made.ok_or_else(|| req.link_error("no XDP mode to try".into()))?;
     let prog_id = program.info().map_err(attach_err)?.id();
     let link = program.take_link(link_id).map_err(attach_err)?;
-    let link_err = |err: String| Error::Link {
-        iface: req.iface.clone(),
-        err,
-    };
+    let link_err = |err: String| req.link_error(err);
     let fd_link = FdLink::try_from(link)
         .map_err(|err| link_err(format!("the kernel made no bpf_link ({err})")))?;
     // If pinning fails, dropping the link detaches the program again.
@@ -338,14 +343,8 @@ fn replace_program(
     req: &AttachRequest,
     ifindex: u32,
 ) -> Result<(Attachment, Option<String>, u32), Error> {
-    let attach_err = |err| Error::Attach {
-        iface: req.iface.clone(),
-        err,
-    };
-    let link_err = |err: String| Error::Link {
-        iface: req.iface.clone(),
-        err,
-    };
+    let attach_err = |err| req.attach_error(err);
+    let link_err = |err: String| req.link_error(err);
     let program = load_program(ebpf, req)?;
     let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
     let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
@@ -366,10 +365,7 @@ fn replace_program(
 
 /// The program of the loaded object, loaded into the kernel.
 fn load_program<'a>(ebpf: &'a mut aya::Ebpf, req: &AttachRequest) -> Result<&'a mut Xdp, Error> {
-    let attach_err = |err| Error::Attach {
-        iface: req.iface.clone(),
-        err,
-    };
+    let attach_err = |err| req.attach_error(err);
     let program: &mut Xdp = ebpf
         .program_mut(PROGRAM_NAME)
         .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
@@ -393,10 +389,7 @@ fn remove_foreign(req: &AttachRequest, ifindex: u32) -> Result<(), Error> {
             // A mode the driver does not support holds no program.
             Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             Err(err) => {
-                return Err(Error::Link {
-                    iface: req.iface.clone(),
-                    err: format!("removing the foreign XDP program: {err}"),
-                });
+                return Err(req.link_error(format!("removing the foreign XDP program: {err}")));
             }
         }
     }
