@@ -192,12 +192,20 @@ fn replace_never_drops_an_entry_on_both_lists() {
             }
             runs
         });
+        // The prober stops however this thread ends, a failed assertion included.
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let stop = Done(&done);
         let mut maps = mcfilter::maps::Maps::open(&state).expect("maps");
         for third in [101, 102, 103, 104] {
             let change = maps.allow.replace(&list(third)).expect("replace");
             assert_eq!((change.added.len(), change.removed.len()), (256, 256));
         }
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        drop(stop);
         prober.join().unwrap()
     });
     assert!(runs > 0);
