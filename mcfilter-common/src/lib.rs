@@ -13,6 +13,9 @@ pub mod map_names {
     /// `LpmTrie<IpKey, u8>`: the allow-list. The key's first byte is the family, so one trie
     /// and one lookup serve IPv4 and IPv6 and the two can never match each other's entries.
     pub const ALLOW: &str = "mcf_allow";
+    /// `Array<u64>` with one entry: the allow-list's size plus one (0: not known yet), written
+    /// by userspace with every change so that `status` and metrics need not walk the trie.
+    pub const ALLOW_COUNT: &str = "mcf_allow_count";
     /// `PerCpuArray<Counter>` indexed by [`stats_slot`]: exact totals by reason.
     pub const STATS: &str = "mcf_stats";
     /// `LruPerCpuHashMap<IpKey, SourceStats>`: per-source counters of dropped packets.

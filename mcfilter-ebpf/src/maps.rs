@@ -49,6 +49,10 @@ pub static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS
 #[map(name = "mcf_events")]
 pub static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
+/// The allow-list's size (see `map_names::ALLOW_COUNT`). Userspace only, like `IFACES`.
+#[map(name = "mcf_allow_count")]
+pub static ALLOW_COUNT: Array<u64> = Array::pinned(1, 0);
+
 /// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
 /// object so that it is created and pinned with the others.
 #[map(name = "mcf_ifaces")]

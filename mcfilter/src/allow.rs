@@ -6,7 +6,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mcfilter_common::{FAMILY_V4, FAMILY_V6, IpKey};
 
@@ -85,6 +85,9 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
 /// an entry on both lists is never missing, even while a change is under way.
 pub struct AllowList {
     trie: AllowTrie,
+    /// The list's size plus one, 0 when not known (see `map_names::ALLOW_COUNT`): settled with
+    /// every change, so the size is known without walking the trie.
+    count: Array<MapData, u64>,
     capacity: u32,
     /// Fault injection for the crash tests: abort after this many trie writes.
     crash_after: Option<u64>,
@@ -131,9 +134,10 @@ fn journal_key() -> Key<IpKey> {
 
 impl AllowList {
     /// `max_entries` is the trie's size: one entry is kept for the journal.
-    pub fn new(trie: AllowTrie, max_entries: u32) -> Self {
+    pub fn new(trie: AllowTrie, count: Array<MapData, u64>, max_entries: u32) -> Self {
         AllowList {
             trie,
+            count,
             capacity: max_entries.saturating_sub(1),
             crash_after: std::env::var(CRASH_AFTER_ENV)
                 .ok()
@@ -145,6 +149,23 @@ impl AllowList {
     /// The most entries the list holds.
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// How many entries the list has, without walking the trie (one system call). A state dir
+    /// whose count was never written (made before the count existed) is counted once.
+    pub fn size(&mut self) -> Result<usize, Error> {
+        match self.count.get(&0, 0).map_err(count_err)? {
+            0 => {
+                let len = self.list()?.len();
+                self.set_len(len)?;
+                Ok(len)
+            }
+            stored => Ok((stored - 1) as usize),
+        }
+    }
+
+    fn set_len(&mut self, len: usize) -> Result<(), Error> {
+        self.count.set(0, len as u64 + 1, 0).map_err(count_err)
     }
 
     /// Every entry, sorted (IPv4 first).
@@ -237,6 +258,8 @@ impl AllowList {
         for key in &drop {
             self.delete(key)?;
         }
+        // Every entry but the journal and those just dropped.
+        self.set_len(entries.len() - 1 - drop.len())?;
         self.delete(&journal_key())?;
         Ok(Some(recovery))
     }
@@ -247,6 +270,7 @@ impl AllowList {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
+        let len = self.size()?;
         self.write(&journal_key(), PREPARING)?;
         for (done, net) in added.iter().enumerate() {
             if let Err(err) = self.write(&to_key(net), ADDING) {
@@ -268,6 +292,8 @@ impl AllowList {
         for net in removed {
             self.delete(&to_key(net))?;
         }
+        // `added` holds no entry of the list and `removed` only entries of it.
+        self.set_len((len + added.len()).saturating_sub(removed.len()))?;
         self.delete(&journal_key())
     }
 
@@ -298,6 +324,13 @@ impl AllowList {
         if self.crash_after == Some(self.writes) {
             std::process::abort();
         }
+    }
+}
+
+fn count_err(err: MapError) -> Error {
+    Error::Map {
+        name: mcfilter_common::map_names::ALLOW_COUNT,
+        err,
     }
 }
 

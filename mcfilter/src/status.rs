@@ -39,7 +39,7 @@ pub struct Status {
 
 pub fn status(state: &StateDir) -> Result<Status, Error> {
     let _lock = state.prepare_and_lock()?;
-    let maps = Maps::open(state)?;
+    let mut maps = Maps::open(state)?;
     let config = maps.config()?;
     let mut interfaces = Vec::new();
     for (ifindex, info) in maps.ifaces()? {
@@ -62,7 +62,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         ports: config.protected_ports().collect(),
         dry_run: config.dry_run != 0,
         drop_reflected: config.drop_reflected != 0,
-        allow_entries: maps.allow.list()?.len(),
+        allow_entries: maps.allow.size()?,
         allow_capacity: maps.allow.capacity(),
         sources_entries: maps.sources.keys().count(),
         sources_capacity: maps.sources_capacity,

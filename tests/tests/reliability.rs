@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{LpmTrie, Map, MapData, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, Map, MapData, lpm_trie::Key};
 use mcfilter::allow::CRASH_AFTER_ENV;
 use mcfilter_common::{IpKey, map_names};
 use mcfilter_tests::{
@@ -110,6 +110,12 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
             now == old || now == new,
             "after {crash_after} writes: {now:?}"
         );
+        // The size `status` and the metrics show is settled with the list.
+        assert_eq!(
+            mcf.json(&["status", "--json"])["allow_entries"].as_u64(),
+            Some(now.len() as u64),
+            "after {crash_after} writes"
+        );
         outcomes.insert((killed, now == new));
         mcf.ok(&["allow", "replace", "--file", &old_file]);
     }
@@ -125,6 +131,17 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     assert!(
         outcomes.contains(&(false, true)),
         "late crash points let it finish: {outcomes:?}"
+    );
+    // A state dir whose size was never written (made before it was kept) is counted once.
+    let data = MapData::from_pin(mcf.state_dir().join(map_names::ALLOW_COUNT)).expect("open pin");
+    let mut count: Array<MapData, u64> = Map::from_map_data(data)
+        .expect("map")
+        .try_into()
+        .expect("an array");
+    count.set(0, 0, 0).expect("forget the size");
+    assert_eq!(
+        mcf.json(&["status", "--json"])["allow_entries"].as_u64(),
+        Some(old.len() as u64)
     );
     mcf.ok(&["detach", "lo"]);
     fs::remove_dir_all(dir).unwrap();
