@@ -8,7 +8,7 @@ use std::{
 
 use aya::maps::PerCpuValues;
 use mcfilter_common::{IpKey, SourceStats};
-use mcfilter_tests::{oracle::Policy, program::Harness};
+use mcfilter_tests::{netns::NetNs, oracle::Policy, program::Harness};
 use serde_json::json;
 
 use crate::per_packet::allow_list;
@@ -37,7 +37,7 @@ fn cli(harness: &Harness, args: &[&str]) -> (Duration, i64) {
 }
 
 /// Control-plane timings of the real CLI: `allow replace` of 100,000 and 1,000,000 entries, and
-/// `stats --json` with 64k and 1M live per-source entries.
+/// `stats --json` with 64k and 1M live per-source entries; then the service's own peak RSS.
 pub fn control_plane() -> serde_json::Value {
     println!("\nControl plane (the real CLI, release build; wall time and its own peak RSS)\n");
     println!("| operation | seconds | peak RSS MiB |");
@@ -68,6 +68,15 @@ pub fn control_plane() -> serde_json::Value {
         );
     }
     drop(harness);
+    let (healthy, scrape, peak) = service(&dir, &dir.join("allow-1000000.txt"));
+    row(
+        "run (service): start, apply a 1,000,000-entry allow file".into(),
+        (healthy, peak),
+    );
+    row(
+        "run (service): one /metrics scrape, 1,000,000 allow entries".into(),
+        (scrape, peak),
+    );
     for n in [65_536u32, 1_000_000] {
         let mut harness = Harness::with_sources_capacity(&empty, n);
         fill_sources(&mut harness, n);
@@ -99,4 +108,100 @@ fn fill_sources(harness: &mut Harness, n: u32) {
             .insert(IpKey::v4([a, b, c, d]), values, 0)
             .expect("insert source");
     }
+}
+
+/// `mcfilter run` on a veth of a namespace of its own, with a 1,000,000-entry allow file: the
+/// time until `/healthz` answers (the config applied), the median time of 10 scrapes of
+/// `/metrics`, and the service's peak RSS (its VmHWM, read before SIGTERM; it detaches on exit).
+fn service(dir: &std::path::Path, allow_file: &std::path::Path) -> (Duration, Duration, i64) {
+    const METRICS: &str = "127.0.0.1:9915";
+    let ns = NetNs::new("mcfs");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ]);
+    ns.ip(&["link", "set", "eth0", "up"]);
+    ns.ip(&["link", "set", "eth1", "up"]);
+    ns.ip(&["link", "set", "lo", "up"]);
+    let state_dir = std::path::Path::new("/sys/fs/bpf").join(mcfilter_tests::unique("mcfs"));
+    let config = dir.join("service.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nallow_files = [\"{}\"]\ndetach_on_exit = true\nlog_level = \"warn\"\n\
+             [[interfaces]]\nname = \"eth0\"\n\n[metrics]\naddress = \"{METRICS}\"\n",
+            state_dir.display(),
+            allow_file.display()
+        ),
+    )
+    .expect("write the service config");
+    let get = |path: &str| {
+        ns.command("curl")
+            .args([
+                "--silent",
+                "--fail",
+                "--max-time",
+                "10",
+                "--output",
+                "/dev/null",
+            ])
+            .arg(format!("http://{METRICS}{path}"))
+            .status()
+            .expect("run curl")
+            .success()
+    };
+    /// Kills the service if the measurement fails half way.
+    struct Service(std::process::Child);
+    impl Drop for Service {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let started = Instant::now();
+    let mut service = Service(
+        ns.command(mcfilter_tests::cli::binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start mcfilter run"),
+    );
+    let child = &mut service.0;
+    let deadline = started + Duration::from_secs(120);
+    while !get("/healthz") {
+        assert!(
+            Instant::now() < deadline && child.try_wait().expect("wait").is_none(),
+            "the service did not become healthy"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed();
+    let mut scrapes: Vec<Duration> = (0..10)
+        .map(|_| {
+            let started = Instant::now();
+            assert!(get("/metrics"), "a metrics scrape failed");
+            started.elapsed()
+        })
+        .collect();
+    scrapes.sort_unstable();
+    // nsenter execs the program: the child is the service itself.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .expect("the service's /proc status");
+    let peak = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the service did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_dir_all(&state_dir);
+    (elapsed, scrapes[scrapes.len() / 2], peak)
 }

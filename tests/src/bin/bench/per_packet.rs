@@ -14,8 +14,11 @@ use serde_json::json;
 
 use crate::{Options, median};
 
+/// `2001:db8::3`, a /128 entry of every [`allow_list`] (its fourth generated entry).
+const LISTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+
 /// An allow-list of `n` entries: mostly /32 and /128, some /24 and /64, always including the
-/// allowed fixtures' prefixes.
+/// allowed fixtures' prefixes (`198.18.1.10/32`, `2001:db8:1::/48`) and [`LISTED_V6`].
 pub fn allow_list(n: usize) -> Vec<IpNet> {
     let mut nets: BTreeSet<IpNet> = policy().allow.into_iter().collect();
     let mut i: u32 = 0;
@@ -180,7 +183,7 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             10,
         ),
         (
-            "tcp4 allowed, 10 entries",
+            "tcp4 allowed address, 10 entries",
             v4(ALLOWED_V4, IPPROTO_TCP, &syn),
             10,
         ),
@@ -190,12 +193,17 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             10,
         ),
         (
-            "tcp6 allowed, 10 entries",
+            "tcp6 allowed address, 10 entries",
+            v6(LISTED_V6, IPPROTO_TCP, &syn),
+            10,
+        ),
+        (
+            "tcp6 allowed by a /48, 10 entries",
             v6(ALLOWED_V6, IPPROTO_TCP, &syn),
             10,
         ),
         (
-            "tcp4 allowed, 10k entries",
+            "tcp4 allowed address, 10k entries",
             v4(ALLOWED_V4, IPPROTO_TCP, &syn),
             10_000,
         ),
@@ -205,7 +213,7 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             10_000,
         ),
         (
-            "tcp4 allowed, 1M entries",
+            "tcp4 allowed address, 1M entries",
             v4(ALLOWED_V4, IPPROTO_TCP, &syn),
             1_000_000,
         ),
@@ -215,7 +223,12 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             1_000_000,
         ),
         (
-            "tcp6 allowed, 1M entries",
+            "tcp6 allowed address, 1M entries",
+            v6(LISTED_V6, IPPROTO_TCP, &syn),
+            1_000_000,
+        ),
+        (
+            "tcp6 allowed by a /48, 1M entries",
             v6(ALLOWED_V6, IPPROTO_TCP, &syn),
             1_000_000,
         ),
