@@ -10,9 +10,13 @@
 pub mod map_names {
     /// `Array<Config>` with one entry: the policy shared by every attached interface.
     pub const CONFIG: &str = "mcf_config";
-    /// `LpmTrie<IpKey, u8>`: the allow-list. The key's first byte is the family, so one trie
-    /// and one lookup serve IPv4 and IPv6 and the two can never match each other's entries.
+    /// `LpmTrie<IpKey, u8>`: the allow-list's network prefixes (shorter than /32 or /128) and
+    /// its journal. The key's first word is the family, so one trie and one lookup serve IPv4
+    /// and IPv6 and the two can never match each other's entries.
     pub const ALLOW: &str = "mcf_allow";
+    /// `HashMap<IpKey, u8>`: the allow-list's single addresses (/32 and /128), looked up before
+    /// the trie: one hash lookup instead of a walk down a trie as deep as the list is long.
+    pub const ALLOW_HOSTS: &str = "mcf_allow_hosts";
     /// `Array<u64>` with one entry: the allow-list's size plus one (0: not known yet), written
     /// by userspace with every change so that `status` and metrics need not walk the trie.
     pub const ALLOW_COUNT: &str = "mcf_allow_count";
@@ -44,7 +48,8 @@ pub mod map_names {
 /// The XDP program's function name in the object.
 pub const PROGRAM_NAME: &str = "mcfilter";
 
-/// Default capacity of the allow-list trie (entries; allocated on insert, not up front).
+/// Default capacity of the allow-list, for its addresses and for its prefixes each (entries;
+/// allocated on insert, not up front).
 pub const DEFAULT_ALLOW_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the per-source LRU map (entries; preallocated per CPU).
 pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 16;

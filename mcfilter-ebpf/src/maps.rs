@@ -6,6 +6,7 @@
 //! one-entry config array are inlined by the verifier into a pointer computation.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
@@ -19,9 +20,15 @@ use mcfilter_common::{
 #[map(name = "mcf_config")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
-/// The allow-list: family-tagged IPv4 and IPv6 prefixes (see `IpKey`).
+/// The allow-list's prefixes: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]
 pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
+
+/// The allow-list's single addresses (/32, /128), by exact match. Not preallocated: like the
+/// trie, a large capacity costs nothing until used.
+#[map(name = "mcf_allow_hosts")]
+pub static ALLOW_HOSTS: HashMap<IpKey, u8> =
+    HashMap::pinned(DEFAULT_ALLOW_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Exact totals by reason, per CPU (see `mcfilter_common::stats_slot`).
 #[map(name = "mcf_stats")]

@@ -7,7 +7,7 @@ use mcfilter_common::{Config, IpKey, Reason};
 
 use crate::{
     cursor::Cursor,
-    maps::ALLOW,
+    maps::{ALLOW, ALLOW_HOSTS},
     parse::l4::{IPPROTO_TCP, IPPROTO_UDP, PortsHdr},
 };
 
@@ -39,8 +39,12 @@ pub fn judge(c: &mut Cursor, proto: u8, src: &IpKey, config: &Config) -> Result<
     })
 }
 
-/// Longest-prefix match of the family-tagged source against the allow-list.
+/// Whether the family-tagged source is on the allow-list: an exact match among its addresses,
+/// else a prefix match in the trie. Any entry allows (there are no deny entries), so the order
+/// of the two only decides the cost: a listed client pays one hash lookup, not a trie walk.
 #[inline(always)]
 fn is_allowed(src: &IpKey) -> bool {
-    ALLOW.get(Key::new(IpKey::FULL_PREFIX, *src)).is_some()
+    // SAFETY: the value is a plain u8, only tested for presence.
+    unsafe { ALLOW_HOSTS.get(src) }.is_some()
+        || ALLOW.get(Key::new(IpKey::FULL_PREFIX, *src)).is_some()
 }

@@ -1,19 +1,22 @@
-//! The allow-list: CIDR parsing and canonical form, the trie key encoding, and the changes
-//! `allow add/del/replace` make, each all-or-nothing.
+//! The allow-list: CIDR parsing and canonical form, the key encoding, and the changes
+//! `allow add/del/replace` make, each all-or-nothing. Single addresses (/32, /128) are kept in
+//! a hash map the program looks up first, network prefixes in an LPM trie.
 
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mcfilter_common::{FAMILY_V4, FAMILY_V6, IpKey};
 
 use crate::Error;
 
-/// The allow-list trie as stored in the state dir.
+/// The allow-list's prefixes (and its journal) as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
+/// The allow-list's single addresses as stored in the state dir.
+pub type AllowHosts = HashMap<MapData, IpKey, u8>;
 
 /// Parses `198.18.0.0/15`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits are
 /// cleared, so `198.18.1.10/24` becomes `198.18.1.0/24`.
@@ -55,6 +58,26 @@ pub fn to_key(net: &IpNet) -> Key<IpKey> {
     Key::new(prefix, data)
 }
 
+/// Whether `key` is a single address (/32 or /128): such entries live in the hosts map.
+fn is_host(key: &Key<IpKey>) -> bool {
+    let bits = match u8::try_from(key.data().family) {
+        Ok(FAMILY_V4) => 32,
+        Ok(FAMILY_V6) => 128,
+        _ => return false,
+    };
+    key.prefix_len() == IpKey::FAMILY_BITS + bits
+}
+
+/// The trie key of a hosts-map key (the whole address).
+fn host_key(data: IpKey) -> Key<IpKey> {
+    let bits = if data.family == u32::from(FAMILY_V4) {
+        32
+    } else {
+        128
+    };
+    Key::new(IpKey::FAMILY_BITS + bits, data)
+}
+
 /// The CIDR a trie key stands for (`None` for a key no version of mcfilter writes).
 pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
     let data = key.data();
@@ -74,9 +97,9 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
     }
 }
 
-/// The pinned allow-list trie and its capacity.
+/// The pinned allow-list maps and their capacity.
 ///
-/// Every change goes through a journal kept in the trie itself, so that a command killed half
+/// Every change goes through a journal kept in the trie, so that a command killed half
 /// way (`kill -9`, a crash) never leaves a half-applied list: entries are inserted as `ADDING`
 /// and entries to drop are marked `REMOVING` while the journal says "preparing"; then the journal
 /// says "committed" and the marks are settled. The next command finishes the job: a preparing
@@ -85,11 +108,12 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
 /// an entry on both lists is never missing, even while a change is under way.
 pub struct AllowList {
     trie: AllowTrie,
+    hosts: AllowHosts,
     /// The list's size plus one, 0 when not known (see `map_names::ALLOW_COUNT`): settled with
     /// every change, so the size is known without walking the trie.
     count: Array<MapData, u64>,
     capacity: u32,
-    /// Fault injection for the crash tests: abort after this many trie writes.
+    /// Fault injection for the crash tests: abort after this many map writes.
     crash_after: Option<u64>,
     writes: u64,
 }
@@ -119,7 +143,7 @@ const PREPARING: u8 = 1;
 const COMMITTED: u8 = 2;
 /// The journal's key family: no packet's key has it, so it never matches.
 const JOURNAL_FAMILY: u32 = 0xff;
-/// Environment variable of the crash tests' fault injection (a number of trie writes).
+/// Environment variable of the crash tests' fault injection (a number of map writes).
 pub const CRASH_AFTER_ENV: &str = "MCFILTER_TEST_CRASH_AFTER_WRITES";
 
 fn journal_key() -> Key<IpKey> {
@@ -133,10 +157,17 @@ fn journal_key() -> Key<IpKey> {
 }
 
 impl AllowList {
-    /// `max_entries` is the trie's size: one entry is kept for the journal.
-    pub fn new(trie: AllowTrie, count: Array<MapData, u64>, max_entries: u32) -> Self {
+    /// `max_entries` is the trie's size: one entry is kept for the journal. The hosts map holds
+    /// as many addresses as the trie holds prefixes.
+    pub fn new(
+        trie: AllowTrie,
+        hosts: AllowHosts,
+        count: Array<MapData, u64>,
+        max_entries: u32,
+    ) -> Self {
         AllowList {
             trie,
+            hosts,
             count,
             capacity: max_entries.saturating_sub(1),
             crash_after: std::env::var(CRASH_AFTER_ENV)
@@ -146,7 +177,7 @@ impl AllowList {
         }
     }
 
-    /// The most entries the list holds.
+    /// The most addresses the list holds, and the most prefixes.
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
@@ -170,18 +201,29 @@ impl AllowList {
 
     /// Every entry, sorted (IPv4 first).
     pub fn list(&self) -> Result<BTreeSet<IpNet>, Error> {
-        let mut nets = BTreeSet::new();
-        for key in self.trie.keys() {
-            let key = key.map_err(Error::allow_map)?;
-            if let Some(net) = from_key(&key) {
-                nets.insert(net);
-            }
-        }
-        Ok(nets)
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|(key, _)| from_key(&key))
+            .collect())
     }
 
-    /// Adds `nets` (those already present are left alone). All or nothing: if the trie fills
-    /// up, nothing is added and [`Error::AllowListFull`] is returned.
+    /// Every entry of both maps with its value, the journal's included.
+    fn entries(&self) -> Result<Vec<(Key<IpKey>, u8)>, Error> {
+        let mut entries: Vec<(Key<IpKey>, u8)> = self
+            .trie
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(Error::allow_map)?;
+        for entry in self.hosts.iter() {
+            let (data, value) = entry.map_err(Error::allow_map)?;
+            entries.push((host_key(data), value));
+        }
+        Ok(entries)
+    }
+
+    /// Adds `nets` (those already present are left alone). All or nothing: if a map fills up,
+    /// nothing is added and [`Error::AllowListFull`] is returned.
     pub fn add(&mut self, nets: &BTreeSet<IpNet>) -> Result<Change, Error> {
         let current = self.list()?;
         let added: Vec<IpNet> = nets.difference(&current).copied().collect();
@@ -228,11 +270,7 @@ impl AllowList {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(err) => return Err(Error::allow_map(err)),
         };
-        let entries: Vec<(Key<IpKey>, u8)> = self
-            .trie
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(Error::allow_map)?;
+        let entries = self.entries()?;
         let marked = |mark: u8| {
             entries
                 .iter()
@@ -258,8 +296,8 @@ impl AllowList {
         for key in &drop {
             self.delete(key)?;
         }
-        // Every entry but the journal and those just dropped.
-        self.set_len(entries.len() - 1 - drop.len())?;
+        let len = self.list()?.len();
+        self.set_len(len)?;
         self.delete(&journal_key())?;
         Ok(Some(recovery))
     }
@@ -299,7 +337,12 @@ impl AllowList {
 
     fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {
         self.count_write();
-        self.trie.insert(key, value, 0).map_err(|err| {
+        let written = if is_host(key) {
+            self.hosts.insert(key.data(), value, 0)
+        } else {
+            self.trie.insert(key, value, 0)
+        };
+        written.map_err(|err| {
             if is_full(&err) {
                 Error::AllowListFull {
                     capacity: self.capacity,
@@ -310,12 +353,21 @@ impl AllowList {
         })
     }
 
+    /// Removes `key` wherever it is. An address is removed from the trie too: a state dir made
+    /// before the hosts map existed keeps its addresses there, and `del` must not leave them.
     fn delete(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
         self.count_write();
-        match self.trie.remove(key) {
+        let gone = |result: Result<(), MapError>| match result {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(err) => Err(Error::allow_map(err)),
+        };
+        if is_host(key) {
+            gone(self.hosts.remove(&key.data()))?;
         }
+        gone(self.trie.remove(key))
     }
 
     /// The crash tests' fault injection: die like `kill -9` after the configured write.
@@ -399,8 +451,32 @@ mod tests {
             assert_eq!(from_key(&to_key(&n)), Some(n), "{s}");
         }
         let v4_all = to_key(&net("0.0.0.0/0"));
+        assert!(!is_host(&journal_key()));
         let v6_all = to_key(&net("::/0"));
         assert_eq!(v4_all.prefix_len(), IpKey::FAMILY_BITS);
         assert_ne!(v4_all.data().family, v6_all.data().family);
+    }
+
+    #[test]
+    fn addresses_go_to_the_hosts_map_and_prefixes_to_the_trie() {
+        for (s, host) in [
+            ("198.18.1.10/32", true),
+            ("2001:db8::1/128", true),
+            ("198.18.1.0/31", false),
+            ("2001:db8::/127", false),
+            ("0.0.0.0/0", false),
+            ("::/0", false),
+        ] {
+            let key = to_key(&net(s));
+            assert_eq!(is_host(&key), host, "{s}");
+            if host {
+                // A hosts-map key lists as the CIDR it was written for.
+                assert_eq!(from_key(&host_key(key.data())), Some(net(s)), "{s}");
+            }
+        }
+        // The program looks a packet's source up in the hosts map as it is: the key written
+        // for an address is the source's key.
+        let key = to_key(&net("198.18.1.10/32"));
+        assert_eq!(key.data(), IpKey::v4([198, 18, 1, 10]));
     }
 }

@@ -41,10 +41,11 @@ impl Maps {
             });
         }
         let (allow, allow_max_entries) = open(state, map_names::ALLOW)?;
+        let (allow_hosts, _) = open(state, map_names::ALLOW_HOSTS)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
         let count = open(state, map_names::ALLOW_COUNT)?.0;
-        let mut allow = AllowList::new(allow, count, allow_max_entries);
+        let mut allow = AllowList::new(allow, allow_hosts, count, allow_max_entries);
         let recovered = allow.recover()?;
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,

@@ -2,7 +2,7 @@
 //! cleanup. Layout (all bpffs pins):
 //!
 //! ```text
-//! <state-dir>/mcf_config mcf_allow mcf_allow_count mcf_stats mcf_sources mcf_pending
+//! <state-dir>/mcf_config mcf_allow mcf_allow_hosts mcf_allow_count mcf_stats mcf_sources
 //!             mcf_recent mcf_events mcf_frags mcf_ifaces                 maps (by name)
 //! <state-dir>/link_<ifindex>                                          one XDP link per interface
 //! ```
@@ -30,9 +30,10 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 
 /// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 10] = [
+pub const MAP_PINS: [&str; 11] = [
     map_names::CONFIG,
     map_names::ALLOW,
+    map_names::ALLOW_HOSTS,
     map_names::ALLOW_COUNT,
     map_names::STATS,
     map_names::SOURCES,

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{Array, LpmTrie, Map, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use mcfilter::allow::CRASH_AFTER_ENV;
 use mcfilter_common::{IpKey, map_names};
 use mcfilter_tests::{
@@ -36,15 +36,49 @@ fn list(mcf: &Mcfilter) -> BTreeSet<String> {
         .collect()
 }
 
-/// Whether the pinned trie allows `addr`, read without running the CLI (which would recover).
-fn trie_allows(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
-    let data = MapData::from_pin(mcf.state_dir().join(map_names::ALLOW)).expect("open trie pin");
-    let trie: LpmTrie<MapData, IpKey, u8> = Map::from_map_data(data)
-        .expect("map")
-        .try_into()
-        .expect("an LPM trie");
-    trie.get(&Key::new(IpKey::FULL_PREFIX, IpKey::v4(addr.octets())), 0)
-        .is_ok()
+/// The map pinned as `name` in the state dir, typed.
+fn pinned<M: TryFrom<Map>>(mcf: &Mcfilter, name: &str) -> M {
+    let data = MapData::from_pin(mcf.state_dir().join(name)).expect("open a pin");
+    let map = Map::from_map_data(data).expect("map");
+    M::try_from(map).unwrap_or_else(|_| panic!("{name} is not of the expected type"))
+}
+
+/// Whether the pinned allow-list maps allow `addr` as the program looks them up (the hosts
+/// map, then the trie), read without running the CLI (which would recover).
+fn maps_allow(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
+    let key = IpKey::v4(addr.octets());
+    let hosts: HashMap<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW_HOSTS);
+    let trie: LpmTrie<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW);
+    hosts.get(&key, 0).is_ok() || trie.get(&Key::new(IpKey::FULL_PREFIX, key), 0).is_ok()
+}
+
+/// A state dir made before addresses had a map of their own keeps them in the trie: they are
+/// listed, still allow, and `allow del` removes them.
+#[test]
+fn addresses_an_older_version_kept_in_the_trie_can_be_removed() {
+    if !privileged("addresses_an_older_version_kept_in_the_trie_can_be_removed") {
+        return;
+    }
+    let ns = NetNs::new("ot");
+    let mcf = Mcfilter::new("ot").in_netns(&ns);
+    mcf.ok(&["attach", "lo", "--allow", "198.18.0.10"]);
+    let old = Ipv4Addr::new(198, 18, 0, 20);
+    let mut trie: LpmTrie<MapData, IpKey, u8> = pinned(&mcf, map_names::ALLOW);
+    trie.insert(
+        &Key::new(IpKey::FAMILY_BITS + 32, IpKey::v4(old.octets())),
+        1,
+        0,
+    )
+    .expect("write an address into the trie");
+    assert!(maps_allow(&mcf, old));
+    assert_eq!(
+        list(&mcf),
+        BTreeSet::from(["198.18.0.10/32".to_owned(), "198.18.0.20/32".to_owned()])
+    );
+    mcf.ok(&["allow", "del", "198.18.0.20"]);
+    assert!(!maps_allow(&mcf, old), "removed from the trie too");
+    assert_eq!(list(&mcf), BTreeSet::from(["198.18.0.10/32".to_owned()]));
+    mcf.ok(&["detach", "lo"]);
 }
 
 #[test]
@@ -58,7 +92,8 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     let set = |third: u8| -> BTreeSet<String> {
         (0..30u8)
             .map(|i| format!("198.18.{third}.{i}/32"))
-            .chain([format!("{common}/32")])
+            // Addresses live in the hosts map, prefixes and the journal in the trie.
+            .chain([format!("{common}/32"), format!("2001:db8:{third}::/48")])
             .collect()
     };
     let (old, new) = (set(1), set(2));
@@ -76,9 +111,9 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     let (old_file, new_file) = (write("old", &old), write("new", &new));
     mcf.ok(&["attach", "lo"]);
     mcf.ok(&["allow", "replace", "--file", &old_file]);
-    // A replace of 30 by 30 entries makes about 125 trie writes; kill it after each of many.
+    // A replace of 31 by 31 entries makes 129 map writes; kill it after each of many.
     let mut outcomes = BTreeSet::new();
-    for crash_after in (1..=130).step_by(3) {
+    for crash_after in (1..=133).step_by(3) {
         let out = mcf
             .command(&["allow", "replace", "--file", &new_file])
             .env(CRASH_AFTER_ENV, crash_after.to_string())
@@ -92,7 +127,7 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
         // Before anyone recovers: the filter is attached and still allows the entry both lists
         // contain.
         assert!(
-            trie_allows(&mcf, common),
+            maps_allow(&mcf, common),
             "after {crash_after} writes the common entry is missing"
         );
         let shown = ns
@@ -133,11 +168,7 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
         "late crash points let it finish: {outcomes:?}"
     );
     // A state dir whose size was never written (made before it was kept) is counted once.
-    let data = MapData::from_pin(mcf.state_dir().join(map_names::ALLOW_COUNT)).expect("open pin");
-    let mut count: Array<MapData, u64> = Map::from_map_data(data)
-        .expect("map")
-        .try_into()
-        .expect("an array");
+    let mut count: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_COUNT);
     count.set(0, 0, 0).expect("forget the size");
     assert_eq!(
         mcf.json(&["status", "--json"])["allow_entries"].as_u64(),
