@@ -17,13 +17,18 @@ use crate::{Options, median};
 /// `2001:db8::3`, a /128 entry of every [`allow_list`] (its fourth generated entry).
 const LISTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
 
+/// The IPv4 address of generated entry `i` (a /32 unless `i % 10` says otherwise).
+fn generated_v4(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761) >> 4))
+}
+
 /// An allow-list of `n` entries: mostly /32 and /128, some /24 and /64, always including the
 /// allowed fixtures' prefixes (`198.18.1.10/32`, `2001:db8:1::/48`) and [`LISTED_V6`].
 pub fn allow_list(n: usize) -> Vec<IpNet> {
     let mut nets: BTreeSet<IpNet> = policy().allow.into_iter().collect();
     let mut i: u32 = 0;
     while nets.len() < n {
-        let v4 = Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761) >> 4));
+        let v4 = generated_v4(i);
         let net = match i % 10 {
             0 => IpNet::new(v4.into(), 24),
             1 | 2 => IpNet::new(
@@ -215,6 +220,11 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         (
             "tcp4 allowed address, 1M entries",
             v4(ALLOWED_V4, IPPROTO_TCP, &syn),
+            1_000_000,
+        ),
+        (
+            "tcp4 allowed address among the generated ones, 1M entries",
+            v4(generated_v4(4).octets(), IPPROTO_TCP, &syn),
             1_000_000,
         ),
         (
