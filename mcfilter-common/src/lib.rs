@@ -10,16 +10,19 @@
 pub mod map_names {
     /// `Array<Config>` with one entry: the policy shared by every attached interface.
     pub const CONFIG: &str = "mcf_config";
-    /// `LpmTrie<IpKey, u8>`: the allow-list's network prefixes (shorter than /32 or /128) and
-    /// its journal. The key's first word is the family, so one trie and one lookup serve IPv4
-    /// and IPv6 and the two can never match each other's entries.
+    /// `LpmTrie<IpKey, u8>`: the allow-list, every entry, and its journal. The key's first word
+    /// is the family, so one trie and one lookup serve IPv4 and IPv6 and the two can never
+    /// match each other's entries.
     pub const ALLOW: &str = "mcf_allow";
-    /// `HashMap<IpKey, u8>`: the allow-list's single addresses (/32 and /128), looked up before
-    /// the trie: one hash lookup instead of a walk down a trie as deep as the list is long.
+    /// `HashMap<IpKey, u8>`: an index of the allow-list's single addresses (/32 and /128), kept
+    /// while the list is large ([`ALLOW_SLOT_INDEXED`](super::ALLOW_SLOT_INDEXED)): one hash
+    /// lookup instead of a walk down a trie as deep as the list is long. Never holds an address
+    /// the trie does not.
     pub const ALLOW_HOSTS: &str = "mcf_allow_hosts";
-    /// `Array<u64>` with one entry: the allow-list's size plus one (0: not known yet), written
-    /// by userspace with every change so that `status` and metrics need not walk the trie.
-    pub const ALLOW_COUNT: &str = "mcf_allow_count";
+    /// `Array<u64>` indexed by [`ALLOW_SLOT_SIZE`](super::ALLOW_SLOT_SIZE) and
+    /// [`ALLOW_SLOT_INDEXED`](super::ALLOW_SLOT_INDEXED): the allow-list's state, written by
+    /// userspace with every change.
+    pub const ALLOW_STATE: &str = "mcf_allow_state";
     /// `PerCpuArray<Counter>` indexed by [`stats_slot`]: exact totals by reason.
     pub const STATS: &str = "mcf_stats";
     /// `LruPerCpuHashMap<IpKey, SourceStats>`: per-source counters of dropped packets.
@@ -48,8 +51,16 @@ pub mod map_names {
 /// The XDP program's function name in the object.
 pub const PROGRAM_NAME: &str = "mcfilter";
 
-/// Default capacity of the allow-list, for its addresses and for its prefixes each (entries;
-/// allocated on insert, not up front).
+/// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
+/// and metrics need not walk the trie.
+pub const ALLOW_SLOT_SIZE: u32 = 0;
+/// `mcf_allow_state` slot: non-zero while `mcf_allow_hosts` holds every listed address, so the
+/// program looks there first.
+pub const ALLOW_SLOT_INDEXED: u32 = 1;
+/// Slots of `mcf_allow_state`.
+pub const ALLOW_STATE_SLOTS: u32 = 2;
+
+/// Default capacity of the allow-list (entries; allocated on insert, not up front).
 pub const DEFAULT_ALLOW_CAPACITY: u32 = 1 << 20;
 /// Default capacity of the per-source LRU map (entries; preallocated per CPU).
 pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 16;

@@ -11,21 +11,21 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
 };
 use mcfilter_common::{
-    Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, EventBudget,
-    FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource, RECENT_SLOTS,
-    STATS_SLOTS, SourceStats,
+    ALLOW_STATE_SLOTS, Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY,
+    EventBudget, FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource,
+    RECENT_SLOTS, STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
 #[map(name = "mcf_config")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
-/// The allow-list's prefixes: family-tagged IPv4 and IPv6 networks (see `IpKey`).
+/// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]
 pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
 
-/// The allow-list's single addresses (/32, /128), by exact match. Not preallocated: like the
-/// trie, a large capacity costs nothing until used.
+/// An index of the allow-list's single addresses (/32, /128), by exact match, while the list is
+/// large. Not preallocated: like the trie, a large capacity costs nothing until used.
 #[map(name = "mcf_allow_hosts")]
 pub static ALLOW_HOSTS: HashMap<IpKey, u8> =
     HashMap::pinned(DEFAULT_ALLOW_CAPACITY, BPF_F_NO_PREALLOC);
@@ -56,9 +56,9 @@ pub static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS
 #[map(name = "mcf_events")]
 pub static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
-/// The allow-list's size (see `map_names::ALLOW_COUNT`). Userspace only, like `IFACES`.
-#[map(name = "mcf_allow_count")]
-pub static ALLOW_COUNT: Array<u64> = Array::pinned(1, 0);
+/// The allow-list's size and whether `ALLOW_HOSTS` indexes it (see `map_names::ALLOW_STATE`).
+#[map(name = "mcf_allow_state")]
+pub static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
 
 /// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
 /// object so that it is created and pinned with the others.

@@ -3,11 +3,11 @@
 //! port (a reflected reply) is dropped too.
 
 use aya_ebpf::maps::lpm_trie::Key;
-use mcfilter_common::{Config, IpKey, Reason};
+use mcfilter_common::{ALLOW_SLOT_INDEXED, Config, IpKey, Reason};
 
 use crate::{
     cursor::Cursor,
-    maps::{ALLOW, ALLOW_HOSTS},
+    maps::{ALLOW, ALLOW_HOSTS, ALLOW_STATE},
     parse::l4::{IPPROTO_TCP, IPPROTO_UDP, PortsHdr},
 };
 
@@ -39,12 +39,17 @@ pub fn judge(c: &mut Cursor, proto: u8, src: &IpKey, config: &Config) -> Result<
     })
 }
 
-/// Whether the family-tagged source is on the allow-list: an exact match among its addresses,
-/// else a prefix match in the trie. Any entry allows (there are no deny entries), so the order
-/// of the two only decides the cost: a listed client pays one hash lookup, not a trie walk.
+/// Whether the family-tagged source is on the allow-list: a prefix match in the trie, which
+/// holds every entry. A large list's trie is deep, so while userspace keeps its addresses
+/// indexed in a hash map, an exact match there comes first: a listed client then pays one hash
+/// lookup, not a walk down the trie. Any entry allows (there are no deny entries), and the index
+/// never holds an address the trie does not, so the index only decides the cost.
 #[inline(always)]
 fn is_allowed(src: &IpKey) -> bool {
+    let indexed = ALLOW_STATE
+        .get(ALLOW_SLOT_INDEXED)
+        .is_some_and(|indexed| *indexed != 0);
     // SAFETY: the value is a plain u8, only tested for presence.
-    unsafe { ALLOW_HOSTS.get(src) }.is_some()
+    (indexed && unsafe { ALLOW_HOSTS.get(src) }.is_some())
         || ALLOW.get(Key::new(IpKey::FULL_PREFIX, *src)).is_some()
 }

@@ -1,6 +1,7 @@
 //! The allow-list: CIDR parsing and canonical form, the key encoding, and the changes
-//! `allow add/del/replace` make, each all-or-nothing. Single addresses (/32, /128) are kept in
-//! a hash map the program looks up first, network prefixes in an LPM trie.
+//! `allow add/del/replace` make, each all-or-nothing. Every entry lives in an LPM trie; while
+//! the list is large, its single addresses (/32, /128) are also indexed in a hash map, which the
+//! program looks up first.
 
 use std::{
     collections::BTreeSet,
@@ -9,14 +10,21 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use mcfilter_common::{FAMILY_V4, FAMILY_V6, IpKey};
+use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, FAMILY_V4, FAMILY_V6, IpKey};
 
 use crate::Error;
 
-/// The allow-list's prefixes (and its journal) as stored in the state dir.
+/// The allow-list (and its journal) as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
-/// The allow-list's single addresses as stored in the state dir.
+/// The index of the allow-list's single addresses as stored in the state dir.
 pub type AllowHosts = HashMap<MapData, IpKey, u8>;
+
+/// A list longer than this gets its addresses indexed: a client among a thousand entries walks
+/// about ten trie nodes, more than one hash lookup costs (README, Performance).
+pub const INDEX_ABOVE: usize = 1024;
+/// An indexed list shorter than this loses its index again (hysteresis, so that a list around
+/// the threshold is not re-indexed with every change).
+pub const UNINDEX_BELOW: usize = 512;
 
 /// Parses `198.18.0.0/15`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits are
 /// cleared, so `198.18.1.10/24` becomes `198.18.1.0/24`.
@@ -58,7 +66,7 @@ pub fn to_key(net: &IpNet) -> Key<IpKey> {
     Key::new(prefix, data)
 }
 
-/// Whether `key` is a single address (/32 or /128): such entries live in the hosts map.
+/// Whether `key` is a single address (/32 or /128): such entries are indexed.
 fn is_host(key: &Key<IpKey>) -> bool {
     let bits = match u8::try_from(key.data().family) {
         Ok(FAMILY_V4) => 32,
@@ -66,16 +74,6 @@ fn is_host(key: &Key<IpKey>) -> bool {
         _ => return false,
     };
     key.prefix_len() == IpKey::FAMILY_BITS + bits
-}
-
-/// The trie key of a hosts-map key (the whole address).
-fn host_key(data: IpKey) -> Key<IpKey> {
-    let bits = if data.family == u32::from(FAMILY_V4) {
-        32
-    } else {
-        128
-    };
-    Key::new(IpKey::FAMILY_BITS + bits, data)
 }
 
 /// The CIDR a trie key stands for (`None` for a key no version of mcfilter writes).
@@ -99,6 +97,10 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
 
 /// The pinned allow-list maps and their capacity.
 ///
+/// The trie holds the list; the index of its addresses is a cache that never holds an address
+/// the trie does not (addresses leave the index before the trie, and enter it after), so a
+/// kill at any point can cost the index an entry, never the filter its correctness.
+///
 /// Every change goes through a journal kept in the trie, so that a command killed half
 /// way (`kill -9`, a crash) never leaves a half-applied list: entries are inserted as `ADDING`
 /// and entries to drop are marked `REMOVING` while the journal says "preparing"; then the journal
@@ -109,9 +111,8 @@ pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
 pub struct AllowList {
     trie: AllowTrie,
     hosts: AllowHosts,
-    /// The list's size plus one, 0 when not known (see `map_names::ALLOW_COUNT`): settled with
-    /// every change, so the size is known without walking the trie.
-    count: Array<MapData, u64>,
+    /// The list's size and whether `hosts` indexes it (see `map_names::ALLOW_STATE`).
+    state: Array<MapData, u64>,
     capacity: u32,
     /// Fault injection for the crash tests: abort after this many map writes.
     crash_after: Option<u64>,
@@ -157,18 +158,17 @@ fn journal_key() -> Key<IpKey> {
 }
 
 impl AllowList {
-    /// `max_entries` is the trie's size: one entry is kept for the journal. The hosts map holds
-    /// as many addresses as the trie holds prefixes.
+    /// `max_entries` is the trie's size: one entry is kept for the journal.
     pub fn new(
         trie: AllowTrie,
         hosts: AllowHosts,
-        count: Array<MapData, u64>,
+        state: Array<MapData, u64>,
         max_entries: u32,
     ) -> Self {
         AllowList {
             trie,
             hosts,
-            count,
+            state,
             capacity: max_entries.saturating_sub(1),
             crash_after: std::env::var(CRASH_AFTER_ENV)
                 .ok()
@@ -177,7 +177,7 @@ impl AllowList {
         }
     }
 
-    /// The most addresses the list holds, and the most prefixes.
+    /// The most entries the list holds.
     pub fn capacity(&self) -> u32 {
         self.capacity
     }
@@ -185,41 +185,56 @@ impl AllowList {
     /// How many entries the list has, without walking the trie (one system call). A state dir
     /// whose count was never written (made before the count existed) is counted once.
     pub fn size(&mut self) -> Result<usize, Error> {
-        match self.count.get(&0, 0).map_err(count_err)? {
+        match self.slot(ALLOW_SLOT_SIZE)? {
             0 => {
                 let len = self.list()?.len();
-                self.set_len(len)?;
+                self.set_slot(ALLOW_SLOT_SIZE, len as u64 + 1)?;
                 Ok(len)
             }
             stored => Ok((stored - 1) as usize),
         }
     }
 
-    fn set_len(&mut self, len: usize) -> Result<(), Error> {
-        self.count.set(0, len as u64 + 1, 0).map_err(count_err)
+    /// Whether the list's addresses are indexed (the program looks them up in the hash map).
+    pub fn indexed(&self) -> Result<bool, Error> {
+        Ok(self.slot(ALLOW_SLOT_INDEXED)? != 0)
+    }
+
+    fn slot(&self, slot: u32) -> Result<u64, Error> {
+        self.state.get(&slot, 0).map_err(state_err)
+    }
+
+    fn set_slot(&mut self, slot: u32, value: u64) -> Result<(), Error> {
+        self.state.set(slot, value, 0).map_err(state_err)
     }
 
     /// Every entry, sorted (IPv4 first).
     pub fn list(&self) -> Result<BTreeSet<IpNet>, Error> {
-        Ok(self
-            .entries()?
-            .into_iter()
-            .filter_map(|(key, _)| from_key(&key))
-            .collect())
+        let mut nets = BTreeSet::new();
+        for key in self.trie.keys() {
+            let key = key.map_err(Error::allow_map)?;
+            if let Some(net) = from_key(&key) {
+                nets.insert(net);
+            }
+        }
+        Ok(nets)
     }
 
-    /// Every entry of both maps with its value, the journal's included.
-    fn entries(&self) -> Result<Vec<(Key<IpKey>, u8)>, Error> {
-        let mut entries: Vec<(Key<IpKey>, u8)> = self
-            .trie
-            .iter()
-            .collect::<Result<_, _>>()
-            .map_err(Error::allow_map)?;
-        for entry in self.hosts.iter() {
-            let (data, value) = entry.map_err(Error::allow_map)?;
-            entries.push((host_key(data), value));
+    /// The addresses in the index, for checks.
+    pub fn index(&self) -> Result<BTreeSet<IpNet>, Error> {
+        let mut nets = BTreeSet::new();
+        for data in self.hosts.keys() {
+            let data = data.map_err(Error::allow_map)?;
+            let bits = if data.family == u32::from(FAMILY_V4) {
+                32
+            } else {
+                128
+            };
+            if let Some(net) = from_key(&Key::new(IpKey::FAMILY_BITS + bits, data)) {
+                nets.insert(net);
+            }
         }
-        Ok(entries)
+        Ok(nets)
     }
 
     /// Adds `nets` (those already present are left alone). All or nothing: if a map fills up,
@@ -227,7 +242,7 @@ impl AllowList {
     pub fn add(&mut self, nets: &BTreeSet<IpNet>) -> Result<Change, Error> {
         let current = self.list()?;
         let added: Vec<IpNet> = nets.difference(&current).copied().collect();
-        self.apply(&added, &[])?;
+        self.apply(&current, &added, &[])?;
         Ok(Change {
             added,
             removed: Vec::new(),
@@ -241,7 +256,7 @@ impl AllowList {
             return Err(Error::NotAllowListed { net: *missing });
         }
         let removed: Vec<IpNet> = nets.iter().copied().collect();
-        self.apply(&[], &removed)?;
+        self.apply(&current, &[], &removed)?;
         Ok(Change {
             added: Vec::new(),
             removed,
@@ -254,13 +269,14 @@ impl AllowList {
         let current = self.list()?;
         let added: Vec<IpNet> = nets.difference(&current).copied().collect();
         let removed: Vec<IpNet> = current.difference(nets).copied().collect();
-        self.apply(&added, &removed)?;
+        self.apply(&current, &added, &removed)?;
         Ok(Change { added, removed })
     }
 
     /// Reverts a change that `add` or `replace` made (used to undo a failed attach).
     pub fn undo(&mut self, change: &Change) -> Result<(), Error> {
-        self.apply(&change.removed, &change.added)
+        let current = self.list()?;
+        self.apply(&current, &change.removed, &change.added)
     }
 
     /// Completes or rolls back a change an earlier command left unfinished.
@@ -270,7 +286,11 @@ impl AllowList {
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(err) => return Err(Error::allow_map(err)),
         };
-        let entries = self.entries()?;
+        let entries: Vec<(Key<IpKey>, u8)> = self
+            .trie
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(Error::allow_map)?;
         let marked = |mark: u8| {
             entries
                 .iter()
@@ -296,19 +316,35 @@ impl AllowList {
         for key in &drop {
             self.delete(key)?;
         }
-        let len = self.list()?.len();
-        self.set_len(len)?;
+        let list = self.list()?;
+        self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
         self.delete(&journal_key())?;
+        if self.indexed()? {
+            // The kill may have come before the index had the new addresses.
+            for net in &list {
+                let key = to_key(net);
+                if is_host(&key) {
+                    self.index_address(&key)?;
+                }
+            }
+        }
+        self.reindex(&list)?;
         Ok(Some(recovery))
     }
 
     /// Journaled change: see the type's documentation. The normal path knows which entries it
     /// marked and settles exactly those; only [`AllowList::recover`] (after a kill) has to scan.
-    fn apply(&mut self, added: &[IpNet], removed: &[IpNet]) -> Result<(), Error> {
+    /// `current` is the list before the change.
+    fn apply(
+        &mut self,
+        current: &BTreeSet<IpNet>,
+        added: &[IpNet],
+        removed: &[IpNet],
+    ) -> Result<(), Error> {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        let len = self.size()?;
+        let indexed = self.indexed()?;
         self.write(&journal_key(), PREPARING)?;
         for (done, net) in added.iter().enumerate() {
             if let Err(err) = self.write(&to_key(net), ADDING) {
@@ -324,50 +360,108 @@ impl AllowList {
             self.write(&to_key(net), REMOVING)?;
         }
         self.write(&journal_key(), COMMITTED)?;
+        // Removed addresses leave the index first (the trie still allows them until the end),
+        // so the index never holds more than the new list's addresses.
+        for net in removed {
+            self.unindex(&to_key(net))?;
+        }
         for net in added {
-            self.write(&to_key(net), ALLOWED)?;
+            let key = to_key(net);
+            self.write(&key, ALLOWED)?;
+            if indexed && is_host(&key) {
+                self.index_address(&key)?;
+            }
         }
         for net in removed {
-            self.delete(&to_key(net))?;
+            self.remove_from_trie(&to_key(net))?;
         }
-        // `added` holds no entry of the list and `removed` only entries of it.
-        self.set_len((len + added.len()).saturating_sub(removed.len()))?;
-        self.delete(&journal_key())
+        let mut list = current.clone();
+        removed.iter().for_each(|net| {
+            list.remove(net);
+        });
+        list.extend(added.iter().copied());
+        self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
+        self.delete(&journal_key())?;
+        self.reindex(&list)
     }
 
+    /// Indexes the addresses of `list` (the whole list) when it has grown past
+    /// [`INDEX_ABOVE`] entries, and drops the index when it has shrunk below [`UNINDEX_BELOW`].
+    /// The program uses the index once it is complete, and stops before it is emptied (an
+    /// incomplete index would only cost lookups: the trie has every entry).
+    fn reindex(&mut self, list: &BTreeSet<IpNet>) -> Result<(), Error> {
+        let indexed = self.indexed()?;
+        if !indexed && list.len() > INDEX_ABOVE {
+            for net in list {
+                let key = to_key(net);
+                if is_host(&key) {
+                    self.index_address(&key)?;
+                }
+            }
+            self.set_slot(ALLOW_SLOT_INDEXED, 1)?;
+        } else if indexed && list.len() < UNINDEX_BELOW {
+            self.set_slot(ALLOW_SLOT_INDEXED, 0)?;
+        }
+        if !self.indexed()? {
+            // Not trusted: empty it (a kill may have left addresses in it).
+            let stale: Vec<IpKey> = self
+                .hosts
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(Error::allow_map)?;
+            for data in stale {
+                self.count_write();
+                gone(self.hosts.remove(&data))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes an entry into the trie.
     fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {
         self.count_write();
-        let written = if is_host(key) {
-            self.hosts.insert(key.data(), value, 0)
-        } else {
-            self.trie.insert(key, value, 0)
-        };
-        written.map_err(|err| {
-            if is_full(&err) {
-                Error::AllowListFull {
-                    capacity: self.capacity,
-                }
-            } else {
-                Error::allow_map(err)
-            }
-        })
+        self.trie
+            .insert(key, value, 0)
+            .map_err(|err| self.full_or(err))
     }
 
-    /// Removes `key` wherever it is. An address is removed from the trie too: a state dir made
-    /// before the hosts map existed keeps its addresses there, and `del` must not leave them.
-    fn delete(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
+    /// Puts an address into the index (after the trie has it).
+    fn index_address(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
         self.count_write();
-        let gone = |result: Result<(), MapError>| match result {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(err) => Err(Error::allow_map(err)),
-        };
-        if is_host(key) {
-            gone(self.hosts.remove(&key.data()))?;
+        self.hosts
+            .insert(key.data(), ALLOWED, 0)
+            .map_err(|err| self.full_or(err))
+    }
+
+    /// Takes an address out of the index (before the trie loses it).
+    fn unindex(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
+        if !is_host(key) {
+            return Ok(());
         }
+        self.count_write();
+        gone(self.hosts.remove(&key.data()))
+    }
+
+    /// Removes an entry: from the index, then from the trie.
+    fn delete(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
+        self.unindex(key)?;
+        self.remove_from_trie(key)
+    }
+
+    /// Removes an entry from the trie (once it has left the index).
+    fn remove_from_trie(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
+        self.count_write();
         gone(self.trie.remove(key))
+    }
+
+    fn full_or(&self, err: MapError) -> Error {
+        if is_full(&err) {
+            Error::AllowListFull {
+                capacity: self.capacity,
+            }
+        } else {
+            Error::allow_map(err)
+        }
     }
 
     /// The crash tests' fault injection: die like `kill -9` after the configured write.
@@ -379,10 +473,19 @@ impl AllowList {
     }
 }
 
-fn count_err(err: MapError) -> Error {
+fn state_err(err: MapError) -> Error {
     Error::Map {
-        name: mcfilter_common::map_names::ALLOW_COUNT,
+        name: mcfilter_common::map_names::ALLOW_STATE,
         err,
+    }
+}
+
+/// A removal's result, where "not there" is success.
+fn gone(result: Result<(), MapError>) -> Result<(), Error> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(err) => Err(Error::allow_map(err)),
     }
 }
 
@@ -458,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn addresses_go_to_the_hosts_map_and_prefixes_to_the_trie() {
+    fn only_addresses_are_indexed() {
         for (s, host) in [
             ("198.18.1.10/32", true),
             ("2001:db8::1/128", true),
@@ -467,12 +570,7 @@ mod tests {
             ("0.0.0.0/0", false),
             ("::/0", false),
         ] {
-            let key = to_key(&net(s));
-            assert_eq!(is_host(&key), host, "{s}");
-            if host {
-                // A hosts-map key lists as the CIDR it was written for.
-                assert_eq!(from_key(&host_key(key.data())), Some(net(s)), "{s}");
-            }
+            assert_eq!(is_host(&to_key(&net(s))), host, "{s}");
         }
         // The program looks a packet's source up in the hosts map as it is: the key written
         // for an address is the source's key.

@@ -83,8 +83,7 @@ pub struct AttachArgs {
     /// replies aimed at this host), and their later fragments
     #[arg(long)]
     pub drop_reflected: bool,
-    /// Allow-list capacity, for its addresses (/32, /128) and for its prefixes each; used when
-    /// this attach creates the state
+    /// Allow-list capacity, used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_ALLOW_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub allow_capacity: u32,

@@ -44,8 +44,8 @@ impl Maps {
         let (allow_hosts, _) = open(state, map_names::ALLOW_HOSTS)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
-        let count = open(state, map_names::ALLOW_COUNT)?.0;
-        let mut allow = AllowList::new(allow, allow_hosts, count, allow_max_entries);
+        let allow_state = open(state, map_names::ALLOW_STATE)?.0;
+        let mut allow = AllowList::new(allow, allow_hosts, allow_state, allow_max_entries);
         let recovered = allow.recover()?;
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,

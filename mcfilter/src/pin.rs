@@ -2,7 +2,7 @@
 //! cleanup. Layout (all bpffs pins):
 //!
 //! ```text
-//! <state-dir>/mcf_config mcf_allow mcf_allow_hosts mcf_allow_count mcf_stats mcf_sources
+//! <state-dir>/mcf_config mcf_allow mcf_allow_hosts mcf_allow_state mcf_stats mcf_sources
 //!             mcf_recent mcf_events mcf_frags mcf_ifaces                 maps (by name)
 //! <state-dir>/link_<ifindex>                                          one XDP link per interface
 //! ```
@@ -34,7 +34,7 @@ pub const MAP_PINS: [&str; 11] = [
     map_names::CONFIG,
     map_names::ALLOW,
     map_names::ALLOW_HOSTS,
-    map_names::ALLOW_COUNT,
+    map_names::ALLOW_STATE,
     map_names::STATS,
     map_names::SOURCES,
     map_names::PENDING,

@@ -13,7 +13,7 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use mcfilter::allow::CRASH_AFTER_ENV;
-use mcfilter_common::{IpKey, map_names};
+use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, IpKey, map_names};
 use mcfilter_tests::{
     cli::{Mcfilter, binary},
     lab::{self, IFACE, Lab, pending},
@@ -43,42 +43,29 @@ fn pinned<M: TryFrom<Map>>(mcf: &Mcfilter, name: &str) -> M {
     M::try_from(map).unwrap_or_else(|_| panic!("{name} is not of the expected type"))
 }
 
-/// Whether the pinned allow-list maps allow `addr` as the program looks them up (the hosts
-/// map, then the trie), read without running the CLI (which would recover).
-fn maps_allow(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
-    let key = IpKey::v4(addr.octets());
-    let hosts: HashMap<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW_HOSTS);
+/// Whether the pinned trie (which holds every entry) allows `addr`, read without running the
+/// CLI (which would recover).
+fn trie_allows(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
     let trie: LpmTrie<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW);
-    hosts.get(&key, 0).is_ok() || trie.get(&Key::new(IpKey::FULL_PREFIX, key), 0).is_ok()
+    trie.get(&Key::new(IpKey::FULL_PREFIX, IpKey::v4(addr.octets())), 0)
+        .is_ok()
 }
 
-/// A state dir made before addresses had a map of their own keeps them in the trie: they are
-/// listed, still allow, and `allow del` removes them.
-#[test]
-fn addresses_an_older_version_kept_in_the_trie_can_be_removed() {
-    if !privileged("addresses_an_older_version_kept_in_the_trie_can_be_removed") {
-        return;
+/// The addresses in the pinned index of the allow-list, and whether the program uses it.
+fn index(mcf: &Mcfilter) -> (BTreeSet<IpKey>, bool) {
+    let hosts: HashMap<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW_HOSTS);
+    let state: Array<MapData, u64> = pinned(mcf, map_names::ALLOW_STATE);
+    let keys = hosts.keys().map(|key| key.expect("index key")).collect();
+    (keys, state.get(&ALLOW_SLOT_INDEXED, 0).expect("state") != 0)
+}
+
+/// The key of a CIDR written as text, when it is a single address.
+fn address_key(net: &str) -> Option<IpKey> {
+    match net.parse::<ipnet::IpNet>().expect("a CIDR") {
+        ipnet::IpNet::V4(v4) if v4.prefix_len() == 32 => Some(IpKey::v4(v4.addr().octets())),
+        ipnet::IpNet::V6(v6) if v6.prefix_len() == 128 => Some(IpKey::v6(v6.addr().octets())),
+        _ => None,
     }
-    let ns = NetNs::new("ot");
-    let mcf = Mcfilter::new("ot").in_netns(&ns);
-    mcf.ok(&["attach", "lo", "--allow", "198.18.0.10"]);
-    let old = Ipv4Addr::new(198, 18, 0, 20);
-    let mut trie: LpmTrie<MapData, IpKey, u8> = pinned(&mcf, map_names::ALLOW);
-    trie.insert(
-        &Key::new(IpKey::FAMILY_BITS + 32, IpKey::v4(old.octets())),
-        1,
-        0,
-    )
-    .expect("write an address into the trie");
-    assert!(maps_allow(&mcf, old));
-    assert_eq!(
-        list(&mcf),
-        BTreeSet::from(["198.18.0.10/32".to_owned(), "198.18.0.20/32".to_owned()])
-    );
-    mcf.ok(&["allow", "del", "198.18.0.20"]);
-    assert!(!maps_allow(&mcf, old), "removed from the trie too");
-    assert_eq!(list(&mcf), BTreeSet::from(["198.18.0.10/32".to_owned()]));
-    mcf.ok(&["detach", "lo"]);
 }
 
 #[test]
@@ -86,18 +73,37 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     if !privileged("a_killed_allow_change_leaves_the_old_or_the_new_list") {
         return;
     }
-    let ns = NetNs::new("kc");
-    let mcf = Mcfilter::new("kc").in_netns(&ns);
+    killed_changes("kc", 0, 3);
+}
+
+/// The same with lists large enough for their addresses to be indexed: the index never holds an
+/// address the list does not, and is whole again once the change is settled.
+#[test]
+fn a_killed_change_of_an_indexed_allow_list_leaves_the_old_or_the_new_list() {
+    if !privileged("a_killed_change_of_an_indexed_allow_list_leaves_the_old_or_the_new_list") {
+        return;
+    }
+    killed_changes("ki", mcfilter::allow::INDEX_ABOVE as u16 + 50, 151);
+}
+
+/// Replaces an allow-list by another, killed after every `step`-th map write (and finally not
+/// killed): each list has 30 IPv4 addresses and `extra` IPv6 ones of its own, a prefix of its
+/// own and one address in common.
+fn killed_changes(tag: &str, extra: u16, step: usize) {
+    let ns = NetNs::new(tag);
+    let mcf = Mcfilter::new(tag).in_netns(&ns);
     let common = Ipv4Addr::new(198, 18, 9, 9);
     let set = |third: u8| -> BTreeSet<String> {
         (0..30u8)
             .map(|i| format!("198.18.{third}.{i}/32"))
-            // Addresses live in the hosts map, prefixes and the journal in the trie.
-            .chain([format!("{common}/32"), format!("2001:db8:{third}::/48")])
+            .chain((0..extra).map(|i| format!("2001:db8:{third}:1::{i:x}/128")))
+            .chain([format!("{common}/32"), format!("2001:db8:{third}::/64")])
+            // As `allow list` prints them.
+            .map(|net| net.parse::<ipnet::IpNet>().expect("a CIDR").to_string())
             .collect()
     };
     let (old, new) = (set(1), set(2));
-    let dir = std::env::temp_dir().join(mcfilter_tests::unique("kc"));
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique(tag));
     fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, nets: &BTreeSet<String>| {
         let path = dir.join(name);
@@ -111,9 +117,11 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     let (old_file, new_file) = (write("old", &old), write("new", &new));
     mcf.ok(&["attach", "lo"]);
     mcf.ok(&["allow", "replace", "--file", &old_file]);
-    // A replace of 31 by 31 entries makes 129 map writes; kill it after each of many.
+    let indexed = old.len() > mcfilter::allow::INDEX_ABOVE;
+    assert_eq!(index(&mcf).1, indexed);
     let mut outcomes = BTreeSet::new();
-    for crash_after in (1..=133).step_by(3) {
+    for crash_after in (1..).step_by(step) {
+        assert!(crash_after < 100_000, "the change never finished");
         let out = mcf
             .command(&["allow", "replace", "--file", &new_file])
             .env(CRASH_AFTER_ENV, crash_after.to_string())
@@ -124,11 +132,16 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
             killed || out.status.success(),
             "after {crash_after} writes: {out:?}"
         );
-        // Before anyone recovers: the filter is attached and still allows the entry both lists
-        // contain.
+        // Before anyone recovers: the filter is attached, still allows the entry both lists
+        // contain, and its index holds nothing that neither list has.
         assert!(
-            maps_allow(&mcf, common),
+            trie_allows(&mcf, common),
             "after {crash_after} writes the common entry is missing"
+        );
+        let either: BTreeSet<IpKey> = old.union(&new).filter_map(|n| address_key(n)).collect();
+        assert!(
+            index(&mcf).0.is_subset(&either),
+            "after {crash_after} writes the index holds an unlisted address"
         );
         let shown = ns
             .command("ip")
@@ -139,20 +152,30 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
             String::from_utf8_lossy(&shown.stdout).contains("xdp"),
             "still attached"
         );
-        // The next command settles the change: exactly the old or the new list.
+        // The next command settles the change: exactly the old or the new list, its size, and
+        // its index whole.
         let now = list(&mcf);
         assert!(
             now == old || now == new,
-            "after {crash_after} writes: {now:?}"
+            "after {crash_after} writes: {} entries, neither list",
+            now.len()
         );
-        // The size `status` and the metrics show is settled with the list.
         assert_eq!(
-            mcf.json(&["status", "--json"])["allow_entries"].as_u64(),
+            status(&mcf)["allow_entries"].as_u64(),
             Some(now.len() as u64),
             "after {crash_after} writes"
         );
+        let addresses: BTreeSet<IpKey> = now.iter().filter_map(|n| address_key(n)).collect();
+        let (keys, used) = index(&mcf);
+        assert_eq!(used, indexed, "after {crash_after} writes");
+        if indexed {
+            assert_eq!(keys, addresses, "after {crash_after} writes");
+        }
         outcomes.insert((killed, now == new));
         mcf.ok(&["allow", "replace", "--file", &old_file]);
+        if !killed {
+            break;
+        }
     }
     // Killed before and after the commit point, and not killed at all.
     assert!(
@@ -163,15 +186,11 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
         outcomes.contains(&(true, true)),
         "some kills completed: {outcomes:?}"
     );
-    assert!(
-        outcomes.contains(&(false, true)),
-        "late crash points let it finish: {outcomes:?}"
-    );
     // A state dir whose size was never written (made before it was kept) is counted once.
-    let mut count: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_COUNT);
-    count.set(0, 0, 0).expect("forget the size");
+    let mut state: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_STATE);
+    state.set(ALLOW_SLOT_SIZE, 0, 0).expect("forget the size");
     assert_eq!(
-        mcf.json(&["status", "--json"])["allow_entries"].as_u64(),
+        status(&mcf)["allow_entries"].as_u64(),
         Some(old.len() as u64)
     );
     mcf.ok(&["detach", "lo"]);

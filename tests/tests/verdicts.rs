@@ -19,8 +19,23 @@ fn verdict_table_matches_the_oracle_and_the_fixtures() {
     if !privileged("verdict_table_matches_the_oracle_and_the_fixtures") {
         return;
     }
-    let policy = policy();
+    check_table(policy());
+    // Again with a list large enough for its addresses to be indexed (looked up in the hash map
+    // before the trie): the fixtures' sources keep their verdicts.
+    let mut large = policy();
+    let addresses = (0..=mcfilter::allow::INDEX_ABOVE as u128)
+        .map(|i| IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8_ffffu128 << 80) | i)));
+    large.allow.extend(addresses.map(ipnet::IpNet::from));
+    check_table(large);
+}
+
+/// Every fixture row through the program and the oracle under `policy`.
+fn check_table(policy: Policy) {
     let harness = Harness::new(&policy);
+    assert_eq!(
+        harness.maps().allow.indexed().unwrap(),
+        policy.allow.len() > mcfilter::allow::INDEX_ABOVE
+    );
     let mut oracle = Oracle::new(policy);
     let rows = table();
     for (name, frame, want) in &rows {
@@ -157,22 +172,25 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// `allow replace` applies the difference: while it swaps hundreds of entries, a source on both
-/// lists is allowed by every single run of the program.
+/// lists is allowed by every single run of the program, also while the list grows past the
+/// size where its addresses are indexed and shrinks back.
 #[test]
 fn replace_never_drops_an_entry_on_both_lists() {
     if !privileged("replace_never_drops_an_entry_on_both_lists") {
         return;
     }
     let common: ipnet::IpNet = "198.18.1.10/32".parse().unwrap();
-    let list = |third: u8| -> BTreeSet<ipnet::IpNet> {
-        (0..=255u8)
-            .map(|i| format!("198.18.{third}.{i}/32").parse().unwrap())
+    // `n` addresses of their own (/128s), the common one and a prefix.
+    let list = |group: u16, n: u16| -> BTreeSet<ipnet::IpNet> {
+        (0..n)
+            .map(|i| format!("2001:db8:{group:x}::{i:x}/128").parse().unwrap())
             .chain([common, "2001:db8:1::/48".parse().unwrap()])
             .collect()
     };
+    let (small, large) = (256, mcfilter::allow::INDEX_ABOVE as u16 + 100);
     let policy = Policy {
         ports: BTreeSet::from([11211]),
-        allow: list(100).into_iter().collect(),
+        allow: list(100, small).into_iter().collect(),
         drop_reflected: false,
     };
     let harness = Harness::new(&policy);
@@ -201,9 +219,28 @@ fn replace_never_drops_an_entry_on_both_lists() {
         }
         let stop = Done(&done);
         let mut maps = mcfilter::maps::Maps::open(&state).expect("maps");
-        for third in [101, 102, 103, 104] {
-            let change = maps.allow.replace(&list(third)).expect("replace");
-            assert_eq!((change.added.len(), change.removed.len()), (256, 256));
+        let mut before = small;
+        for (group, n, indexed) in [
+            (101, large, true),
+            (102, large, true),
+            (103, small, false),
+            (104, large, true),
+        ] {
+            let change = maps.allow.replace(&list(group, n)).expect("replace");
+            assert_eq!(
+                (change.added.len(), change.removed.len()),
+                (usize::from(n), usize::from(before))
+            );
+            before = n;
+            let allow = &mut maps.allow;
+            assert_eq!(allow.indexed().unwrap(), indexed, "{n} entries");
+            let addresses: BTreeSet<_> = list(group, n)
+                .into_iter()
+                .filter(|net| net.prefix_len() == net.max_prefix_len())
+                .collect();
+            let index = allow.index().unwrap();
+            assert_eq!(index, if indexed { addresses } else { BTreeSet::new() });
+            assert_eq!(allow.size().unwrap(), usize::from(n) + 2);
         }
         drop(stop);
         prober.join().unwrap()
