@@ -8,11 +8,11 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, FAMILY_V4, FAMILY_V6, IpKey};
 
-use crate::Error;
+use crate::{Error, batch};
 
 /// The allow-list (and its journal) as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
@@ -321,14 +321,9 @@ impl AllowList {
         self.delete(&journal_key())?;
         if self.indexed()? {
             // The kill may have come before the index had the new addresses.
-            for net in &list {
-                let key = to_key(net);
-                if is_host(&key) {
-                    self.index_address(&key)?;
-                }
-            }
+            self.add_to_index(addresses(list.iter()))?;
         }
-        self.reindex(&list)?;
+        self.reindex(list.len(), || addresses(list.iter()))?;
         Ok(Some(recovery))
     }
 
@@ -366,40 +361,35 @@ impl AllowList {
             self.unindex(&to_key(net))?;
         }
         for net in added {
-            let key = to_key(net);
-            self.write(&key, ALLOWED)?;
-            if indexed && is_host(&key) {
-                self.index_address(&key)?;
-            }
+            self.write(&to_key(net), ALLOWED)?;
+        }
+        if indexed {
+            self.add_to_index(addresses(added.iter()))?;
         }
         for net in removed {
             self.remove_from_trie(&to_key(net))?;
         }
-        let mut list = current.clone();
-        removed.iter().for_each(|net| {
-            list.remove(net);
-        });
-        list.extend(added.iter().copied());
-        self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
+        // `added` holds no entry of the list and `removed` only entries of it.
+        let len = current.len() + added.len() - removed.len();
+        self.set_slot(ALLOW_SLOT_SIZE, len as u64 + 1)?;
         self.delete(&journal_key())?;
-        self.reindex(&list)
+        self.reindex(len, || {
+            let removed: BTreeSet<&IpNet> = removed.iter().collect();
+            let kept = current.iter().filter(|net| !removed.contains(net));
+            addresses(kept.chain(added))
+        })
     }
 
-    /// Indexes the addresses of `list` (the whole list) when it has grown past
-    /// [`INDEX_ABOVE`] entries, and drops the index when it has shrunk below [`UNINDEX_BELOW`].
-    /// The program uses the index once it is complete, and stops before it is emptied (an
-    /// incomplete index would only cost lookups: the trie has every entry).
-    fn reindex(&mut self, list: &BTreeSet<IpNet>) -> Result<(), Error> {
+    /// Indexes the list's addresses (`addresses`, asked for only then) when it has grown past
+    /// [`INDEX_ABOVE`] entries (`len`), and drops the index when it has shrunk below
+    /// [`UNINDEX_BELOW`]. The program uses the index once it is complete, and stops before it is
+    /// emptied (an incomplete index would only cost lookups: the trie has every entry).
+    fn reindex(&mut self, len: usize, addresses: impl FnOnce() -> Vec<IpKey>) -> Result<(), Error> {
         let indexed = self.indexed()?;
-        if !indexed && list.len() > INDEX_ABOVE {
-            for net in list {
-                let key = to_key(net);
-                if is_host(&key) {
-                    self.index_address(&key)?;
-                }
-            }
+        if !indexed && len > INDEX_ABOVE {
+            self.add_to_index(addresses())?;
             self.set_slot(ALLOW_SLOT_INDEXED, 1)?;
-        } else if indexed && list.len() < UNINDEX_BELOW {
+        } else if indexed && len < UNINDEX_BELOW {
             self.set_slot(ALLOW_SLOT_INDEXED, 0)?;
         }
         if !self.indexed()? {
@@ -425,12 +415,15 @@ impl AllowList {
             .map_err(|err| self.full_or(err))
     }
 
-    /// Puts an address into the index (after the trie has it).
-    fn index_address(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
-        self.count_write();
-        self.hosts
-            .insert(key.data(), ALLOWED, 0)
-            .map_err(|err| self.full_or(err))
+    /// Puts addresses into the index (after the trie has them), thousands a system call.
+    fn add_to_index(&mut self, addresses: Vec<IpKey>) -> Result<(), Error> {
+        let calls =
+            batch::insert(self.hosts.map(), &addresses, ALLOWED).map_err(|err| Error::Map {
+                name: mcfilter_common::map_names::ALLOW_HOSTS,
+                err: MapError::IoError(err),
+            })?;
+        (0..calls).for_each(|_| self.count_write());
+        Ok(())
     }
 
     /// Takes an address out of the index (before the trie loses it).
@@ -471,6 +464,14 @@ impl AllowList {
             std::process::abort();
         }
     }
+}
+
+/// The index keys of the addresses among `nets`.
+fn addresses<'a>(nets: impl Iterator<Item = &'a IpNet>) -> Vec<IpKey> {
+    nets.map(to_key)
+        .filter(is_host)
+        .map(|key| key.data())
+        .collect()
 }
 
 fn state_err(err: MapError) -> Error {

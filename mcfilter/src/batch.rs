@@ -1,6 +1,8 @@
-//! Batched reads of per-CPU hash maps (BPF_MAP_LOOKUP_BATCH, Linux 5.6): thousands of entries
-//! per system call instead of two calls per entry, so `stats` stays fast with a million live
-//! sources. aya 0.14 has no batch API; this is the one raw `bpf(2)` call in mcfilter.
+//! Batched map operations (Linux 5.6): reads of per-CPU hash maps (BPF_MAP_LOOKUP_BATCH), so
+//! `stats` stays fast with a million live sources, and inserts into hash maps
+//! (BPF_MAP_UPDATE_BATCH), so indexing a large allow-list's addresses does not add a system call
+//! per address. Thousands of entries per call instead of one or two calls per entry. aya 0.14
+//! has no batch API; these are the raw `bpf(2)` calls in mcfilter.
 
 use std::{
     io,
@@ -15,6 +17,8 @@ use aya::{
 
 /// `BPF_MAP_LOOKUP_BATCH` from `enum bpf_cmd`.
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+/// `BPF_MAP_UPDATE_BATCH` from `enum bpf_cmd`.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 /// Entries asked for per call.
 const BATCH: u32 = 4096;
 
@@ -107,4 +111,39 @@ where
         token_in = token_out;
         first = false;
     }
+}
+
+/// Inserts (or overwrites) `keys` into a hash map, each with `value`, [`BATCH`] entries a
+/// system call; returns the number of calls made.
+pub fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io::Result<usize> {
+    let mut calls = 0;
+    let values = vec![value; BATCH as usize];
+    for chunk in keys.chunks(BATCH as usize) {
+        let mut attr = BatchAttr {
+            keys: chunk.as_ptr() as u64,
+            values: values.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` points at `count` keys and at least `count` values (a plain hash map's
+        // values are laid out back to back), alive for the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &raw mut attr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        calls += 1;
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            return Err(io::Error::new(
+                err.kind(),
+                format!("BPF_MAP_UPDATE_BATCH: {err}"),
+            ));
+        }
+    }
+    Ok(calls)
 }

@@ -213,6 +213,11 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             10_000,
         ),
         (
+            "tcp4 allowed address among the generated ones, 10k entries",
+            v4(generated_v4(4).octets(), IPPROTO_TCP, &syn),
+            10_000,
+        ),
+        (
             "tcp4 denied, 10k entries",
             v4(DENIED_V4, IPPROTO_TCP, &syn),
             10_000,
