@@ -36,6 +36,28 @@ struct BatchAttr {
     flags: u64,
 }
 
+/// `bpf(cmd, attr)`.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for what `cmd` reads and writes through it.
+unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
+    // SAFETY: the caller vouches for the pointers; `attr` itself is a live `union bpf_attr`
+    // prefix of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Calls `each(key, per_cpu_values)` for every entry of a per-CPU hash map.
 pub fn for_each_percpu<K, V, M>(map: &M, mut each: impl FnMut(K, &[V])) -> io::Result<()>
 where
@@ -70,15 +92,7 @@ where
         };
         // SAFETY: `attr` points at buffers sized for `count` keys and values (per-CPU, 8-byte
         // stride) and at the two tokens, all alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
-        let err = (rc < 0).then(io::Error::last_os_error);
+        let err = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         // ENOENT: the last batch (its entries are still returned in `count`).
         if let Some(err) = &err
             && err.raw_os_error() != Some(libc::ENOENT)
@@ -128,17 +142,9 @@ pub fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io::Result
         };
         // SAFETY: `attr` points at `count` keys and at least `count` values (a plain hash map's
         // values are laid out back to back), alive for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &raw mut attr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
+        let done = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
         calls += 1;
-        if rc < 0 {
-            let err = io::Error::last_os_error();
+        if let Err(err) = done {
             return Err(io::Error::new(
                 err.kind(),
                 format!("BPF_MAP_UPDATE_BATCH: {err}"),
