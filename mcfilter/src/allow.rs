@@ -183,13 +183,17 @@ impl AllowList {
     }
 
     /// How many entries the list has, without walking the trie (one system call). A state dir
-    /// whose count was never written (made before the count existed) is counted once.
+    /// whose size was never written (made before it was kept) is counted once, and indexed if
+    /// it is large.
     pub fn size(&mut self) -> Result<usize, Error> {
         match self.slot(ALLOW_SLOT_SIZE)? {
             0 => {
-                let len = self.list()?.len();
-                self.set_slot(ALLOW_SLOT_SIZE, len as u64 + 1)?;
-                Ok(len)
+                // Also the first command on a state dir made before the index existed, which
+                // indexes a large list here.
+                let list = self.list()?;
+                self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
+                self.reindex(list.len(), || addresses(list.iter()))?;
+                Ok(list.len())
             }
             stored => Ok((stored - 1) as usize),
         }

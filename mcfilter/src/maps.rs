@@ -47,6 +47,9 @@ impl Maps {
         let allow_state = open(state, map_names::ALLOW_STATE)?.0;
         let mut allow = AllowList::new(allow, allow_hosts, allow_state, allow_max_entries);
         let recovered = allow.recover()?;
+        // Settles the size (and index) of a state dir made by an earlier build: one system call
+        // otherwise.
+        allow.size()?;
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,
             allow,

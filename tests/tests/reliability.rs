@@ -186,13 +186,27 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
         outcomes.contains(&(true, true)),
         "some kills completed: {outcomes:?}"
     );
-    // A state dir whose size was never written (made before it was kept) is counted once.
+    // A state dir made before the list's size and index were kept: the next command counts
+    // the list and indexes it if it is large.
     let mut state: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_STATE);
     state.set(ALLOW_SLOT_SIZE, 0, 0).expect("forget the size");
+    state
+        .set(ALLOW_SLOT_INDEXED, 0, 0)
+        .expect("forget the index");
+    let mut hosts: HashMap<MapData, IpKey, u8> = pinned(&mcf, map_names::ALLOW_HOSTS);
+    for key in index(&mcf).0 {
+        hosts.remove(&key).expect("empty the index");
+    }
     assert_eq!(
         status(&mcf)["allow_entries"].as_u64(),
         Some(old.len() as u64)
     );
+    let addresses: BTreeSet<IpKey> = old.iter().filter_map(|n| address_key(n)).collect();
+    let (keys, used) = index(&mcf);
+    assert_eq!(used, indexed);
+    if indexed {
+        assert_eq!(keys, addresses);
+    }
     mcf.ok(&["detach", "lo"]);
     fs::remove_dir_all(dir).unwrap();
 }
