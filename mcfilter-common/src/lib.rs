@@ -54,8 +54,9 @@ pub const PROGRAM_NAME: &str = "mcfilter";
 /// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
 /// and metrics need not walk the trie.
 pub const ALLOW_SLOT_SIZE: u32 = 0;
-/// `mcf_allow_state` slot: non-zero while `mcf_allow_hosts` holds every listed address, so the
-/// program looks there first.
+/// `mcf_allow_state` slot: non-zero while the list's addresses are indexed in
+/// `mcf_allow_hosts` (complete once any interrupted change is settled), so the program looks
+/// there first.
 pub const ALLOW_SLOT_INDEXED: u32 = 1;
 /// Slots of `mcf_allow_state`.
 pub const ALLOW_STATE_SLOTS: u32 = 2;
