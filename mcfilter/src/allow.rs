@@ -66,14 +66,19 @@ pub fn to_key(net: &IpNet) -> Key<IpKey> {
     Key::new(prefix, data)
 }
 
+/// The trie key of the single address `data` stands for (`None` for an unknown family).
+fn address_key(data: IpKey) -> Option<Key<IpKey>> {
+    let bits = match u8::try_from(data.family).ok()? {
+        FAMILY_V4 => 32,
+        FAMILY_V6 => 128,
+        _ => return None,
+    };
+    Some(Key::new(IpKey::FAMILY_BITS + bits, data))
+}
+
 /// Whether `key` is a single address (/32 or /128): such entries are indexed.
 fn is_host(key: &Key<IpKey>) -> bool {
-    let bits = match u8::try_from(key.data().family) {
-        Ok(FAMILY_V4) => 32,
-        Ok(FAMILY_V6) => 128,
-        _ => return false,
-    };
-    key.prefix_len() == IpKey::FAMILY_BITS + bits
+    address_key(key.data()).is_some_and(|address| address.prefix_len() == key.prefix_len())
 }
 
 /// The CIDR a trie key stands for (`None` for a key no version of mcfilter writes).
@@ -229,12 +234,7 @@ impl AllowList {
         let mut nets = BTreeSet::new();
         for data in self.hosts.keys() {
             let data = data.map_err(Error::allow_map)?;
-            let bits = if data.family == u32::from(FAMILY_V4) {
-                32
-            } else {
-                128
-            };
-            if let Some(net) = from_key(&Key::new(IpKey::FAMILY_BITS + bits, data)) {
+            if let Some(net) = address_key(data).as_ref().and_then(from_key) {
                 nets.insert(net);
             }
         }
