@@ -53,7 +53,7 @@ impl Cursor {
     /// header bodies).
     #[inline(always)]
     pub fn skip(&mut self, len: usize) -> Result<(), Reason> {
-        let next = self.pos + len;
+        let next = self.pos + bounded(len)?;
         if next > self.end || next > self.limit {
             return Err(Reason::Truncated);
         }
@@ -65,11 +65,47 @@ impl Cursor {
     /// length, counted from the end of its fixed header). Fails if the frame is shorter.
     #[inline(always)]
     pub fn limit(&mut self, len: usize) -> Result<(), Reason> {
-        let limit = self.pos + len;
+        let limit = self.pos + bounded(len)?;
         if limit > self.end {
             return Err(Reason::Truncated);
         }
         self.limit = limit;
         Ok(())
     }
+}
+
+/// The largest length a header field gives the cursor: a 16-bit length (IPv4 total length,
+/// IPv6 payload length); option and extension-header lengths are far shorter.
+const MAX_FIELD_LEN: usize = u16::MAX as usize;
+
+/// `len`, with a bound the verifier can see before it is added to a packet pointer.
+///
+/// Verifier workaround: Linux 6.12 forgets a register's bounds after a byte swap (`be16`), and
+/// 6.1 already after OR-ing two bounded bytes, so `pos + len` would be pointer arithmetic with an
+/// unbounded value ("math between pkt pointer and register with unbounded min value"). LLVM knows
+/// the length fits 16 bits and would fold an explicit check away; [`opaque`] hides that, so the
+/// comparison stays and the verifier learns the bound from it. Cost: one compare.
+#[inline(always)]
+fn bounded(len: usize) -> Result<usize, Reason> {
+    let len = opaque(len);
+    if len > MAX_FIELD_LEN {
+        return Err(Reason::Truncated);
+    }
+    Ok(len)
+}
+
+/// `value`, unchanged, through a register LLVM cannot see into (Cilium's `barrier_data`). Unlike
+/// `core::hint::black_box` it costs no stack slot, which older verifiers would track as one more
+/// state to tell apart.
+#[inline(always)]
+fn opaque(value: usize) -> usize {
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut value = value;
+        // SAFETY: an empty instruction sequence; the register is read and written unchanged.
+        unsafe { core::arch::asm!("/* {0} */", inout(reg) value, options(pure, nomem, nostack)) };
+        value
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    value
 }

@@ -5,6 +5,9 @@
 //! packet.
 #![no_std]
 #![no_main]
+// The register barrier of `cursor::opaque` (inline asm is unstable for BPF; the build already
+// runs with RUSTC_BOOTSTRAP=1 for `-Z build-std`).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod cursor;
 mod events;

@@ -24,6 +24,10 @@ pub struct Cli {
     )]
     pub state_dir: PathBuf,
 
+    /// When the kernel refuses the XDP program, print the verifier's whole log to stderr
+    #[arg(long, global = true, env = "MCFILTER_VERBOSE")]
+    pub verbose: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -159,6 +159,7 @@ pub struct Attached {
 
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
+    crate::kernel::probe()?;
     let _lock: StateLock = state.prepare_and_lock()?;
     match (state.link(ifindex).exists(), req.replace) {
         (true, false) => {
@@ -317,8 +318,11 @@ fn attach_program(
     let prog_id = program.info().map_err(attach_err)?.id();
     let link = program.take_link(link_id).map_err(attach_err)?;
     let link_err = |err: String| req.link_error(err);
-    let fd_link = FdLink::try_from(link)
-        .map_err(|err| link_err(format!("the kernel made no bpf_link ({err})")))?;
+    let fd_link = FdLink::try_from(link).map_err(|err| {
+        link_err(format!(
+            "the kernel made no bpf_link ({err}); XDP through a bpf_link needs Linux 5.9"
+        ))
+    })?;
     // If pinning fails, dropping the link detaches the program again.
     fd_link
         .pin(state.link(ifindex))
@@ -372,8 +376,18 @@ fn load_program<'a>(ebpf: &'a mut aya::Ebpf, req: &AttachRequest) -> Result<&'a 
         .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
         .try_into()
         .map_err(attach_err)?;
-    program.load().map_err(attach_err)?;
-    Ok(program)
+    match program.load() {
+        Ok(()) => Ok(program),
+        Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
+            let log = verifier_log.to_string();
+            Err(Error::Rejected {
+                release: crate::kernel::release(),
+                reason: crate::kernel::verifier_reason(&log),
+                log,
+            })
+        }
+        Err(err) => Err(attach_err(err)),
+    }
 }
 
 /// `--force`: removes whatever XDP program netlink attached to the interface, in either mode.

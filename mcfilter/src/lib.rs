@@ -3,6 +3,7 @@
 //! - [`pin`]: the state dir on bpffs, its lock and cleanup;
 //! - [`maps`]: typed handles on the pinned maps;
 //! - [`filter`]: attach and detach;
+//! - [`kernel`]: the running kernel's features and the verifier's reasons;
 //! - [`status`]: where it is attached, with what policy;
 //! - [`allow`]: CIDRs and allow-list changes;
 //! - [`stats`]: counters by reason and by source;
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod filter;
+pub mod kernel;
 pub mod maps;
 pub mod metrics;
 pub mod netlink;
@@ -98,6 +100,24 @@ pub enum Error {
     },
     #[error("loading the XDP program")]
     Load(#[source] aya::EbpfError),
+    #[error(
+        "this kernel ({release}) lacks {feature}, which mcfilter needs (Linux {since} or later has it; README, \"Supported kernels\")"
+    )]
+    MissingFeature {
+        feature: &'static str,
+        since: &'static str,
+        release: String,
+    },
+    #[error(
+        "the kernel ({release}) refused the XDP program: {reason} (--verbose prints the verifier's whole log)"
+    )]
+    Rejected {
+        release: String,
+        /// The verifier's last message ([`kernel::verifier_reason`]).
+        reason: String,
+        /// The verifier's whole log.
+        log: String,
+    },
     #[error("attaching to {iface}")]
     Attach {
         iface: String,

@@ -13,10 +13,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    let verbose = cli.verbose;
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if cmd::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
+            if verbose && let Some(log) = cmd::verifier_log(&err) {
+                eprintln!("{log}");
+            }
             eprintln!("mcfilter: {}", one_line(&format!("{err:#}")));
             ExitCode::FAILURE
         }

@@ -130,8 +130,8 @@ pub fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
         ("ipv6 hbh+dstopts udp 11211",     v6_with(&[], DENIED_V6, &[Ext::HopByHop, Ext::DestOpts], UDP, &stats), UdpPort),
         ("ipv6 routing+ah tcp denied",     v6_with(&[], DENIED_V6, &[Ext::Routing, Ext::Auth { words: 2 }], TCP, &syn), TcpNotAllowed),
         ("ipv6 hbh tcp allowed, 802.1Q",   v6_with(&[q], ALLOWED_V6, &[Ext::HopByHop], TCP, &syn), TcpAllowed),
-        ("ipv6 8 ext headers, udp 11211",  v6_with(&[], DENIED_V6, &[Ext::DestOpts; 8], UDP, &stats), UdpPort),
-        ("ipv6 9 ext headers",             v6_with(&[], DENIED_V6, &[Ext::DestOpts; 9], UDP, &stats), ExtHeaderLimit),
+        ("ipv6 4 ext headers, udp 11211",  v6_with(&[], DENIED_V6, &[Ext::DestOpts; 4], UDP, &stats), UdpPort),
+        ("ipv6 5 ext headers",             v6_with(&[], DENIED_V6, &[Ext::DestOpts; 5], UDP, &stats), ExtHeaderLimit),
         ("ipv6 chain ends in mobility",    v6_with(&[], DENIED_V6, &[Ext::HopByHop], IPPROTO_MOBILITY, &stats), ExtHeaderUnknown),
         ("ipv6 no next header",            v6_with(&[], DENIED_V6, &[Ext::HopByHop], IPPROTO_NONE, &[]), NotProtected),
         // IPv4 fragments: the first is judged, later ones follow its verdict.

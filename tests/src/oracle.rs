@@ -25,7 +25,7 @@ use crate::packet::{
 /// VLAN tags the policy looks through.
 pub const VLAN_TAGS: usize = 2;
 /// IPv6 extension headers the policy walks.
-pub const EXT_HEADERS: usize = 8;
+pub const EXT_HEADERS: usize = 4;
 /// IPv6 extension headers (IANA) the policy cannot look past.
 pub const UNWALKED: [u8; 5] = [135, 139, 140, 253, 254];
 

@@ -73,3 +73,12 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
 }
+
+/// The verifier's whole log, when the error is the kernel refusing the program.
+pub fn verifier_log(err: &anyhow::Error) -> Option<&str> {
+    err.chain()
+        .find_map(|cause| match cause.downcast_ref::<crate::Error>() {
+            Some(crate::Error::Rejected { log, .. }) => Some(log.as_str()),
+            _ => None,
+        })
+}

@@ -1,0 +1,151 @@
+//! The running kernel: its release, the features mcfilter needs of it (probed before the program
+//! is loaded, so a kernel that lacks one is refused with one line naming it), and the verifier's
+//! own word when it refuses the program.
+//!
+//! Kernel facts (the release that brought each feature): LRU hash maps 4.10, LPM tries 4.11,
+//! batched map operations 5.6, the BPF ring buffer (aya-log's events) 5.8, XDP through a
+//! bpf_link 5.9, `bpf_ktime_get_coarse_ns` 5.11. The oldest kernel the test matrix boots is
+//! Debian 12's 6.1 (README, "Supported kernels").
+
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{BpfHelper, is_helper_supported, is_map_supported},
+};
+
+/// The running kernel's release (`uname -r`).
+pub fn release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|release| release.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A kernel feature the program or the CLI uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Feature {
+    /// What it is, as the refusal names it.
+    pub name: &'static str,
+    /// The first Linux release that has it.
+    pub since: &'static str,
+    probe: Probe,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Map(MapType),
+    XdpHelper(BpfHelper),
+}
+
+/// Everything [`probe`] checks, oldest first.
+pub const FEATURES: &[Feature] = &[
+    Feature {
+        name: "per-CPU LRU hash maps",
+        since: "4.10",
+        probe: Probe::Map(MapType::LruPerCpuHash),
+    },
+    Feature {
+        name: "LPM trie maps",
+        since: "4.11",
+        probe: Probe::Map(MapType::LpmTrie),
+    },
+    Feature {
+        name: "the BPF ring buffer",
+        since: "5.8",
+        probe: Probe::Map(MapType::RingBuf),
+    },
+    Feature {
+        name: "the bpf_ktime_get_coarse_ns helper in XDP",
+        since: "5.11",
+        probe: Probe::XdpHelper(BpfHelper::BPF_FUNC_ktime_get_coarse_ns),
+    },
+];
+
+/// Probes every feature in [`FEATURES`]; the first one missing is the error. A probe that cannot
+/// tell (its own system call failed) counts as present: loading the program will then say more.
+pub fn probe() -> Result<(), crate::Error> {
+    for feature in FEATURES {
+        let present = match feature.probe {
+            Probe::Map(map_type) => is_map_supported(map_type).unwrap_or(true),
+            Probe::XdpHelper(helper) => {
+                is_helper_supported(ProgramType::Xdp, helper).unwrap_or(true)
+            }
+        };
+        if !present {
+            return Err(crate::Error::MissingFeature {
+                feature: feature.name,
+                since: feature.since,
+                release: release(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The verifier's own reason for refusing a program: the last line of its log that is not a
+/// statistic. A program too complex for this verifier ("BPF program is too large") keeps the
+/// count of instructions it processed.
+pub fn verifier_reason(log: &str) -> String {
+    let is_statistic = |line: &str| {
+        [
+            "processed ",
+            "verification time",
+            "stack depth",
+            "mark_precise",
+            "insn ",
+        ]
+        .iter()
+        .any(|prefix| line.starts_with(prefix))
+    };
+    let mut lines = log.lines().map(str::trim).filter(|l| !l.is_empty());
+    let reason = lines
+        .clone()
+        .rev()
+        .find(|line| !is_statistic(line))
+        .unwrap_or("no verifier output");
+    match lines.find(|line| line.starts_with("processed ")) {
+        Some(processed) if reason.contains("too large") => format!("{reason} ({processed})"),
+        _ => reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_the_last_line_before_the_statistics() {
+        let log = "0: R1=ctx() R10=fp0\n\
+                   41: (0f) r4 += r3\n\
+                   math between pkt pointer and register with unbounded min value is not allowed\n\
+                   processed 141 insns (limit 1000000) max_states_per_insn 0 total_states 8 \
+                   peak_states 8 mark_read 5\n";
+        assert_eq!(
+            verifier_reason(log),
+            "math between pkt pointer and register with unbounded min value is not allowed"
+        );
+    }
+
+    #[test]
+    fn a_program_too_complex_keeps_the_count() {
+        let log = "1234: (05) goto pc+1\n\
+                   BPF program is too large. Processed 1000001 insn\n\
+                   processed 1000001 insns (limit 1000000) max_states_per_insn 33 \
+                   total_states 58330 peak_states 4500 mark_read 12\n";
+        let reason = verifier_reason(log);
+        assert!(reason.starts_with("BPF program is too large"), "{reason}");
+        assert!(reason.contains("processed 1000001 insns"), "{reason}");
+    }
+
+    #[test]
+    fn an_empty_log_says_so() {
+        assert_eq!(verifier_reason(""), "no verifier output");
+    }
+
+    #[test]
+    fn every_feature_names_a_release() {
+        for feature in FEATURES {
+            let (major, minor) = feature.since.split_once('.').expect("major.minor");
+            assert!(major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok());
+        }
+    }
+}
