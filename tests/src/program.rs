@@ -144,6 +144,17 @@ impl Harness {
         }
     }
 
+    /// How many instructions the verifier processed to accept the program (Linux 5.16+).
+    pub fn verified_instructions(&self) -> Option<u32> {
+        let program: &Xdp = self
+            .ebpf
+            .program(mcfilter_common::PROGRAM_NAME)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        program.info().ok()?.verified_instruction_count()
+    }
+
     pub fn maps(&self) -> &Maps {
         &self.maps
     }

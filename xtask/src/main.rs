@@ -2,6 +2,7 @@
 //! (idempotently), `test` runs every test tier, `demo` runs the embedded lab, `lint` runs
 //! rustfmt and clippy on every crate.
 
+mod kernels;
 mod setup;
 mod tally;
 mod util;
@@ -29,8 +30,12 @@ enum Command {
     Setup,
     /// rustfmt --check and clippy -D warnings on every crate, the eBPF one included
     Lint,
-    /// Setup, lint, then host unit tests and the privileged tests (verdicts, namespaces, CLI)
+    /// Setup, lint, then host unit tests and the privileged tests (verdicts, namespaces, CLI),
+    /// then the kernel suites inside Debian's 6.1 and 6.12 kernels (booted under qemu)
     Test {
+        /// Which kernels: host (this machine's only), all, or one of the matrix (6.1, 6.12)
+        #[arg(long, default_value = "all")]
+        kernel: String,
         /// Extra arguments for the privileged test run (e.g. a test name filter)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -42,6 +47,14 @@ enum Command {
         /// Arguments for mcfilter-bench (--repeat N, --runs N, --json PATH)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Inside a kernel-matrix guest: mount bpffs, load virtio_net, run the plan in OUT
+    #[command(hide = true)]
+    KernelGuest {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long)]
+        mcfilter: std::path::PathBuf,
     },
     /// Differential fuzzing: N generated frames through the real program and the oracle
     Fuzz {
@@ -59,7 +72,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Setup => setup::run(),
         Command::Lint => lint(),
-        Command::Test { args } => test(&args),
+        Command::Test { kernel, args } => test(&kernel, &args),
+        Command::KernelGuest { out, mcfilter } => kernels::guest(&out, &mcfilter),
         Command::Demo => demo(),
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
         Command::Bench { args } => bench(&args),
@@ -117,10 +131,17 @@ fn build_mcfilter(extra_bins: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     Ok(bin)
 }
 
-fn test(args: &[String]) -> anyhow::Result<()> {
+fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
+    let (on_host, guests) = kernels::select(kernel)?;
     setup::run()?;
     lint()?;
     let mut tally = Tally::default();
+    if !on_host {
+        let bin = build_mcfilter(&[])?;
+        let result = kernels::run(&guests, &bin, &mut tally);
+        println!("tests: {} passed, {} failed", tally.passed, tally.failed);
+        return result;
+    }
     // Tier 1: host unit tests, no root needed.
     Cmd::new("cargo")
         .args([
@@ -140,7 +161,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("MCFILTER_BIN", &bin)
         .run_tee(|line| tally.read(line))
-        .context("privileged tests failed");
+        .context("privileged tests failed")
+        .and_then(|()| kernels::run(&guests, &bin, &mut tally));
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
 }

@@ -1,0 +1,397 @@
+//! The kernel matrix of `cargo xtask test`: the suites that touch the kernel, run again inside
+//! Debian's own kernels booted under qemu (TCG: this machine kind has no KVM) with virtme-ng.
+//!
+//! Each kernel is a Debian package, fetched once with `apt-get download` and unpacked under
+//! `target/kernels/` (the guest links its modules from there: a cache under /var is hidden from
+//! it). The guest sees this machine's root filesystem read-only, so
+//! it runs the test executables the host built; `cargo xtask kernel-guest` (this binary, inside
+//! the guest) mounts bpffs, loads virtio_net for the two looped NICs and runs the plan, writing
+//! its log and exit status into a directory the host shares read-write. Emulation is about ten
+//! times slower than the host, so the plan is a chosen subset (see [`plan`]).
+
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+
+use crate::{
+    setup,
+    tally::Tally,
+    util::{Cmd, workspace_root},
+};
+
+/// A kernel of the matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernel {
+    /// The name `--kernel` takes.
+    pub name: &'static str,
+    /// The Debian package, pinned so the README's table says exactly what was tested.
+    pub package: &'static str,
+    /// Where it comes from, for the README and the messages.
+    pub distro: &'static str,
+}
+
+/// Debian 12's kernel and Debian 13's (also bookworm-backports'), as Debian's archive has them.
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "6.1",
+        package: "linux-image-6.1.0-50-amd64",
+        distro: "Debian 12 bookworm",
+    },
+    Kernel {
+        name: "6.12",
+        package: "linux-image-6.12.101+deb12-amd64",
+        distro: "Debian 13 trixie, bookworm-backports",
+    },
+];
+
+/// What the guest needs on this machine: qemu, and kmod for virtme-ng's module handling.
+const PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static"];
+/// The virtme-ng release the matrix was built with (PyPI).
+const VIRTME_NG: &str = "virtme-ng==1.42";
+/// Where unpacked kernels are kept between runs, below the workspace.
+const CACHE: &str = "target/kernels/packages";
+/// One kernel's boot and plan may take this long under emulation before the run fails.
+const GUEST_TIMEOUT: Duration = Duration::from_secs(25 * 60);
+/// Generated frames through the program and the oracle, inside a guest.
+const GUEST_PACKETS: &str = "100000";
+
+/// The kernels `--kernel` names: `host`, `all`, or one of [`KERNELS`].
+pub fn select(name: &str) -> anyhow::Result<(bool, Vec<Kernel>)> {
+    match name {
+        "host" => Ok((true, Vec::new())),
+        "all" => Ok((true, KERNELS.to_vec())),
+        name => KERNELS
+            .iter()
+            .find(|k| k.name == name)
+            .map(|k| (false, vec![*k]))
+            .with_context(|| {
+                let names: Vec<&str> = KERNELS.iter().map(|k| k.name).collect();
+                format!(
+                    "no kernel '{name}' in the matrix; choose host, all or one of {}",
+                    names.join(", ")
+                )
+            }),
+    }
+}
+
+/// One test executable of the plan, with the libtest arguments that choose its tests.
+struct Step {
+    exe: PathBuf,
+    args: Vec<String>,
+}
+
+/// What runs inside each kernel: the verdict table, the generated-frame comparison (with fewer
+/// frames), per-CPU counters and dry-run through BPF_PROG_TEST_RUN; every namespace end-to-end
+/// test; and the kernel suite (native XDP on virtio_net, the full allow-list trie, batched map
+/// operations, the events ring).
+fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
+    let exe = |name: &str| {
+        executables
+            .iter()
+            .find_map(|(n, path)| (n == name).then(|| path.clone()))
+            .with_context(|| format!("cargo built no test executable '{name}'"))
+    };
+    Ok(vec![
+        Step {
+            exe: exe("verdicts")?,
+            args: [
+                "verdict_table_matches_the_oracle_and_the_fixtures",
+                "generated_frames_match_the_oracle",
+                "drops_are_counted_by_source_with_bytes",
+                "dry_run_passes_but_counts_what_it_would_drop",
+            ]
+            .map(String::from)
+            .to_vec(),
+        },
+        Step {
+            exe: exe("e2e")?,
+            args: Vec::new(),
+        },
+        Step {
+            exe: exe("service")?,
+            // A real `mcfilter run`: metrics, reloads, and the program's events, read from the
+            // BPF ring buffer (aya-log).
+            args: vec![
+                "the_service_applies_reloads_and_serves_metrics".into(),
+                "--exact".into(),
+            ],
+        },
+        Step {
+            exe: exe("kernels")?,
+            // The suite's virtio_net test needs the guest's looped NICs, so it is ignored on the
+            // host and run here.
+            args: vec!["--include-ignored".into(), "--show-output".into()],
+        },
+    ])
+}
+
+/// Builds what the guests run, then boots each kernel in turn and runs the plan inside. Every
+/// guest's summary lines go into `tally`; a kernel that cannot be fetched or booted fails.
+pub fn run(kernels: &[Kernel], mcfilter: &Path, tally: &mut Tally) -> anyhow::Result<()> {
+    if kernels.is_empty() {
+        return Ok(());
+    }
+    install()?;
+    let executables = test_executables()?;
+    let plan = plan(&executables)?;
+    let mut failed = Vec::new();
+    for kernel in kernels {
+        let dir = fetch(kernel)?;
+        let started = Instant::now();
+        let result = boot(kernel, &dir, mcfilter, &plan, tally);
+        eprintln!(
+            "xtask: kernel {} ({}): {} in {:.0} s",
+            kernel.name,
+            kernel.package,
+            if result.is_ok() { "passed" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+        if let Err(err) = result {
+            eprintln!("xtask: kernel {}: {err:#}", kernel.name);
+            failed.push(kernel.name);
+        }
+    }
+    ensure!(
+        failed.is_empty(),
+        "the suites failed inside kernel {}",
+        failed.join(", ")
+    );
+    Ok(())
+}
+
+fn install() -> anyhow::Result<()> {
+    setup::debian_packages(PACKAGES)?;
+    if Cmd::new("vng").args(["--version"]).output().is_some() {
+        eprintln!("setup: virtme-ng: present");
+        return Ok(());
+    }
+    eprintln!("setup: virtme-ng: installing {VIRTME_NG}");
+    Cmd::new("pip")
+        .args(["install", "--quiet", "--root-user-action=ignore", VIRTME_NG])
+        .run()
+}
+
+/// Unpacks `kernel`'s package into the cache (once) and returns its directory.
+fn fetch(kernel: &Kernel) -> anyhow::Result<PathBuf> {
+    let cache = workspace_root()?.join(CACHE);
+    let dir = cache.join(kernel.package);
+    let done = dir.join(".unpacked");
+    if done.exists() {
+        return Ok(dir);
+    }
+    eprintln!("xtask: fetching {} ({})", kernel.package, kernel.distro);
+    let download = cache.join("download");
+    let _ = fs::remove_dir_all(&download);
+    fs::create_dir_all(&download).with_context(|| format!("creating {}", download.display()))?;
+    let fetched = || {
+        Command::new("apt-get")
+            .args(["download", "-q", kernel.package])
+            .current_dir(&download)
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    // A fresh machine's package lists may not know the package yet.
+    if !fetched() {
+        Cmd::new("apt-get").args(["update", "-q"]).run()?;
+        if !fetched() {
+            bail!(
+                "cannot fetch the kernel package {} ({}) with apt-get download; the matrix needs it (`cargo xtask test --kernel host` runs the host's kernel only)",
+                kernel.package,
+                kernel.distro
+            );
+        }
+    }
+    let deb = fs::read_dir(&download)?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "deb"))
+        .context("apt-get download left no .deb")?;
+    let _ = fs::remove_dir_all(&dir);
+    Cmd::new("dpkg-deb")
+        .arg_str("-x")
+        .args([&deb, &dir])
+        .run()?;
+    fs::write(&done, "")?;
+    let _ = fs::remove_dir_all(&download);
+    Ok(dir)
+}
+
+/// The test executables of mcfilter-tests, built for the guests, by target name.
+fn test_executables() -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let output = Command::new("cargo")
+        .args(["test", "--package", "mcfilter-tests", "--no-run"])
+        .args(["--message-format", "json"])
+        .current_dir(workspace_root()?)
+        .output()
+        .context("cargo test --no-run")?;
+    ensure!(
+        output.status.success(),
+        "building the test executables failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut executables = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(name), Some(exe)) = (
+            message["target"]["name"].as_str(),
+            message["executable"].as_str(),
+        ) else {
+            continue;
+        };
+        if message["target"]["kind"][0] == "test" {
+            executables.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    Ok(executables)
+}
+
+/// Boots `kernel` with two looped virtio_net NICs and runs the plan inside.
+fn boot(
+    kernel: &Kernel,
+    dir: &Path,
+    mcfilter: &Path,
+    plan: &[Step],
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let vmlinuz = fs::read_dir(dir.join("boot"))
+        .with_context(|| format!("{} has no boot/", dir.display()))?
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{} has no vmlinuz", kernel.package))?;
+    let out = workspace_root()?
+        .join("target/kernels/runs")
+        .join(kernel.name);
+    let _ = fs::remove_dir_all(&out);
+    fs::create_dir_all(&out)?;
+    let mut plan_file = fs::File::create(out.join("plan"))?;
+    for step in plan {
+        writeln!(
+            plan_file,
+            "{}\t{}",
+            step.exe.display(),
+            step.args.join("\t")
+        )?;
+    }
+    drop(plan_file);
+    let xtask = std::env::current_exe().context("this xtask binary")?;
+    let guest = format!(
+        "{} kernel-guest --out {} --mcfilter {}",
+        xtask.display(),
+        out.display(),
+        mcfilter.display()
+    );
+    eprintln!(
+        "xtask: booting {} under qemu (TCG); the guest's log follows when it is done",
+        kernel.package
+    );
+    let status = Command::new("timeout")
+        .arg(GUEST_TIMEOUT.as_secs().to_string())
+        .arg("vng")
+        .arg("--run")
+        .arg(&vmlinuz)
+        .args([
+            "--disable-kvm",
+            "--force-9p",
+            "--memory",
+            "2G",
+            "--cpus",
+            "2",
+        ])
+        .args(["--network", "loop"])
+        .arg("--rwdir")
+        .arg(&out)
+        .arg("--exec")
+        .arg(&guest)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(out.join("vng.log"))?)
+        .stderr(fs::File::create(out.join("vng.err"))?)
+        .status()
+        .context("running vng")?;
+    let log = fs::read_to_string(out.join("log")).unwrap_or_default();
+    for line in log.lines() {
+        println!("[{}] {line}", kernel.name);
+        tally.read(line);
+    }
+    let rc = fs::read_to_string(out.join("rc")).ok();
+    match rc.as_deref().map(str::trim) {
+        Some("0") => Ok(()),
+        Some(rc) => bail!("the plan exited with status {rc} inside the guest"),
+        None => bail!(
+            "the guest wrote no exit status (vng: {status}; a timeout after {} s says 124); its console is in {}",
+            GUEST_TIMEOUT.as_secs(),
+            out.join("vng.log").display()
+        ),
+    }
+}
+
+/// `cargo xtask kernel-guest`, inside the guest: prepare, run the plan, record the outcome.
+pub fn guest(out: &Path, mcfilter: &Path) -> anyhow::Result<()> {
+    let mut log = fs::File::create(out.join("log"))?;
+    let result = guest_plan(out, mcfilter, &mut log);
+    if let Err(err) = &result {
+        writeln!(log, "kernel-guest: {err:#}")?;
+    }
+    fs::write(out.join("rc"), if result.is_ok() { "0" } else { "1" })?;
+    result
+}
+
+fn guest_plan(out: &Path, mcfilter: &Path, log: &mut fs::File) -> anyhow::Result<()> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    writeln!(log, "kernel-guest: Linux {}", release.trim())?;
+    let mounted = Command::new("mount")
+        .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+        .status()?;
+    ensure!(mounted.success(), "cannot mount bpffs in the guest");
+    let loaded = Command::new("modprobe").arg("virtio_net").status()?;
+    ensure!(loaded.success(), "cannot load virtio_net in the guest");
+    // The looped NICs come up as eth0 and eth1, the names the tests' labs give their veths; a
+    // 6.12 kernel refuses a veth created into another namespace under a name this one holds.
+    for (index, nic) in ["eth0", "eth1"].iter().enumerate() {
+        let renamed = Command::new("ip")
+            .args(["link", "set", "dev", nic, "name", &format!("vloop{index}")])
+            .status()?;
+        ensure!(renamed.success(), "cannot rename the guest's {nic}");
+    }
+    let plan = fs::read_to_string(out.join("plan"))?;
+    let mut failed = Vec::new();
+    for line in plan.lines() {
+        let mut fields = line.split('\t').filter(|f| !f.is_empty());
+        let exe = fields.next().context("an empty plan line")?;
+        let args: Vec<&str> = fields.collect();
+        writeln!(log, "kernel-guest: $ {exe} {}", args.join(" "))?;
+        let started = Instant::now();
+        let output = Command::new(exe)
+            .args(&args)
+            .args(["--test-threads", "1"])
+            .env("MCFILTER_BIN", mcfilter)
+            .env("MCFILTER_PACKETS", GUEST_PACKETS)
+            .env("CI", "true")
+            .output()
+            .with_context(|| format!("running {exe}"))?;
+        log.write_all(&output.stdout)?;
+        log.write_all(&output.stderr)?;
+        writeln!(
+            log,
+            "kernel-guest: {} in {:.0} s",
+            output.status,
+            started.elapsed().as_secs_f64()
+        )?;
+        if !output.status.success() {
+            failed.push(exe.to_owned());
+        }
+    }
+    ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
+    Ok(())
+}
