@@ -114,15 +114,6 @@ fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
             args: Vec::new(),
         },
         Step {
-            exe: exe("service")?,
-            // A real `mcfilter run`: metrics, reloads, and the program's events, read from the
-            // BPF ring buffer (aya-log).
-            args: vec![
-                "the_service_applies_reloads_and_serves_metrics".into(),
-                "--exact".into(),
-            ],
-        },
-        Step {
             exe: exe("kernels")?,
             // The suite's virtio_net test needs the guest's looped NICs, so it is ignored on the
             // host and run here.
