@@ -45,6 +45,18 @@ impl Lab {
         connect(&self.switch, tag, last)
     }
 
+    /// Frames dropped on the lab's links before they reached a socket or the server's XDP
+    /// program: a full backlog or XDP ring on a veth counts them as `tx_dropped` on the sending
+    /// end or `rx_dropped` on the receiving one. Summed over every link of the switch, the server
+    /// and `hosts`, so a count of what mcfilter dropped can be held against what reached it
+    /// rather than against what a generator meant to send.
+    pub fn dropped_on_links(&self, hosts: &[&Host]) -> u64 {
+        let namespaces = [&self.switch, &self.server.ns]
+            .into_iter()
+            .chain(hosts.iter().map(|host| &host.ns));
+        namespaces.map(dropped_in).sum()
+    }
+
     /// Adds a host linked straight to the server's [`DIRECT_IFACE`] (no bridge: a bridge moves
     /// a frame's outer VLAN tag into packet metadata, which XDP on the far veth never sees), on
     /// 198.19.0.0/24 and 2001:db8:1::/64; the server is .1 / ::1 there.
@@ -93,6 +105,23 @@ impl Lab {
 pub const DIRECT_IFACE: &str = "eth1";
 /// The server's IPv4 address on [`DIRECT_IFACE`].
 pub const DIRECT_SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+
+/// rx and tx drops of every link in `ns` (`ip -s -j link`).
+fn dropped_in(ns: &NetNs) -> u64 {
+    let out = crate::netns::run(
+        std::process::Command::new("ip")
+            .args(["-n", ns.name()])
+            .args(["-s", "-j", "link", "show"]),
+    );
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link");
+    links
+        .as_array()
+        .expect("an array of links")
+        .iter()
+        .flat_map(|link| ["rx", "tx"].map(|dir| link["stats64"][dir]["dropped"].as_u64()))
+        .map(|dropped| dropped.expect("ip -s reports drops"))
+        .sum()
+}
 
 /// Makes namespace `tag...`, joins it to the switch's bridge and gives it its addresses.
 fn connect(switch: &NetNs, tag: &str, last: u8) -> Host {
