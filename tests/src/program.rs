@@ -30,15 +30,31 @@ impl Harness {
     }
 
     pub fn with_dry_run(policy: &Policy, dry_run: bool) -> Self {
-        Self::build(policy, dry_run, mcfilter_common::DEFAULT_SOURCES_CAPACITY)
+        Self::build(
+            mcfilter::EBPF_OBJECT,
+            policy,
+            dry_run,
+            mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+        )
     }
 
     /// A harness whose per-source map holds `sources` entries.
     pub fn with_sources_capacity(policy: &Policy, sources: u32) -> Self {
-        Self::build(policy, false, sources)
+        Self::build(mcfilter::EBPF_OBJECT, policy, false, sources)
     }
 
-    fn build(policy: &Policy, dry_run: bool, sources_capacity: u32) -> Self {
+    /// Another build of the program (the benchmark's baseline), whose maps and policy have the
+    /// layout of this one's.
+    pub fn with_object(object: &[u8], policy: &Policy) -> Self {
+        Self::build(
+            object,
+            policy,
+            false,
+            mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+        )
+    }
+
+    fn build(object: &[u8], policy: &Policy, dry_run: bool, sources_capacity: u32) -> Self {
         let dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("mcfh"));
         let state = StateDir::new(&dir);
         drop(state.prepare_and_lock().expect("bpffs"));
@@ -48,7 +64,7 @@ impl Harness {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&dir)
             .map_max_entries(mcfilter_common::map_names::SOURCES, sources_capacity)
-            .load(mcfilter::EBPF_OBJECT)
+            .load(object)
             .expect("load the eBPF object");
         let program: &mut Xdp = ebpf
             .program_mut(mcfilter_common::PROGRAM_NAME)
@@ -153,6 +169,11 @@ impl Harness {
             .try_into()
             .expect("an XDP program");
         program.info().ok()?.verified_instruction_count()
+    }
+
+    /// The loaded object, for what the harness does not wrap (its events' ring buffer).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
     }
 
     pub fn maps(&self) -> &Maps {

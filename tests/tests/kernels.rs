@@ -1,20 +1,25 @@
 //! What differs between kernels, run on the host and inside every kernel of the matrix (`cargo
 //! xtask test` boots Debian's 6.1 and 6.12): native XDP on a virtio_net NIC (the NIC of most
 //! cloud VMs), an allow-list filled to exactly its capacity (before Linux 6.13 an update of a full
-//! LPM trie fails with ENOSPC even when the key is there already), and the batched map
-//! operations of a large, indexed allow-list and of the per-source counters.
+//! LPM trie fails with ENOSPC even when the key is there already), the events' ring buffer
+//! (aya-log), the batched map operations of a large, indexed allow-list and of the per-source
+//! counters, and the verifier's headroom.
 
 use std::{
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
+use aya_log::EbpfLogger;
 use mcfilter_tests::{
     cli::Mcfilter,
+    fixtures::{ALLOWED_V4, DENIED_V4, policy, v4},
     lab::{IFACE, Lab, receive},
     netns::NetNs,
     oracle::Policy,
+    packet::{IPPROTO_UDP, memcached_udp_request, udp},
     privileged,
     program::Harness,
 };
@@ -44,6 +49,49 @@ fn the_program_verifies_with_headroom() {
     );
 }
 
+/// Collects the program's events as text.
+struct Collector(Arc<Mutex<Vec<String>>>);
+
+impl log::Log for Collector {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let line = record.args().to_string();
+        self.0.lock().expect("collector lock").push(line);
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn events_reach_userspace_through_the_ring_buffer() {
+    if !privileged("events_reach_userspace_through_the_ring_buffer") {
+        return;
+    }
+    let mut harness = Harness::new(&policy());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut logger =
+        EbpfLogger::init_with_logger(harness.ebpf_mut(), Collector(Arc::clone(&events)))
+            .expect("open the program's event ring");
+    let stats = udp(40000, PORT, &memcached_udp_request(1, b"stats\r\n"));
+    // A source enters the per-source map (and is logged) once a run of its packets ends: two
+    // from one source, then one from another.
+    for src in [DENIED_V4, DENIED_V4, ALLOWED_V4] {
+        harness.run(&v4(src, IPPROTO_UDP, &stats));
+    }
+    logger.flush();
+    let events = events.lock().expect("collector lock");
+    let source = Ipv4Addr::from(DENIED_V4).to_string();
+    assert!(
+        events
+            .iter()
+            .any(|event| event.starts_with("new dropped source") && event.contains(&source)),
+        "no event for {source}: {events:?}"
+    );
+}
+
 fn list(mcf: &Mcfilter) -> Vec<String> {
     serde_json::from_value(mcf.json(&["allow", "list", "--json"])).expect("a list of CIDRs")
 }
@@ -54,68 +102,28 @@ const SHOULD_CONNECT: Duration = Duration::from_secs(5);
 /// A connection that should be dropped is tried for this long.
 const SHOULD_NOT_CONNECT: Duration = Duration::from_secs(1);
 
-/// Whether a TCP connection from `ns` (bound to `from`) reaches `server` within `within`.
+/// Whether a TCP connection from `ns`, with `from` as its source address, reaches `server`
+/// within `within`. The source is chosen by the route (`ip route ... src`), so plain std sockets
+/// do.
 fn connects(ns: &NetNs, from: IpAddr, server: SocketAddr, within: Duration) -> bool {
+    ns.ip(&[
+        "route",
+        "replace",
+        "198.18.0.0/24",
+        "dev",
+        IFACE,
+        "src",
+        &from.to_string(),
+    ]);
     ns.run(|| {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if connect_from(from, server) {
+            if TcpStream::connect_timeout(&server, Duration::from_millis(200)).is_ok() {
                 return true;
             }
         }
         false
     })
-}
-
-/// One connection attempt from `from` to `server`, 200 ms at most.
-fn connect_from(from: IpAddr, server: SocketAddr) -> bool {
-    // std has no bind-before-connect: a raw socket bound to `from`, then a nonblocking connect
-    // polled for writability.
-    let IpAddr::V4(from) = from else {
-        unreachable!("IPv4 only")
-    };
-    // SAFETY: plain socket(2); the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
-    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(ip.octets()),
-        },
-        sin_zero: [0; 8],
-    };
-    let local = sockaddr(from, 0);
-    let SocketAddr::V4(server) = server else {
-        unreachable!("IPv4 only")
-    };
-    let remote = sockaddr(*server.ip(), server.port());
-    let len = size_of::<libc::sockaddr_in>() as u32;
-    // SAFETY: valid sockaddr_in values and lengths.
-    let connected = unsafe {
-        libc::bind(fd, (&raw const local).cast(), len) == 0 && {
-            libc::connect(fd, (&raw const remote).cast(), len);
-            let mut poll = libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            let mut error = 0i32;
-            let mut error_len = size_of::<i32>() as u32;
-            libc::poll(&raw mut poll, 1, 200) == 1
-                && libc::getsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    (&raw mut error).cast(),
-                    &raw mut error_len,
-                ) == 0
-                && error == 0
-        }
-    };
-    // SAFETY: our fd.
-    unsafe { libc::close(fd) };
-    connected
 }
 
 /// The two NICs of the guest that `vng --network loop` wires to each other.
