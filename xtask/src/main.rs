@@ -44,6 +44,10 @@ enum Command {
     Demo,
     /// Per-packet cost by class through BPF_PROG_TEST_RUN, next to a trivial XDP_PASS program
     Bench {
+        /// Time the XDP program of this commit (or any git revision) next to the current one,
+        /// per class, in the same run
+        #[arg(long, value_name = "REV")]
+        baseline: Option<String>,
         /// Arguments for mcfilter-bench (--repeat N, --runs N, --json PATH)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -76,7 +80,7 @@ fn main() -> ExitCode {
         Command::KernelGuest { out, mcfilter } => kernels::guest(&out, &mcfilter),
         Command::Demo => demo(),
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
-        Command::Bench { args } => bench(&args),
+        Command::Bench { baseline, args } => bench(baseline.as_deref(), &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -167,9 +171,10 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
     result
 }
 
-fn bench(args: &[String]) -> anyhow::Result<()> {
+fn bench(baseline: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     setup::run()?;
     setup::debian_packages(setup::BENCH_PACKAGES)?;
+    let baseline = baseline.map(baseline_object).transpose()?;
     Cmd::new("cargo")
         .args([
             "build",
@@ -182,7 +187,11 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         .args(["--package", "mcfilter-tests", "--bin", "mcfilter-bench"])
         .run()?;
     let release = workspace_root()?.join("target/release");
-    Cmd::new(release.join("mcfilter-bench"))
+    let mut bench = Cmd::new(release.join("mcfilter-bench"));
+    if let Some(object) = &baseline {
+        bench.arg_str("--baseline").args([object]);
+    }
+    bench
         .args(args)
         .env("MCFILTER_BIN", release.join("mcfilter"))
         .run()
@@ -217,4 +226,62 @@ fn demo() -> anyhow::Result<()> {
     // Ctrl-C reaches the demo too; it cleans its lab up, so wait for it rather than die first.
     util::ignore_sigint();
     Cmd::new(demo).env("MCFILTER_BIN", &bin).run()
+}
+
+/// Builds the XDP program as it was at git revision `rev` (in a worktree under target/bench) and
+/// copies its object to target/bench/baseline-REV.o.
+fn baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
+    let root = workspace_root()?;
+    let worktree = root.join("target/bench/baseline-tree");
+    let _ = Cmd::new("git")
+        .args(["worktree", "remove", "--force"])
+        .args([&worktree])
+        .output();
+    Cmd::new("git")
+        .args(["worktree", "add", "--detach"])
+        .args([&worktree])
+        .arg_str(rev)
+        .run()?;
+    let built = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--package",
+            "mcfilter",
+            "--bin",
+            "mcfilter",
+        ])
+        .args(["--message-format", "json"])
+        .env("CARGO_TARGET_DIR", root.join("target"))
+        .current_dir(&worktree)
+        .output()
+        .context("building the baseline")?;
+    let _ = Cmd::new("git")
+        .args(["worktree", "remove", "--force"])
+        .args([&worktree])
+        .output();
+    anyhow::ensure!(
+        built.status.success(),
+        "building mcfilter at {rev} failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // The build script that ran in the worktree's mcfilter package left the object in its
+    // OUT_DIR.
+    let package = format!("path+file://{}/mcfilter#", worktree.display());
+    let out_dir = String::from_utf8_lossy(&built.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "build-script-executed")
+        .filter(|msg| {
+            msg["package_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with(&package))
+        })
+        .find_map(|msg| msg["out_dir"].as_str().map(std::path::PathBuf::from))
+        .with_context(|| format!("no build script output for mcfilter at {rev}"))?;
+    let object = root.join(format!("target/bench/baseline-{}.o", rev.replace('/', "-")));
+    std::fs::copy(out_dir.join("mcfilter"), &object)
+        .with_context(|| format!("copying the baseline object from {}", out_dir.display()))?;
+    eprintln!("xtask: baseline {rev}: {}", object.display());
+    Ok(object)
 }

@@ -5,6 +5,10 @@
 //! the path given by `--json` (default target/bench/results.json).
 //!
 //! Usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only per-packet|flood|control|load]
+//!                       [--baseline OBJECT]
+//!
+//! `--baseline OBJECT` times another build of the XDP program (`cargo xtask bench --baseline
+//! REV` builds it from a commit) on the same frames in the same run, next to this one.
 
 mod control;
 mod flood;
@@ -19,6 +23,8 @@ pub(crate) struct Options {
     json: std::path::PathBuf,
     /// Run one section only: per-packet, flood, control, load.
     only: Option<String>,
+    /// Another build's eBPF object, timed next to this one per class.
+    pub(crate) baseline: Option<Vec<u8>>,
 }
 
 fn options() -> Options {
@@ -27,6 +33,7 @@ fn options() -> Options {
         runs: 5,
         json: "target/bench/results.json".into(),
         only: None,
+        baseline: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -36,8 +43,14 @@ fn options() -> Options {
             "--runs" => opts.runs = value().parse().expect("--runs N"),
             "--json" => opts.json = value().into(),
             "--only" => opts.only = Some(value()),
+            "--baseline" => {
+                let path = value();
+                let object =
+                    std::fs::read(&path).unwrap_or_else(|err| panic!("--baseline {path}: {err}"));
+                opts.baseline = Some(object);
+            }
             _ => panic!(
-                "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH]"
+                "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only SECTION] [--baseline OBJECT]"
             ),
         }
     }

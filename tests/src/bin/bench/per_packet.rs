@@ -107,23 +107,57 @@ impl Drop for XdpFilter {
     }
 }
 
-/// Prints one table row and returns it as JSON.
-fn row(
-    name: &str,
-    reason: &str,
-    allow_entries: usize,
+/// One class's medians: mcfilter, the floor, xdp-filter and, with `--baseline`, the baseline
+/// build of mcfilter.
+struct Timing {
     ours: u64,
     base: u64,
     theirs: u64,
-) -> serde_json::Value {
+    before: Option<Baseline>,
+}
+
+/// The baseline build's median, and the median of the paired differences (this build minus the
+/// baseline, run by run).
+#[derive(Clone, Copy)]
+struct Baseline {
+    ns: u64,
+    change: i64,
+}
+
+impl Baseline {
+    fn of(pairs: &[(u64, u64)]) -> Self {
+        let mut changes: Vec<i64> = pairs.iter().map(|&(o, b)| o as i64 - b as i64).collect();
+        changes.sort_unstable();
+        Baseline {
+            ns: median(pairs.iter().map(|p| p.1).collect()),
+            change: changes[changes.len() / 2],
+        }
+    }
+}
+
+/// Prints one table row and returns it as JSON.
+fn row(name: &str, reason: &str, allow_entries: usize, t: &Timing) -> serde_json::Value {
+    let Timing {
+        ours,
+        base,
+        theirs,
+        before,
+    } = *t;
     let ratio = ours as f64 / base.max(1) as f64;
     // How much of xdp-filter's cost over the floor mcfilter's is (target: at most 0.5).
     let versus = ours.saturating_sub(base) as f64 / theirs.saturating_sub(base).max(1) as f64;
-    println!("| {name} | {reason} | {ours} | {base} | {ratio:.2} | {theirs} | {versus:.2} |");
+    let baseline_columns = match before {
+        Some(Baseline { ns, change }) => format!(" {ns} | {change:+} |"),
+        None => String::new(),
+    };
+    println!(
+        "| {name} | {reason} | {ours} | {base} | {ratio:.2} | {theirs} | {versus:.2} |{baseline_columns}"
+    );
     let round = |x: f64| (x * 100.0).round() / 100.0;
     json!({"class": name, "reason": reason, "allow_entries": allow_entries, "mcfilter_ns": ours,
         "floor_ns": base, "ratio": round(ratio), "xdp_filter_ns": theirs,
-        "over_floor_vs_xdp_filter": round(versus)})
+        "over_floor_vs_xdp_filter": round(versus), "baseline_ns": before.map(|b| b.ns),
+        "change_ns": before.map(|b| b.change)})
 }
 
 /// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames.
@@ -284,30 +318,60 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         "Per-packet cost through BPF_PROG_TEST_RUN ({} repeats, median of {} runs)\n",
         opts.repeat, opts.runs
     );
+    let baseline = opts.baseline.as_deref();
+    let (baseline_head, baseline_rule) = match baseline {
+        Some(_) => (" baseline ns | change ns |", " ---: | ---: |"),
+        None => ("", ""),
+    };
     println!(
-        "| class | verdict | mcfilter ns | floor ns | ratio | xdp-filter ns | over floor: mcfilter / xdp-filter |"
+        "| class | verdict | mcfilter ns | floor ns | ratio | xdp-filter ns | over floor: mcfilter / xdp-filter |{baseline_head}"
     );
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |{baseline_rule}");
     let mut rows = Vec::new();
-    let mut loaded: Option<(usize, Harness, Oracle)> = None;
+    let mut loaded: Option<(usize, Harness, Option<Harness>, Oracle)> = None;
     for (name, frame, allow_entries) in classes {
-        if loaded.as_ref().map(|(n, _, _)| *n) != Some(allow_entries) {
+        if loaded.as_ref().map(|(n, ..)| *n) != Some(allow_entries) {
+            // The previous harnesses go first: two 1M-entry lists at once are not needed.
+            drop(loaded.take());
             let policy = Policy {
                 ports: BTreeSet::from([11211, 22122]),
                 allow: allow_list(allow_entries),
                 drop_reflected: true,
             };
-            loaded = Some((allow_entries, Harness::new(&policy), Oracle::new(policy)));
+            loaded = Some((
+                allow_entries,
+                Harness::new(&policy),
+                baseline.map(|object| Harness::with_object(object, &policy)),
+                Oracle::new(policy),
+            ));
         }
-        let (_, harness, oracle) = loaded.as_mut().expect("loaded");
+        let (_, harness, before, oracle) = loaded.as_mut().expect("loaded");
         let (reason, _) = oracle.judge(&frame);
         // The first fragment goes first so the later ones meet a remembered datagram.
         harness.run(&frame);
-        let ours = median(
-            (0..opts.runs)
-                .map(|_| harness.time(&frame, opts.repeat))
-                .collect(),
-        );
+        let (ours, before) = match before {
+            None => {
+                let runs = (0..opts.runs).map(|_| harness.time(&frame, opts.repeat));
+                (median(runs.collect()), None)
+            }
+            Some(before) => {
+                before.run(&frame);
+                // Interleaved, so that the machine's drift meets both builds alike; the change is
+                // the median of the runs' paired differences.
+                let pairs: Vec<(u64, u64)> = (0..opts.runs)
+                    .map(|_| {
+                        (
+                            harness.time(&frame, opts.repeat),
+                            before.time(&frame, opts.repeat),
+                        )
+                    })
+                    .collect();
+                (
+                    median(pairs.iter().map(|p| p.0).collect()),
+                    Some(Baseline::of(&pairs)),
+                )
+            }
+        };
         let base = median(
             (0..opts.runs)
                 .map(|_| floor.time(&frame, opts.repeat))
@@ -318,7 +382,13 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
                 .map(|_| xdp_filter.program.time(&frame, opts.repeat))
                 .collect(),
         );
-        rows.push(row(name, reason.name(), allow_entries, ours, base, theirs));
+        let timing = Timing {
+            ours,
+            base,
+            theirs,
+            before,
+        };
+        rows.push(row(name, reason.name(), allow_entries, &timing));
     }
     // A fresh source for every packet: each drop merges the previous source into the LRU map
     // (an insert). Single runs, so the kernel's per-run time is measured for both programs.
@@ -331,7 +401,25 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
                 v4([198, 18 + (c >> 7), c & 0x7f, d], IPPROTO_UDP, &stats)
             })
             .collect();
-        let ours = median(frames.iter().map(|f| harness.time(f, 1)).collect());
+        // Each build has maps of its own, so each frame is a new source to both: the two run
+        // frame by frame, interleaved.
+        let (ours, before) = match baseline {
+            None => (
+                median(frames.iter().map(|f| harness.time(f, 1)).collect()),
+                None,
+            ),
+            Some(object) => {
+                let before = Harness::with_object(object, &policy);
+                let pairs: Vec<(u64, u64)> = frames
+                    .iter()
+                    .map(|f| (harness.time(f, 1), before.time(f, 1)))
+                    .collect();
+                (
+                    median(pairs.iter().map(|p| p.0).collect()),
+                    Some(Baseline::of(&pairs)),
+                )
+            }
+        };
         let base = median(frames.iter().map(|f| floor.time(f, 1)).collect());
         let theirs = median(
             frames
@@ -340,7 +428,13 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
                 .collect(),
         );
         let name = "udp4 11211, new source each packet (single runs)";
-        rows.push(row(name, "udp_port", 2, ours, base, theirs));
+        let timing = Timing {
+            ours,
+            base,
+            theirs,
+            before,
+        };
+        rows.push(row(name, "udp_port", 2, &timing));
     }
 
     serde_json::Value::Array(rows)
