@@ -89,6 +89,16 @@ pub enum Error {
     #[error("state dir {}: {err}", path.display())]
     StateDir { path: PathBuf, err: io::Error },
     #[error(
+        "refusing the state dir: {} {why}, so someone other than root could switch the filter off; make it root's and not group- or world-writable (`chown root: {}; chmod go-w {}`), or remove it and let mcfilter create it",
+        path.display(), path.display(), path.display()
+    )]
+    UntrustedStateDir { path: PathBuf, why: String },
+    #[error(
+        "another process has held the state lock on {} for {waited} s; `fuser -v {}` shows which, and nothing was changed",
+        path.display(), path.display()
+    )]
+    Locked { path: PathBuf, waited: u64 },
+    #[error(
         "{iface}'s driver has no native XDP support; attach with `--mode skb` (or `--mode auto`)"
     )]
     NativeUnsupported { iface: String },

@@ -8,13 +8,24 @@
 //! ```
 //!
 //! The CLI holds no state of its own: every command finds everything here.
+//!
+//! Whoever can change the state dir can switch the filter off (unpinning a link detaches it), so
+//! every command first checks that only root (or the user mcfilter runs as, for the
+//! capability-only service) can: the state dir and each directory between it and the bpffs
+//! mount are refused if they are symbolic links, owned by another user, or writable by group or
+//! others (the mount itself may be world-writable if it is sticky, as /tmp). bpffs is mounted
+//! 0700 when mcfilter mounts it. The lock is waited for [`LOCK_WAIT`] at the most.
 
 use std::{
     ffi::CString,
     fs::{self, File},
     io,
-    os::{fd::AsRawFd as _, unix::fs::PermissionsExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, PermissionsExt as _},
+    },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use mcfilter_common::map_names;
@@ -28,6 +39,8 @@ const BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// `statfs.f_type` of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
+/// How long a command waits for another to release the state lock before it gives up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Every map pinned in the state dir.
 pub const MAP_PINS: [&str; 11] = [
@@ -115,7 +128,50 @@ impl StateDir {
         if !is_bpffs(&parent)? {
             return Err(Error::NotBpffs { path: parent });
         }
+        self.check_trust()?;
         self.lock()
+    }
+
+    /// Refuses a state dir that someone other than root (or this process's user) could change:
+    /// the state dir if it exists, and every directory above it up to the bpffs mount, checked
+    /// without following symbolic links.
+    fn check_trust(&self) -> Result<(), Error> {
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let mut dir = if fs::symlink_metadata(&self.dir).is_ok() {
+            self.dir.clone()
+        } else {
+            self.parent()
+        };
+        loop {
+            let meta = fs::symlink_metadata(&dir).map_err(|err| Error::StateDir {
+                path: dir.clone(),
+                err,
+            })?;
+            let above = dir.parent().map(Path::to_path_buf);
+            let is_mount_root = match &above {
+                Some(above) => !is_bpffs(above)?,
+                None => true,
+            };
+            let why = if meta.file_type().is_symlink() {
+                Some("is a symbolic link".to_owned())
+            } else if !meta.is_dir() {
+                Some("is not a directory".to_owned())
+            } else if meta.uid() != 0 && meta.uid() != euid {
+                Some(format!("is owned by uid {}", meta.uid()))
+            } else if meta.mode() & 0o022 != 0 && !(is_mount_root && meta.mode() & 0o1000 != 0) {
+                Some("is writable by group or others".to_owned())
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(Error::UntrustedStateDir { path: dir, why });
+            }
+            match above {
+                Some(above) if !is_mount_root => dir = above,
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Serialises commands on this state dir: an exclusive flock on its parent directory (the
@@ -126,14 +182,24 @@ impl StateDir {
             path: parent.clone(),
             err,
         })?;
-        // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::StateDir {
-                path: parent,
-                err: io::Error::last_os_error(),
-            });
+        let started = Instant::now();
+        loop {
+            // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return Ok(StateLock { _file: file });
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::StateDir { path: parent, err });
+            }
+            if started.elapsed() >= LOCK_WAIT {
+                return Err(Error::Locked {
+                    path: parent,
+                    waited: LOCK_WAIT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(StateLock { _file: file })
     }
 
     fn parent(&self) -> PathBuf {
@@ -212,7 +278,8 @@ fn mount_bpffs(path: &Path) -> Result<(), Error> {
             c_path.as_ptr(),
             c"bpf".as_ptr(),
             0,
-            std::ptr::null(),
+            // Root's only: nobody else may make directories where a state dir will be.
+            c"mode=0700".as_ptr().cast(),
         )
     };
     if rc != 0 {

@@ -48,6 +48,26 @@ impl NetNs {
         command
     }
 
+    /// Runs `script` with `sh` here, in a private mount namespace whose /sys/fs/bpf is a bpffs
+    /// of its own, mounted world-writable and sticky (1777, as bpffs mounts without a mode), so
+    /// unprivileged users can be played without touching the host's bpffs. `$MCF` is the mcfilter
+    /// binary; `nobody CMD...` runs a command as uid 65534 without capabilities, and `nobody_with
+    /// CAPS CMD...` with those (setpriv's `+bpf,...` form) as ambient capabilities.
+    pub fn private_bpffs_script(&self, script: &str) -> Output {
+        let prelude = format!(
+            "set -u; mount -t bpf -o mode=1777 bpf /sys/fs/bpf || exit 90; MCF={}; \
+             nobody() {{ setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \"$@\"; }}; \
+             nobody_with() {{ c=$1; shift; setpriv --reuid=65534 --regid=65534 --clear-groups \
+               --inh-caps=$c --ambient-caps=$c \"$@\"; }}; ",
+            crate::cli::binary().display()
+        );
+        self.command("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(prelude + script)
+            .output()
+            .expect("run unshare")
+    }
+
     /// Runs `f` on a thread that has entered the namespace: sockets it makes live there.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = File::open(self.path()).expect("open netns file");
@@ -84,4 +104,15 @@ pub fn run(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stderr).trim()
     );
     output
+}
+
+/// The `case NAME: TEXT` lines a script printed, by name (see
+/// [`NetNs::private_bpffs_script`]).
+pub fn script_cases(out: &Output) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("case "))
+        .filter_map(|line| line.split_once(": "))
+        .map(|(name, text)| (name.to_owned(), text.trim().to_owned()))
+        .collect()
 }

@@ -454,13 +454,15 @@ fn bpffs_is_mounted_when_missing() {
     if !privileged("bpffs_is_mounted_when_missing") {
         return;
     }
-    // A private mount namespace without bpffs at /sys/fs/bpf: the CLI mounts it itself.
+    // A private mount namespace without bpffs at /sys/fs/bpf: the CLI mounts it itself, with
+    // nothing for group or others (mode 0700; the kernel keeps the sticky bit).
     let ns = NetNs::new("bf");
     let dir = format!("/sys/fs/bpf/{}", mcfilter_tests::unique("bf"));
     let bin = binary().display().to_string();
     let script = format!(
         "umount /sys/fs/bpf 2>/dev/null; ! mountpoint -q /sys/fs/bpf || exit 3; \
          {bin} attach lo --state-dir {dir} && mountpoint -q /sys/fs/bpf && \
+         [ $(( 0$(stat -c %a /sys/fs/bpf) & 077 )) -eq 0 ] && \
          {bin} status --json --state-dir {dir} && {bin} detach lo --state-dir {dir}"
     );
     let out = ns
@@ -575,35 +577,38 @@ fn three_capabilities_are_enough_without_root() {
     if !privileged("three_capabilities_are_enough_without_root") {
         return;
     }
-    // The systemd unit's and the DaemonSet's capability set, as an unprivileged user.
-    let ns = NetNs::new("cp");
-    let dir = format!("/sys/fs/bpf/{}", mcfilter_tests::unique("cp"));
-    let as_nobody = |caps: &str, args: &[&str]| {
-        ns.command("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(format!("--inh-caps={caps}"))
-            .arg(format!("--ambient-caps={caps}"))
-            .arg(binary())
-            .args(args)
-            .args(["--state-dir", &dir])
-            .output()
-            .unwrap()
-    };
-    let all = "+bpf,+perfmon,+net_admin";
+    // The systemd unit's and the DaemonSet's capability set, as an unprivileged user (in a bpffs
+    // of its own: the host's may be root's only).
+    let script = r#"
+        all=+bpf,+perfmon,+net_admin
+        d=/sys/fs/bpf/caps
+        for args in "attach lo" "status --json" "allow add 198.18.0.1" "detach lo"; do
+            err=$(nobody_with $all "$MCF" $args --state-dir $d 2>&1 >/dev/null)
+            echo "case $args: rc=$? $err"
+        done
+        err=$(nobody_with +bpf,+net_admin "$MCF" attach lo --state-dir $d 2>&1 >/dev/null)
+        echo "case without perfmon: rc=$? lines=$(printf '%s\n' "$err" | wc -l) $err"
+        [ -e $d ] && echo "case left: yes" || echo "case left: no"
+    "#;
+    let out = NetNs::new("cp").private_bpffs_script(script);
+    let cases = mcfilter_tests::netns::script_cases(&out);
     for args in [
-        &["attach", "lo"][..],
-        &["status", "--json"],
-        &["allow", "add", "198.18.0.1"],
-        &["detach", "lo"],
+        "attach lo",
+        "status --json",
+        "allow add 198.18.0.1",
+        "detach lo",
     ] {
-        let out = as_nobody(all, args);
-        assert!(out.status.success(), "{args:?} with {all}: {out:?}");
+        assert!(
+            cases.get(args).is_some_and(|line| line.starts_with("rc=0")),
+            "{args} with the three capabilities: {out:?}"
+        );
     }
-    let out = as_nobody("+bpf,+net_admin", &["attach", "lo"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = cases
+        .get("without perfmon")
+        .expect("a case without CAP_PERFMON");
     assert!(
-        !out.status.success() && stderr.contains("CAP_PERFMON") && stderr.lines().count() == 1,
-        "{stderr}"
+        !line.starts_with("rc=0") && line.contains("lines=1") && line.contains("CAP_PERFMON"),
+        "{line}"
     );
-    assert!(!std::path::Path::new(&dir).exists());
+    assert_eq!(cases.get("left").map(String::as_str), Some("no"), "{out:?}");
 }

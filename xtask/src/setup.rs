@@ -113,7 +113,11 @@ fn bpffs() -> anyhow::Result<()> {
         return Ok(());
     }
     step("bpffs", &format!("mounting at {BPFFS}"));
-    Cmd::new("mount").args(["-t", "bpf", "bpf", BPFFS]).run()?;
+    // Root's only (bpffs defaults to 1777): nobody else may make directories where mcfilter
+    // keeps its state.
+    Cmd::new("mount")
+        .args(["-t", "bpf", "-o", "mode=0700", "bpf", BPFFS])
+        .run()?;
     if !is_bpffs(BPFFS) {
         bail!("mounted bpffs, but {BPFFS} is still not a bpf filesystem");
     }
