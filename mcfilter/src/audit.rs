@@ -330,7 +330,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
                 severity: Severity::Medium,
                 port: None,
                 finding: "mcfilter is in dry-run: it counts what it would drop, and drops nothing".into(),
-                fix: "attach without --dry-run (or `dry_run = false` in the config) once the allow-list is right".into(),
+                fix: "`mcfilter policy --dry-run off` (or `dry_run = false` in the config) once the allow-list is right".into(),
             });
         }
     }

@@ -44,6 +44,9 @@ pub enum Command {
     /// Show or change the allow-list of TCP sources, live
     #[command(subcommand)]
     Allow(AllowCommand),
+    /// Show the shared policy, or change it live for every interface (ports, dry-run,
+    /// reflection protection)
+    Policy(PolicyArgs),
     /// Show counters by reason and the busiest dropped sources
     Stats(StatsArgs),
     /// Show where the filter is attached and its policy
@@ -103,6 +106,34 @@ pub struct AttachArgs {
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub sources_capacity: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// JSON instead of a line
+    #[arg(long)]
+    pub json: bool,
+    /// Dry-run (count what would be dropped, pass it) on, or off to enforce
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub dry_run: Option<OnOff>,
+    /// UDP from a protected source port (reflected replies): drop, or pass
+    #[arg(long, value_enum, value_name = "drop|pass")]
+    pub reflection: Option<Reflection>,
+    /// The protected destination ports, replacing the set (repeat for several)
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Reflection {
+    Drop,
+    Pass,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

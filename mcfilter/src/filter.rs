@@ -22,18 +22,17 @@ use aya::{
 };
 use ipnet::IpNet;
 use mcfilter_common::{
-    Config, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, PROGRAM_NAME, map_names,
-    xdp_mode,
+    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, PROGRAM_NAME, map_names, xdp_mode,
 };
 
 mod detach;
 mod policy;
 
 pub use detach::{Detached, detach};
-pub use policy::{set_allow_list, set_policy};
+pub use policy::{Policy, PolicyChange, change_policy, policy, set_allow_list};
 
 use crate::{
-    DEFAULT_PORT, EBPF_OBJECT, Error,
+    EBPF_OBJECT, Error,
     allow::Change,
     maps::Maps,
     netlink,
@@ -203,24 +202,20 @@ fn attach_locked(
     let mut maps = Maps::open(state)?;
 
     // Policy first (a fresh program then never runs without it), undone if attaching fails.
+    // Attach replaces the ports it names and can switch dry-run and reflection protection on;
+    // `mcfilter policy` switches them off.
     let old_config = maps.config()?;
-    let mut config = if fresh { Config::empty() } else { old_config };
-    let ports = match (&req.ports, fresh) {
-        (Some(ports), _) => ports.clone(),
-        (None, true) => BTreeSet::from([DEFAULT_PORT]),
-        (None, false) => BTreeSet::new(),
+    let current = if fresh {
+        Policy::initial()
+    } else {
+        Policy::from_config(&old_config)
     };
-    if !ports.is_empty() {
-        config.ports = Config::empty().ports;
-        ports.iter().for_each(|&port| config.protect(port));
-    }
-    if req.dry_run {
-        config.dry_run = 1;
-    }
-    if req.drop_reflected {
-        config.drop_reflected = 1;
-    }
-    maps.set_config(&config)?;
+    let policy = current.with(&PolicyChange {
+        ports: req.ports.clone(),
+        dry_run: req.dry_run.then_some(true),
+        drop_reflected: req.drop_reflected.then_some(true),
+    });
+    maps.set_config(&policy.to_config())?;
     let allow_change = match maps.allow.add(&req.allow) {
         Ok(change) => change,
         Err(err) => {
@@ -242,9 +237,9 @@ fn attach_locked(
             native_error,
             prog_id,
             created_state: fresh,
-            ports: config.protected_ports().collect(),
-            dry_run: config.dry_run != 0,
-            drop_reflected: config.drop_reflected != 0,
+            ports: policy.ports.iter().copied().collect(),
+            dry_run: policy.dry_run,
+            drop_reflected: policy.drop_reflected,
             allow_change,
         }),
         Err(err) => {

@@ -255,7 +255,14 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
     }
     if !config.interfaces.is_empty() || state.exists() {
         filter::set_allow_list(&state, &config.allow)?;
-        filter::set_policy(&state, &config.ports, config.dry_run, config.drop_reflected)?;
+        filter::change_policy(
+            &state,
+            &filter::PolicyChange::exactly(filter::Policy {
+                ports: config.ports.clone(),
+                dry_run: config.dry_run,
+                drop_reflected: config.drop_reflected,
+            }),
+        )?;
     }
     let listed: BTreeSet<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
     let gone: Vec<String> = owned

@@ -9,7 +9,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use mcfilter::{maps::Maps, pin::StateDir};
-use mcfilter_common::{Config, Counter, Reason, stats_slot};
+use mcfilter_common::{Counter, Reason, stats_slot};
 
 use crate::oracle::Policy;
 
@@ -73,10 +73,12 @@ impl Harness {
             .expect("an XDP program");
         program.load().expect("the verifier accepts the program");
         let mut maps = Maps::open(&state).expect("open pinned maps");
-        let mut config = Config::empty();
-        policy.ports.iter().for_each(|&p| config.protect(p));
-        config.dry_run = u32::from(dry_run);
-        config.drop_reflected = u32::from(policy.drop_reflected);
+        let config = mcfilter::filter::Policy {
+            ports: policy.ports.clone(),
+            dry_run,
+            drop_reflected: policy.drop_reflected,
+        }
+        .to_config();
         maps.set_config(&config).expect("write config");
         let allow: BTreeSet<_> = policy.allow.iter().copied().collect();
         maps.allow.add(&allow).expect("write allow-list");

@@ -283,3 +283,79 @@ fn xdp_on_server(lab: &Lab) -> bool {
         .expect("ip");
     String::from_utf8_lossy(&out.stdout).contains("xdp")
 }
+
+#[test]
+fn policy_changes_apply_live_to_real_traffic() {
+    if !privileged("policy_changes_apply_live_to_real_traffic") {
+        return;
+    }
+    let lab = Lab::new("pc");
+    let client = lab.host("pcc", 20);
+    let mcf = mcfilter(&lab, "pc");
+    let (_, line) = mcf.fails(&["policy"]);
+    assert!(line.contains("not attached"), "{line}");
+    mcf.ok(&["attach", IFACE, "--dry-run"]);
+    let policy = mcf.json(&["policy", "--json"]);
+    assert_eq!(policy["dry_run"], true, "{policy}");
+    assert_eq!(policy["ports"], serde_json::json!([PORT]), "{policy}");
+
+    let server: IpAddr = lab.server.v4.into();
+    let protected = lab.server.udp_listener(PORT);
+    let other = lab.server.udp_listener(OTHER_PORT);
+    let delivered = |socket: &std::net::UdpSocket, port: u16| {
+        client.send_udp(&[server], port, b"stats\r\n", 3);
+        !receive(socket, 3).is_empty()
+    };
+    assert!(delivered(&protected, PORT), "dry-run passes UDP {PORT}");
+    let out = mcf.ok(&["policy", "--dry-run", "off"]);
+    assert!(
+        out.starts_with("policy changed: ports 11211; enforced"),
+        "{out}"
+    );
+    assert!(
+        !delivered(&protected, PORT),
+        "enforced at once, no re-attach"
+    );
+    let out = mcf.ok(&["policy", "--dry-run", "off"]);
+    assert!(out.starts_with("policy unchanged"), "{out}");
+
+    mcf.ok(&["policy", "--port", &OTHER_PORT.to_string()]);
+    assert!(!delivered(&other, OTHER_PORT), "the new port is protected");
+    assert!(delivered(&protected, PORT), "the old one is not any more");
+
+    // Reflection protection: UDP *from* the protected port, to any port.
+    let reply_port = 5000;
+    let victim = lab.server.udp_listener(reply_port);
+    let reflector = client
+        .ns
+        .run(|| std::net::UdpSocket::bind(("0.0.0.0", OTHER_PORT)).expect("bind reflector"));
+    let reflected = || {
+        for _ in 0..3 {
+            reflector
+                .send_to(b"VALUE", (server, reply_port))
+                .expect("send");
+        }
+        !receive(&victim, 3).is_empty()
+    };
+    assert!(reflected(), "reflection protection is off by default");
+    mcf.ok(&["policy", "--reflection", "drop"]);
+    assert!(!reflected(), "reflected replies dropped");
+    mcf.ok(&["policy", "--reflection", "pass"]);
+    assert!(reflected(), "and passed again");
+
+    for (args, code) in [
+        (&["policy", "--dry-run", "maybe"][..], 2),
+        (&["policy", "--port", "0"], 2),
+        (&["policy", "--reflection", "block"], 2),
+    ] {
+        let (got, line) = mcf.fails(args);
+        assert_eq!(got, code, "{args:?}: {line}");
+    }
+    let policy = mcf.json(&["policy", "--json"]);
+    assert_eq!(
+        policy,
+        serde_json::json!({"ports": [OTHER_PORT], "dry_run": false, "drop_reflected": false}),
+        "refused changes left the policy as it was"
+    );
+    mcf.ok(&["detach", IFACE]);
+}

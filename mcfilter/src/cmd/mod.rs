@@ -3,6 +3,7 @@
 mod allow;
 mod attach;
 mod audit;
+mod policy;
 mod stats;
 mod status;
 
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             say(&format!("detached from {}{tail}", detached.iface))
         }
         Command::Allow(command) => allow::run(&state, command),
+        Command::Policy(args) => policy::run(&state, args),
         Command::Stats(args) => stats::run(&state, args),
         Command::Status(args) => status::run(&state, args),
         Command::Run { config } => crate::service::run(&config),

@@ -1,36 +1,99 @@
-//! The shared policy set wholesale (the service's config is authoritative): ports, dry-run,
-//! reflection protection and the allow-list.
+//! The shared policy: protected ports, dry-run and reflection protection. [`Policy`] is its one
+//! owner: attach, the `policy` command, the service and the test harness all read it, change it
+//! with a [`PolicyChange`] and write it as the program's [`Config`] through here. A change is one
+//! write of the one-entry config array, which the program reads whole per packet: a kill leaves
+//! the old policy or the new one, never a mix, so it needs no journal.
 
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use mcfilter_common::Config;
 
-use crate::{Error, maps::Maps, pin::StateDir};
+use crate::{DEFAULT_PORT, Error, maps::Maps, pin::StateDir};
 
-/// Sets the shared policy's ports, dry-run and reflection protection exactly (the service's
-/// config is authoritative, both ways); returns whether anything changed.
-pub fn set_policy(
-    state: &StateDir,
-    ports: &BTreeSet<u16>,
-    dry_run: bool,
-    drop_reflected: bool,
-) -> Result<bool, Error> {
+/// The policy every attached interface shares.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Policy {
+    /// Destination ports whose UDP is dropped and whose TCP passes only from the allow-list.
+    pub ports: BTreeSet<u16>,
+    /// Count what would be dropped, but pass it.
+    pub dry_run: bool,
+    /// Drop UDP *from* a protected port (amplified replies aimed at this host).
+    pub drop_reflected: bool,
+}
+
+/// What to change of a [`Policy`]; `None` keeps a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyChange {
+    pub ports: Option<BTreeSet<u16>>,
+    pub dry_run: Option<bool>,
+    pub drop_reflected: Option<bool>,
+}
+
+impl Policy {
+    /// The policy of a first attach that names no ports: memcached's, enforcing.
+    pub fn initial() -> Self {
+        Policy {
+            ports: BTreeSet::from([DEFAULT_PORT]),
+            dry_run: false,
+            drop_reflected: false,
+        }
+    }
+
+    pub fn from_config(config: &Config) -> Self {
+        Policy {
+            ports: config.protected_ports().collect(),
+            dry_run: config.dry_run != 0,
+            drop_reflected: config.drop_reflected != 0,
+        }
+    }
+
+    pub fn to_config(&self) -> Config {
+        let mut config = Config::empty();
+        self.ports.iter().for_each(|&port| config.protect(port));
+        config.dry_run = u32::from(self.dry_run);
+        config.drop_reflected = u32::from(self.drop_reflected);
+        config
+    }
+
+    /// This policy with `change` applied.
+    pub fn with(&self, change: &PolicyChange) -> Self {
+        Policy {
+            ports: change.ports.clone().unwrap_or_else(|| self.ports.clone()),
+            dry_run: change.dry_run.unwrap_or(self.dry_run),
+            drop_reflected: change.drop_reflected.unwrap_or(self.drop_reflected),
+        }
+    }
+}
+
+impl PolicyChange {
+    /// Every field set: the policy becomes exactly `policy` (the service's config).
+    pub fn exactly(policy: Policy) -> Self {
+        PolicyChange {
+            ports: Some(policy.ports),
+            dry_run: Some(policy.dry_run),
+            drop_reflected: Some(policy.drop_reflected),
+        }
+    }
+}
+
+/// The shared policy as it is.
+pub fn policy(state: &StateDir) -> Result<Policy, Error> {
+    let _lock = state.prepare_and_lock()?;
+    Ok(Policy::from_config(&Maps::open(state)?.config()?))
+}
+
+/// Applies `change` to the shared policy, live for every interface; returns the policy before
+/// and after.
+pub fn change_policy(state: &StateDir, change: &PolicyChange) -> Result<(Policy, Policy), Error> {
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
-    let old = maps.config()?;
-    let mut config = Config::empty();
-    ports.iter().for_each(|&port| config.protect(port));
-    config.dry_run = u32::from(dry_run);
-    config.drop_reflected = u32::from(drop_reflected);
-    if config.ports == old.ports
-        && config.dry_run == old.dry_run
-        && config.drop_reflected == old.drop_reflected
-    {
-        return Ok(false);
+    let old = Policy::from_config(&maps.config()?);
+    let new = old.with(change);
+    if new != old {
+        maps.set_config(&new.to_config())?;
     }
-    maps.set_config(&config)?;
-    Ok(true)
+    Ok((old, new))
 }
 
 /// Makes the allow-list exactly `nets` (journaled, applied as a difference).
@@ -40,4 +103,37 @@ pub fn set_allow_list(
 ) -> Result<crate::allow::Change, Error> {
     let _lock = state.prepare_and_lock()?;
     Maps::open(state)?.allow.replace(nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_policy_survives_the_config_round_trip() {
+        let policy = Policy {
+            ports: BTreeSet::from([1, 11211, 22122, 65535]),
+            dry_run: true,
+            drop_reflected: true,
+        };
+        assert_eq!(Policy::from_config(&policy.to_config()), policy);
+    }
+
+    #[test]
+    fn a_change_touches_only_what_it_names() {
+        let before = Policy::initial();
+        let after = before.with(&PolicyChange {
+            dry_run: Some(true),
+            ..PolicyChange::default()
+        });
+        assert_eq!(after.ports, before.ports);
+        assert!(after.dry_run && !after.drop_reflected);
+        assert_eq!(after.with(&PolicyChange::default()), after);
+        let exact = Policy {
+            ports: BTreeSet::from([80]),
+            dry_run: false,
+            drop_reflected: true,
+        };
+        assert_eq!(after.with(&PolicyChange::exactly(exact.clone())), exact);
+    }
 }
