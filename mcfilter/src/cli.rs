@@ -176,6 +176,10 @@ pub enum AllowCommand {
         /// How many sources at most
         #[arg(long, value_name = "N", default_value_t = 50)]
         top: usize,
+        /// The current allow-list first, then the suggestions: ready for `allow replace`
+        /// without losing an entry
+        #[arg(long)]
+        merge: bool,
     },
     /// Make the list exactly FILE's (one CIDR a line, # comments; - for stdin), applying the
     /// difference so entries on both lists are never missing

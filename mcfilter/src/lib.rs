@@ -25,6 +25,7 @@ pub mod pin;
 pub mod service;
 pub mod stats;
 pub mod status;
+pub mod suggest;
 pub mod sys;
 
 use std::{io, path::PathBuf};

@@ -165,6 +165,24 @@ fn shadow_mode_passes_everything_and_counts_what_enforcing_drops() {
         text.starts_with("198.18.3.3/32") && text.contains("# 30 packets dropped, 30 in dry-run"),
         "{text}"
     );
+    // Spoofed SYNs never send data: each suggestion says so.
+    assert_eq!(
+        text.matches("caution: only SYN-sized packets").count(),
+        3,
+        "{text}"
+    );
+    // --merge keeps the current list ahead of the suggestions.
+    mcf.ok(&["allow", "add", "198.18.0.10"]);
+    let merged = mcf.json(&["allow", "suggest", "--merge", "--json"]);
+    assert_eq!(
+        merged,
+        serde_json::json!([
+            "198.18.0.10/32",
+            "198.18.3.3/32",
+            "198.18.3.2/32",
+            "198.18.3.1/32"
+        ])
+    );
 
     // Enforcing the same traffic drops exactly what dry-run counted.
     mcf.ok(&["detach", IFACE]);

@@ -47,29 +47,42 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AllowCommand::Suggest { json, top } => {
+        AllowCommand::Suggest { json, top, merge } => {
+            let current = allow.list()?;
             let stats = crate::stats::read(&maps, usize::MAX)?;
-            let denied: Vec<(String, &crate::stats::SourceRow)> = stats
-                .sources
-                .iter()
-                .filter(|row| row.reason == mcfilter_common::Reason::TcpNotAllowed.name())
-                .take(top)
-                .map(|row| (ipnet::IpNet::from(row.source).to_string(), row))
-                .collect();
-            if json {
-                output::print_json(&denied.iter().map(|(cidr, _)| cidr).collect::<Vec<_>>())?;
+            let suggested = crate::suggest::suggestions(&stats.sources, &current, top);
+            let kept: Vec<String> = if merge {
+                current.iter().map(ToString::to_string).collect()
             } else {
-                let lines: String = denied
+                Vec::new()
+            };
+            if json {
+                let nets = kept
                     .iter()
-                    .map(|(cidr, row)| {
-                        let would = if row.would_drop_packets > 0 {
-                            format!(", {} in dry-run", row.would_drop_packets)
-                        } else {
-                            String::new()
-                        };
-                        format!("{cidr:<20} # {} packets dropped{would}\n", row.packets)
-                    })
+                    .cloned()
+                    .chain(suggested.iter().map(|s| s.net.to_string()));
+                output::print_json(&nets.collect::<Vec<_>>())?;
+            } else {
+                let mut lines: String = kept
+                    .iter()
+                    .map(|net| format!("{net:<20} # on the allow-list\n"))
                     .collect();
+                for s in &suggested {
+                    let would = if s.would_drop_packets > 0 {
+                        format!(", {} in dry-run", s.would_drop_packets)
+                    } else {
+                        String::new()
+                    };
+                    let caution = s
+                        .caution
+                        .map(|caution| format!("; caution: {caution}"))
+                        .unwrap_or_default();
+                    lines.push_str(&format!(
+                        "{:<20} # {} packets dropped{would}{caution}\n",
+                        s.net.to_string(),
+                        s.packets
+                    ));
+                }
                 output::print(&lines)?;
             }
             Ok(())
