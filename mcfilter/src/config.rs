@@ -81,6 +81,8 @@ pub struct Config {
     pub ports: BTreeSet<u16>,
     /// Inline entries and the contents of every allow file.
     pub allow: BTreeSet<IpNet>,
+    /// The allow files, resolved against the config's directory (the service watches them).
+    pub allow_files: Vec<PathBuf>,
     pub dry_run: bool,
     /// `reflection = "drop"`: drop UDP from a protected source port.
     pub drop_reflected: bool,
@@ -141,8 +143,8 @@ impl Config {
         for cidr in &file.allow {
             allow.insert(allow::parse_cidr(cidr).map_err(|err| format!("allow: {err}"))?);
         }
-        for file_path in &file.allow_files {
-            let path = base.join(file_path);
+        let allow_files: Vec<PathBuf> = file.allow_files.iter().map(|f| base.join(f)).collect();
+        for path in &allow_files {
             let text = std::fs::read_to_string(&path)
                 .map_err(|err| format!("cannot read allow file {}: {err}", path.display()))?;
             allow.extend(
@@ -182,6 +184,7 @@ impl Config {
             interfaces,
             ports,
             allow,
+            allow_files,
             dry_run: file.dry_run,
             drop_reflected,
             detach_on_exit: file.detach_on_exit,

@@ -8,6 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -136,7 +137,7 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(POLL);
-    let mut seen = modified(&path);
+    let mut seen = watched(&path, &shared);
     let state_dir = shared.config.lock().expect("config lock").state_dir.clone();
     let mut events = Events::default();
     events.refresh(&state_dir);
@@ -149,12 +150,11 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
                 events.refresh(&state_dir);
             }
             _ = poll.tick() => {
-                let now = modified(&path);
-                if now != seen {
-                    // Debounce: wait until the file has stopped changing.
+                if watched(&path, &shared) != seen {
+                    // Debounce: wait until the files have stopped changing.
                     tokio::time::sleep(DEBOUNCE).await;
-                    seen = modified(&path);
                     reload(&path, &shared, &mut owned, "file change");
+                    seen = watched(&path, &shared);
                     events.refresh(&state_dir);
                 }
             }
@@ -179,8 +179,23 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     Ok(())
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What the service watches: the config file and the allow files the running config names,
+/// each by modification time, inode and size, with symbolic links followed (a Kubernetes
+/// ConfigMap update swaps a link to a new file).
+fn watched(config: &Path, shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>> {
+    let allow_files = shared
+        .config
+        .lock()
+        .expect("config lock")
+        .allow_files
+        .clone();
+    std::iter::once(config.to_owned())
+        .chain(allow_files)
+        .map(|path| {
+            let meta = std::fs::metadata(path).ok()?;
+            Some((meta.modified().ok()?, meta.ino(), meta.len()))
+        })
+        .collect()
 }
 
 /// Re-reads and applies the config; a config that does not validate or apply leaves the

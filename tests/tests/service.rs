@@ -324,3 +324,74 @@ fn stats_watch_prints_rates_from_the_counters() {
     );
     mcf.ok(&["detach", IFACE]);
 }
+
+#[test]
+fn the_service_watches_its_allow_files() {
+    if !privileged("the_service_watches_its_allow_files") {
+        return;
+    }
+    let lab = Lab::new("aw");
+    let mcf = Mcfilter::new("aw").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("aw"));
+    // A Kubernetes ConfigMap's layout: the file is a link through `..data` to a versioned
+    // directory, and an update swaps `..data` atomically.
+    fs::create_dir_all(dir.join("..v1")).unwrap();
+    fs::write(dir.join("..v1/clients.txt"), "198.18.0.10\n").unwrap();
+    std::os::unix::fs::symlink("..v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/clients.txt", dir.join("clients.txt")).unwrap();
+    fs::write(dir.join("extra.txt"), "198.18.0.20\n").unwrap();
+    let path = dir.join("mcfilter.toml");
+    let extra = "allow_files = [\"clients.txt\", \"extra.txt\"]";
+    fs::write(&path, config(mcf.state_dir(), &[], extra)).unwrap();
+    let service = Service::start(&lab.server.ns, &path, &dir.join("service.log"));
+    let list = || -> Vec<String> {
+        serde_json::from_value(mcf.json(&["allow", "list", "--json"])).expect("CIDRs")
+    };
+    let becomes_list = |want: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if list() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    assert!(
+        becomes_list(&["198.18.0.10/32", "198.18.0.20/32"]),
+        "{:?}",
+        list()
+    );
+
+    // Edited in place.
+    fs::write(dir.join("extra.txt"), "198.18.0.21\n").unwrap();
+    assert!(
+        becomes_list(&["198.18.0.10/32", "198.18.0.21/32"]),
+        "an edited allow file applies without SIGHUP: {:?} {}",
+        list(),
+        service.log()
+    );
+    // Swapped like a ConfigMap update.
+    fs::create_dir_all(dir.join("..v2")).unwrap();
+    fs::write(dir.join("..v2/clients.txt"), "198.18.0.11\n").unwrap();
+    std::os::unix::fs::symlink("..v2", dir.join("..data_tmp")).unwrap();
+    fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    assert!(
+        becomes_list(&["198.18.0.11/32", "198.18.0.21/32"]),
+        "a swapped allow file applies: {:?} {}",
+        list(),
+        service.log()
+    );
+    // A broken one keeps the running policy.
+    fs::write(dir.join("extra.txt"), "198.18.0.22\nnot-a-cidr\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !service.log().contains("keeping the running policy") {
+        assert!(Instant::now() < deadline, "no refusal: {}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(list(), ["198.18.0.11/32", "198.18.0.21/32"]);
+
+    service.stop();
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}
