@@ -145,7 +145,7 @@ impl Config {
         }
         let allow_files: Vec<PathBuf> = file.allow_files.iter().map(|f| base.join(f)).collect();
         for path in &allow_files {
-            let text = std::fs::read_to_string(&path)
+            let text = std::fs::read_to_string(path)
                 .map_err(|err| format!("cannot read allow file {}: {err}", path.display()))?;
             allow.extend(
                 allow::parse_list(&text).map_err(|err| format!("{}: {err}", path.display()))?,
