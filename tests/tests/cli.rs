@@ -450,3 +450,45 @@ fn which_systemd_analyze() -> Result<std::path::PathBuf, ()> {
         .find(|p| p.exists())
         .ok_or(())
 }
+
+#[test]
+fn a_reader_blocked_on_its_output_never_holds_the_lock() {
+    if !privileged("a_reader_blocked_on_its_output_never_holds_the_lock") {
+        return;
+    }
+    let ns = NetNs::new("bl");
+    let mcf = Mcfilter::new("bl").in_netns(&ns);
+    mcf.ok(&["attach", "lo"]);
+    // More than a pipe holds (64 KiB), so `allow list` blocks writing until it is read.
+    let entries: Vec<String> = (0..6000u32)
+        .map(|i| std::net::Ipv4Addr::from(0xc612_0000 + i).to_string())
+        .collect();
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("bl"));
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("clients.txt");
+    fs::write(&file, entries.join("\n")).unwrap();
+    mcf.ok(&["allow", "replace", "--file", file.to_str().unwrap()]);
+
+    let reader = mcf
+        .command(&["allow", "list"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn allow list");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // `allow list | less`, left open: a change still goes through at once.
+    let started = std::time::Instant::now();
+    mcf.ok(&["allow", "add", "198.19.0.1"]);
+    let waited = started.elapsed();
+    let listed = reader.wait_with_output().expect("allow list");
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout).lines().count(),
+        6000
+    );
+    assert!(
+        waited < mcfilter::pin::LOCK_WAIT / 2,
+        "a change waited {waited:?} behind a blocked reader"
+    );
+    mcf.ok(&["detach", "lo"]);
+    fs::remove_dir_all(dir).unwrap();
+}

@@ -12,7 +12,7 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
         AllowCommand::Replace { file } => Some(read_list(file)?),
         _ => None,
     };
-    let _lock = state.prepare_and_lock()?;
+    let lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
     match maps.recovered {
         Some(Recovery::RolledBack) => {
@@ -40,6 +40,8 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
         }
         AllowCommand::List(args) => {
             let nets: Vec<String> = allow.list()?.iter().map(ToString::to_string).collect();
+            // Output can block (a pager, a full pipe): never while holding the lock.
+            drop(lock);
             if args.json {
                 output::print_json(&nets)?;
             } else {
@@ -51,6 +53,7 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
             let current = allow.list()?;
             let stats = crate::stats::read(&maps, usize::MAX)?;
             let suggested = crate::suggest::suggestions(&stats.sources, &current, top);
+            drop(lock);
             let kept: Vec<String> = if merge {
                 current.iter().map(ToString::to_string).collect()
             } else {
