@@ -1,8 +1,8 @@
-//! Batched map operations (Linux 5.6): reads of per-CPU hash maps (BPF_MAP_LOOKUP_BATCH), so
-//! `stats` stays fast with a million live sources, and inserts into hash maps
-//! (BPF_MAP_UPDATE_BATCH), so indexing a large allow-list's addresses does not add a system call
-//! per address. Thousands of entries per call instead of one or two calls per entry. aya 0.14
-//! has no batch API; these are the raw `bpf(2)` calls in mcfilter.
+//! Batched map operations (Linux 5.6): reads of hash maps (BPF_MAP_LOOKUP_BATCH), so `stats`
+//! stays fast with a million live sources and `status` counts a map in a few calls, and inserts
+//! into hash maps (BPF_MAP_UPDATE_BATCH), so indexing a large allow-list's addresses does not add
+//! a system call per address. Thousands of entries per call instead of one or two calls per
+//! entry. aya 0.14 has no batch API; these are the raw `bpf(2)` calls in mcfilter.
 
 use std::{
     io,
@@ -12,7 +12,7 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{IterableMap, MapData},
+    maps::{IterableMap, MapData, MapType},
 };
 
 /// `BPF_MAP_LOOKUP_BATCH` from `enum bpf_cmd`.
@@ -65,17 +65,64 @@ where
     V: Pod,
     M: IterableMap<K, aya::maps::PerCpuValues<V>>,
 {
-    let data: &MapData = map.map();
     let cpus = aya::util::nr_cpus().map_err(|(_, err)| err)?;
     // The kernel lays each CPU's value out at an 8-byte stride.
     let stride = size_of::<V>().next_multiple_of(8);
-    let mut keys = vec![0u8; size_of::<K>() * BATCH as usize];
-    let mut values = vec![0u8; stride * cpus * BATCH as usize];
+    let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
+    lookup_batches(map.map(), size_of::<K>(), stride * cpus, |key, value| {
+        // SAFETY: the kernel wrote a whole key and `cpus` values at `stride`; Pod types accept
+        // any bytes; unaligned reads because the buffers are byte vectors.
+        let key: K = unsafe { key.as_ptr().cast::<K>().read_unaligned() };
+        per_cpu.clear();
+        for cpu in 0..cpus {
+            // SAFETY: as above.
+            per_cpu.push(unsafe {
+                value
+                    .as_ptr()
+                    .add(cpu * stride)
+                    .cast::<V>()
+                    .read_unaligned()
+            });
+        }
+        each(key, &per_cpu);
+    })
+}
+
+/// How many entries a hash map (per-CPU or not, LRU or not) holds, counted [`BATCH`] entries
+/// a system call rather than one `get_next_key` call per key.
+pub fn count(map: &MapData) -> io::Result<usize> {
+    let info = map.info().map_err(io::Error::other)?;
+    let per_cpu = matches!(
+        info.map_type(),
+        Ok(MapType::PerCpuHash | MapType::LruPerCpuHash)
+    );
+    let value_len = if per_cpu {
+        let cpus = aya::util::nr_cpus().map_err(|(_, err)| err)?;
+        (info.value_size() as usize).next_multiple_of(8) * cpus
+    } else {
+        info.value_size() as usize
+    };
+    let mut entries = 0;
+    lookup_batches(map, info.key_size() as usize, value_len, |_, _| {
+        entries += 1
+    })?;
+    Ok(entries)
+}
+
+/// Walks a hash map with BPF_MAP_LOOKUP_BATCH, calling `each(key_bytes, value_bytes)` for every
+/// entry; `value_len` is the kernel's layout of one value (per-CPU values included).
+fn lookup_batches(
+    map: &MapData,
+    key_len: usize,
+    value_len: usize,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
+    let mut keys = vec![0u8; key_len * BATCH as usize];
+    let mut values = vec![0u8; value_len * BATCH as usize];
     // Hash maps' batch token is a bucket index (u32).
     let mut token_in = 0u32;
     let mut token_out = 0u32;
     let mut first = true;
-    let mut per_cpu: Vec<V> = Vec::with_capacity(cpus);
     loop {
         let mut attr = BatchAttr {
             in_batch: if first {
@@ -87,11 +134,11 @@ where
             keys: keys.as_mut_ptr() as u64,
             values: values.as_mut_ptr() as u64,
             count: BATCH,
-            map_fd: data.fd().as_fd().as_raw_fd() as u32,
+            map_fd: map.fd().as_fd().as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` points at buffers sized for `count` keys and values (per-CPU, 8-byte
-        // stride) and at the two tokens, all alive for the call.
+        // SAFETY: `attr` points at buffers sized for `count` keys and values and at the two
+        // tokens, all alive for the call.
         let err = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) }.err();
         // ENOENT: the last batch (its entries are still returned in `count`).
         if let Some(err) = &err
@@ -103,21 +150,10 @@ where
             ));
         }
         for i in 0..attr.count as usize {
-            // SAFETY: the kernel wrote `count` keys and values; Pod types accept any bytes;
-            // unaligned reads because the buffers are byte vectors.
-            let key: K = unsafe {
-                keys.as_ptr()
-                    .add(i * size_of::<K>())
-                    .cast::<K>()
-                    .read_unaligned()
-            };
-            per_cpu.clear();
-            for cpu in 0..cpus {
-                let at = (i * cpus + cpu) * stride;
-                // SAFETY: as above.
-                per_cpu.push(unsafe { values.as_ptr().add(at).cast::<V>().read_unaligned() });
-            }
-            each(key, &per_cpu);
+            each(
+                &keys[i * key_len..(i + 1) * key_len],
+                &values[i * value_len..(i + 1) * value_len],
+            );
         }
         if err.is_some() {
             return Ok(());

@@ -1,5 +1,6 @@
 //! `status`: where the filter is attached and the policy it enforces, read from the pins.
 
+use aya::maps::IterableMap;
 use aya::programs::links::{FdLink, PinnedLink};
 
 use crate::{Error, filter::Attachment, maps::Maps, pin::StateDir, sys};
@@ -64,9 +65,9 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         drop_reflected: config.drop_reflected != 0,
         allow_entries: maps.allow.size()?,
         allow_capacity: maps.allow.capacity(),
-        sources_entries: maps.sources.keys().count(),
+        sources_entries: crate::batch::count(IterableMap::map(&maps.sources)).map_err(Error::Io)?,
         sources_capacity: maps.sources_capacity,
-        fragments_entries: maps.frags.keys().count(),
+        fragments_entries: crate::batch::count(IterableMap::map(&maps.frags)).map_err(Error::Io)?,
         fragments_capacity: maps.frags_capacity,
         warnings: ephemeral_port_warnings(
             &config.protected_ports().collect::<Vec<_>>(),

@@ -13,6 +13,7 @@ use std::{
 };
 
 use aya_log::EbpfLogger;
+use mcfilter_common::{IpKey, SourceStats};
 use mcfilter_tests::{
     cli::Mcfilter,
     fixtures::{ALLOWED_V4, DENIED_V4, policy, v4},
@@ -330,6 +331,21 @@ fn a_large_allow_list_and_many_sources_go_through_batched_map_operations() {
         .filter_map(|row| row["source"].as_str())
         .collect();
     assert!(sources.contains(&denied.v4.to_string().as_str()), "{stats}");
+    // `status` counts the per-source map with BPF_MAP_LOOKUP_BATCH: the same as walking it
+    // key by key.
+    let status: Value = mcf.json(&["status", "--json"]);
+    let pin = mcf.state_dir().join(mcfilter_common::map_names::SOURCES);
+    let map = aya::maps::Map::from_map_data(
+        aya::maps::MapData::from_pin(&pin).expect("the pinned per-source map"),
+    )
+    .expect("a map aya knows");
+    let sources: aya::maps::PerCpuHashMap<_, IpKey, SourceStats> =
+        aya::maps::PerCpuHashMap::try_from(map).expect("a per-CPU hash map");
+    assert_eq!(
+        status["sources_entries"],
+        sources.keys().count(),
+        "{status}"
+    );
     mcf.ok(&["detach", IFACE]);
     drop(listener);
     fs::remove_dir_all(dir).unwrap();
