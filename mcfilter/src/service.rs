@@ -38,7 +38,17 @@ const EVENTS_DRAIN: Duration = Duration::from_millis(200);
 /// What the HTTP handlers need.
 struct Shared {
     config: Mutex<Config>,
+    /// One scrape at a time: a burst of scrapes queues instead of reading the maps in parallel.
+    scrape: tokio::sync::Mutex<()>,
 }
+
+/// Connections the metrics server holds at once; one more is closed as it is accepted, so idle
+/// clients cannot use up the service's file descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must have arrived this long after the connection opened.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection serves one request (no keep-alive) and lives this long at the most.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn info(message: &str) {
     log::info!("{message}");
@@ -126,12 +136,13 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     ));
     let shared = Arc::new(Shared {
         config: Mutex::new(config),
+        scrape: tokio::sync::Mutex::new(()),
     });
     let router = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(serve_health))
         .with_state(shared.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(serve_http(listener, router));
 
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -293,7 +304,39 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
     Ok(())
 }
 
+/// The metrics server's accept loop: at most [`MAX_CONNECTIONS`] connections, each bounded in
+/// time ([`HEADER_TIMEOUT`], [`CONNECTION_TIMEOUT`]) and serving one request.
+async fn serve_http(listener: tokio::net::TcpListener, router: Router) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of file descriptors, or a connection reset while queued: try again soon.
+                log::debug!("metrics: accept: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+            drop(permit);
+        });
+    }
+}
+
 async fn serve_metrics(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let _one_at_a_time = shared.scrape.lock().await;
     let config = shared.config.lock().expect("config lock").clone();
     let rendered = tokio::task::spawn_blocking(move || metrics::render(&config)).await;
     match rendered {

@@ -395,3 +395,70 @@ fn the_service_watches_its_allow_files() {
     mcf.ok(&["detach", IFACE]);
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn idle_connections_cannot_starve_the_metrics_server() {
+    if !privileged("idle_connections_cannot_starve_the_metrics_server") {
+        return;
+    }
+    // 1,000 sockets and the test's own files: more than the default soft limit of 1,024.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid rlimit to fill, then to set from what was read.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit), 0);
+        limit.rlim_cur = limit.rlim_max.min(65_536);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
+    }
+    let lab = Lab::new("ic");
+    let mcf = Mcfilter::new("ic").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("ic"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    fs::write(&path, config(mcf.state_dir(), &["198.18.0.10".into()], "")).unwrap();
+    let service = Service::start(&lab.server.ns, &path, &dir.join("service.log"));
+    let open_files = || {
+        fs::read_dir(format!("/proc/{}/fd", service.child.id()))
+            .expect("the service's fds")
+            .count()
+    };
+    let before = open_files();
+
+    // Idle clients: connected, never a byte sent.
+    let idle: Vec<TcpStream> = lab.server.ns.run(|| {
+        (0..1000)
+            .filter_map(|_| TcpStream::connect(METRICS).ok())
+            .collect()
+    });
+    assert!(idle.len() >= 900, "{} idle connections made", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let during = open_files();
+    assert!(
+        during <= before + mcfilter::service::MAX_CONNECTIONS + 8,
+        "{during} open files with idle clients, {before} before"
+    );
+    // Scrapes go through once the idle connections' header timeout has passed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get(&lab.server.ns, "/metrics").0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no scrape in 15 s: {}",
+            service.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And a reload still applies.
+    fs::write(&path, config(mcf.state_dir(), &["198.18.0.11".into()], "")).unwrap();
+    service.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mcf.json(&["allow", "list", "--json"]) != serde_json::json!(["198.18.0.11/32"]) {
+        assert!(Instant::now() < deadline, "no reload: {}", service.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(idle);
+    service.stop();
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}
