@@ -110,6 +110,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(anyhow::Error::msg)?;
     init_logging(config.log_level);
     let mut owned = BTreeSet::new();
+    upgrade(&config, &mut owned).context("swapping in this build's program")?;
     apply(&config, &mut owned).context("applying the config")?;
     info(&format!(
         "applied {}: {} interface(s), ports {:?}, {} allow-list entries{}",
@@ -244,6 +245,40 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
             path.display()
         )),
     }
+}
+
+/// At start: every listed interface that is attached already (the filter stays attached across
+/// a restart) gets this build's program, swapped in through its pinned link (the `--replace`
+/// path: atomic, no gap), so an upgraded service runs its own datapath; and the service owns it
+/// from now on (`detach_on_exit`, removal from the config).
+fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
+    let state = StateDir::new(&config.state_dir);
+    if !state.exists() {
+        return Ok(());
+    }
+    let attached: BTreeSet<String> = status::status(&state)?
+        .interfaces
+        .into_iter()
+        .filter(|iface| iface.present)
+        .map(|iface| iface.name)
+        .collect();
+    for iface in config
+        .interfaces
+        .iter()
+        .filter(|i| attached.contains(&i.name))
+    {
+        let request = AttachRequest {
+            replace: true,
+            ..AttachRequest::new(&iface.name)
+        };
+        let swapped = filter::attach(&state, &request)?;
+        info(&format!(
+            "swapped this build's program in on {} (program id {}); the filter stayed attached",
+            swapped.iface, swapped.prog_id
+        ));
+        owned.insert(iface.name.clone());
+    }
+    Ok(())
 }
 
 /// Makes the filter match `config`. Checks every interface exists before changing anything,

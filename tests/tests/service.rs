@@ -462,3 +462,42 @@ fn idle_connections_cannot_starve_the_metrics_server() {
     mcf.ok(&["detach", IFACE]);
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
+    if !privileged("a_restarted_service_swaps_in_its_program_and_owns_its_interfaces") {
+        return;
+    }
+    let lab = Lab::new("rs");
+    let mcf = Mcfilter::new("rs").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("rs"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    let program_id = || {
+        let status = mcf.json(&["status", "--json"]);
+        status["interfaces"][0]["program_id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{status}"))
+    };
+    fs::write(&path, config(mcf.state_dir(), &[], "")).unwrap();
+    let first = Service::start(&lab.server.ns, &path, &dir.join("first.log"));
+    let before = program_id();
+    first.stop();
+    // Stopped: the filter stays attached. An upgraded service starts.
+    assert_eq!(program_id(), before, "the filter stays attached");
+    fs::write(&path, config(mcf.state_dir(), &[], "detach_on_exit = true")).unwrap();
+    let second = Service::start(&lab.server.ns, &path, &dir.join("second.log"));
+    let after = program_id();
+    assert_ne!(after, before, "the restarted service runs its own program");
+    assert!(
+        second
+            .log()
+            .contains("swapped this build's program in on eth0")
+    );
+    // The interface it found attached is its own: detach_on_exit covers it.
+    let log = second.stop();
+    assert!(log.contains("detached from eth0"), "{log}");
+    let (_, line) = mcf.fails(&["status"]);
+    assert!(line.contains("not attached"), "{line}");
+    fs::remove_dir_all(dir).unwrap();
+}
