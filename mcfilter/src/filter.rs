@@ -204,11 +204,15 @@ fn attach_locked(
     // Policy first (a fresh program then never runs without it), undone if attaching fails.
     // Attach replaces the ports it names and can switch dry-run and reflection protection on;
     // `mcfilter policy` switches them off.
+    // A policy that protects no port is what a first attach killed after pinning the maps and
+    // before writing the policy leaves (attach, `mcfilter policy --port` and the service's config
+    // all need a port): start it afresh rather than enforce nothing.
     let old_config = maps.config()?;
-    let current = if fresh {
+    let adopted = Policy::from_config(&old_config);
+    let current = if fresh || adopted.ports.is_empty() {
         Policy::initial()
     } else {
-        Policy::from_config(&old_config)
+        adopted
     };
     let policy = current.with(&PolicyChange {
         ports: req.ports.clone(),

@@ -612,3 +612,41 @@ fn three_capabilities_are_enough_without_root() {
     );
     assert_eq!(cases.get("left").map(String::as_str), Some("no"), "{out:?}");
 }
+
+#[test]
+fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
+    if !privileged("an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty") {
+        return;
+    }
+    let lab = Lab::new("ha");
+    let mcf = Mcfilter::new("ha").in_netns(&lab.server.ns);
+    // What a first attach leaves when it is killed after loading the object (its maps pinned)
+    // and before writing the policy: the maps, with an all-zero config.
+    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    drop(state.prepare_and_lock().expect("bpffs"));
+    state.create().expect("the state dir");
+    drop(
+        aya::EbpfLoader::new()
+            .default_map_pin_directory(mcf.state_dir())
+            .load(mcfilter::EBPF_OBJECT)
+            .expect("load the object, pinning its maps"),
+    );
+    assert!(state.exists(), "the half-made state is there");
+
+    mcf.ok(&["attach", IFACE]);
+    let policy = mcf.json(&["policy", "--json"]);
+    assert_eq!(
+        policy["ports"],
+        serde_json::json!([PORT]),
+        "the next attach protects memcached, not nothing: {policy}"
+    );
+    // And real traffic is judged by it.
+    let client = lab.host("hac", 20);
+    let protected = lab.server.udp_listener(PORT);
+    client.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 3);
+    assert!(
+        lab::receive(&protected, 1).is_empty(),
+        "UDP {PORT} is dropped"
+    );
+    mcf.ok(&["detach", IFACE]);
+}
