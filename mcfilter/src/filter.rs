@@ -158,6 +158,12 @@ pub struct Attached {
 
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
+    if let sys::Framing::Other(link_type) = sys::framing(&req.iface)? {
+        return Err(Error::NotEthernet {
+            iface: req.iface.clone(),
+            link_type,
+        });
+    }
     crate::kernel::probe()?;
     let _lock: StateLock = state.prepare_and_lock()?;
     match (state.link(ifindex).exists(), req.replace) {

@@ -100,6 +100,13 @@ pub enum Error {
     )]
     Locked { path: PathBuf, waited: u64 },
     #[error(
+        "{iface} has link type {link_type}: its packets do not start with an Ethernet header, which mcfilter cannot filter yet, so it refuses rather than pass them all (README, \"Limits\")"
+    )]
+    NotEthernet {
+        iface: String,
+        link_type: &'static str,
+    },
+    #[error(
         "{iface}'s driver has no native XDP support; attach with `--mode skb` (or `--mode auto`)"
     )]
     NativeUnsupported { iface: String },

@@ -20,6 +20,63 @@ pub fn ifindex(name: &str) -> Result<u32, Error> {
     }
 }
 
+/// How an interface frames what it receives, as its link type (`ARPHRD_*`) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Frames start with an Ethernet header: Ethernet NICs, veth, bridges, bonds, VXLAN,
+    /// loopback. The program filters these.
+    Ethernet,
+    /// Anything else, by its link type's name: TUN and WireGuard (`none`), IP tunnels (`ipip`,
+    /// `sit`, `gre`, `ip6tnl`, `ip6gre`), PPP... The program would read their IP header as an
+    /// Ethernet header and pass everything, so attach refuses them.
+    Other(&'static str),
+}
+
+impl Framing {
+    /// The framing of link type `arphrd` (linux/if_arp.h).
+    pub fn of(arphrd: u16) -> Self {
+        match arphrd {
+            1 | 772 => Framing::Ethernet,
+            65534 => Framing::Other("none"),
+            768 => Framing::Other("ipip"),
+            769 => Framing::Other("ip6tnl"),
+            776 => Framing::Other("sit"),
+            778 => Framing::Other("gre"),
+            823 => Framing::Other("ip6gre"),
+            512 => Framing::Other("ppp"),
+            32 => Framing::Other("infiniband"),
+            _ => Framing::Other("another non-Ethernet type"),
+        }
+    }
+}
+
+/// Interface `name`'s framing, from its link type (SIOCGIFHWADDR on a socket of the calling
+/// process's network namespace, so it is right under `nsenter --net`, where /sys is not).
+pub fn framing(name: &str) -> Result<Framing, Error> {
+    // SAFETY: plain socket(2); the fd is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Error::Io(io::Error::last_os_error()));
+    }
+    // SAFETY: ifreq is plain data; zero is a valid starting value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: `request` names the interface (NUL-terminated: the name is shorter than
+    // IFNAMSIZ, checked by `ifindex`) and has room for the answer.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut request) };
+    let err = io::Error::last_os_error();
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(Error::Io(err));
+    }
+    // SAFETY: SIOCGIFHWADDR filled the hardware-address member of the union.
+    let arphrd = unsafe { request.ifr_ifru.ifru_hwaddr.sa_family };
+    Ok(Framing::of(arphrd))
+}
+
 /// The current name of interface `index`, if it still exists.
 pub fn ifname(index: u32) -> Option<String> {
     let mut buf = [0u8; libc::IF_NAMESIZE];
@@ -131,6 +188,17 @@ pub fn interface_addresses() -> std::io::Result<Vec<(String, std::net::IpAddr)>>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_ethernet_framed_link_types_are_filtered() {
+        use super::Framing;
+        assert_eq!(Framing::of(1), Framing::Ethernet);
+        assert_eq!(Framing::of(772), Framing::Ethernet);
+        assert_eq!(Framing::of(65534), Framing::Other("none"));
+        for tunnel in [768, 769, 776, 778, 823, 512, 32, 801] {
+            assert!(matches!(Framing::of(tunnel), Framing::Other(_)), "{tunnel}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -492,3 +492,37 @@ fn a_reader_blocked_on_its_output_never_holds_the_lock() {
     mcf.ok(&["detach", "lo"]);
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn an_interface_without_an_ethernet_header_is_refused() {
+    if !privileged("an_interface_without_an_ethernet_header_is_refused") {
+        return;
+    }
+    // A TUN device frames packets as WireGuard and the kernel's IP tunnels do: from the IP
+    // header on. The program would read that as Ethernet and pass everything.
+    let ns = NetNs::new("tn");
+    ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    let mcf = Mcfilter::new("tn").in_netns(&ns);
+    for mode in ["auto", "skb", "native"] {
+        let (code, line) = mcf.fails(&["attach", "tun0", "--mode", mode]);
+        assert_eq!(code, 1, "{line}");
+        assert!(line.contains("tun0 has link type none"), "{line}");
+    }
+    assert!(
+        !mcf.state_dir().exists(),
+        "a refused attach leaves no state"
+    );
+    let out = ns
+        .command("ip")
+        .args(["link", "show", "tun0"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("xdp"),
+        "no program on tun0"
+    );
+    // Ethernet-framed interfaces in the same namespace still attach.
+    mcf.ok(&["attach", "lo"]);
+    mcf.ok(&["detach", "lo"]);
+}
