@@ -469,21 +469,27 @@ fn a_reader_blocked_on_its_output_never_holds_the_lock() {
     fs::write(&file, entries.join("\n")).unwrap();
     mcf.ok(&["allow", "replace", "--file", file.to_str().unwrap()]);
 
-    let reader = mcf
+    let mut reader = mcf
         .command(&["allow", "list"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn allow list");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The first line out means the list is read whole (it prints only after the lock is let go);
+    // the rest stays in the reader, blocked on the full pipe.
+    let mut out = std::io::BufReader::new(reader.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).expect("first line of allow list");
     // `allow list | less`, left open: a change still goes through at once.
     let started = std::time::Instant::now();
     mcf.ok(&["allow", "add", "198.19.0.1"]);
     let waited = started.elapsed();
-    let listed = reader.wait_with_output().expect("allow list");
-    assert!(listed.status.success(), "{listed:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).expect("rest of allow list");
+    assert!(reader.wait().expect("allow list").success());
     assert_eq!(
-        String::from_utf8_lossy(&listed.stdout).lines().count(),
-        6000
+        1 + rest.lines().count(),
+        6000,
+        "the list as it was when read"
     );
     assert!(
         waited < mcfilter::pin::LOCK_WAIT / 2,
