@@ -44,12 +44,33 @@ pub mod map_names {
     pub const RECENT: &str = "mcf_recent";
     /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
     pub const EVENTS: &str = "mcf_events";
-    /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with its reason.
+    /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with the second
+    /// (of the coarse monotonic clock) it was dropped in.
     pub const FRAGS: &str = "mcf_frags";
+    /// `Array<u32>` indexed by [`frag_timeout_slot`](super::frag_timeout_slot): how many
+    /// seconds `mcf_frags` remembers a dropped datagram, the kernel's reassembly timeouts
+    /// (`net.ipv4.ipfrag_time`, `net.ipv6.ip6frag_time`) as the last attach read them; 0 means
+    /// [`DEFAULT_FRAG_TIMEOUT_SECS`](super::DEFAULT_FRAG_TIMEOUT_SECS).
+    pub const FRAG_TIMEOUTS: &str = "mcf_frag_timeouts";
 }
 
-/// The XDP program's function name in the object.
+/// Entries of `mcf_frag_timeouts`: one per family.
+pub const FRAG_TIMEOUT_SLOTS: u32 = 2;
+
+/// Linux's default reassembly timeout (`ipfrag_time`, `ip6frag_time`), in seconds.
+pub const DEFAULT_FRAG_TIMEOUT_SECS: u32 = 30;
+
+/// The `mcf_frag_timeouts` slot of a [`FragKey::family`]: 0 for IPv4, 1 for IPv6.
+#[inline(always)]
+pub const fn frag_timeout_slot(family: u8) -> u32 {
+    (family == FAMILY_V6) as u32
+}
+
+/// The XDP program for Ethernet-framed interfaces: its function name in the object.
 pub const PROGRAM_NAME: &str = "mcfilter";
+/// The XDP program for interfaces whose packets start at the IP header (link type `none`: TUN,
+/// WireGuard): the same verdict path, entered at the IP header.
+pub const PROGRAM_NAME_IP: &str = "mcfilter_ip";
 
 /// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
 /// and metrics need not walk the trie.

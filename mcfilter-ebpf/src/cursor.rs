@@ -49,6 +49,18 @@ impl Cursor {
         Ok(unsafe { &*(start as *const T) })
     }
 
+    /// The next header of type `T`, without moving past it (an IP-framed packet's version).
+    #[inline(always)]
+    pub fn peek<T: Header>(&self) -> Result<&'static T, Reason> {
+        let start = self.pos;
+        let next = start + size_of::<T>();
+        if next > self.end || next > self.limit {
+            return Err(Reason::Truncated);
+        }
+        // SAFETY: as in `next`: `[start, next)` was checked against data_end just above.
+        Ok(unsafe { &*(start as *const T) })
+    }
+
     /// Moves past `len` bytes: the variable tail of a header (IPv4 options, IPv6 extension
     /// header bodies).
     #[inline(always)]
@@ -71,6 +83,16 @@ impl Cursor {
         }
         self.limit = limit;
         Ok(())
+    }
+}
+
+impl Cursor {
+    /// The bytes from the position to the frame's end, at most [`MAX_FIELD_LEN`]: the length of
+    /// a datagram whose length field does not say it (see `parse::GRO_MERGED_LEN`). Headers
+    /// never reach that far, so the cap changes no verdict.
+    #[inline(always)]
+    pub fn remaining(&self) -> usize {
+        (self.end - self.pos).min(MAX_FIELD_LEN)
     }
 }
 

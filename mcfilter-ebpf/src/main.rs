@@ -20,18 +20,35 @@ mod verdict;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use mcfilter_common::{Config, IpKey, Reason};
 
-use crate::{cursor::Cursor, maps::CONFIG, parse::Fragment};
+use crate::{
+    cursor::Cursor,
+    maps::CONFIG,
+    parse::{Fragment, Framing},
+};
 
+/// The entry for Ethernet-framed interfaces.
 #[xdp]
 pub fn mcfilter(ctx: XdpContext) -> u32 {
+    filter(&ctx, Framing::Ethernet)
+}
+
+/// The entry for interfaces whose packets start at the IP header (TUN, WireGuard).
+#[xdp]
+pub fn mcfilter_ip(ctx: XdpContext) -> u32 {
+    filter(&ctx, Framing::Ip)
+}
+
+/// Both entries: `framing` is a constant in each, so each program holds one parser.
+#[inline(always)]
+fn filter(ctx: &XdpContext, framing: Framing) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         // Unreachable: index 0 of a one-entry array always exists.
         return xdp_action::XDP_PASS;
     };
     let bytes = (ctx.data_end() - ctx.data()) as u64;
-    let (reason, source) = classify(&ctx, config, bytes);
+    let (reason, source) = classify(ctx, framing, config, bytes);
     let dry_run = config.dry_run != 0;
-    stats::record(&ctx, reason, dry_run, bytes, source);
+    stats::record(ctx, reason, dry_run, bytes, source);
     if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
     } else {
@@ -41,27 +58,32 @@ pub fn mcfilter(ctx: XdpContext) -> u32 {
 
 /// The reason for the packet's verdict, and its source address once the IP header is parsed.
 #[inline(always)]
-fn classify(ctx: &XdpContext, config: &Config, bytes: u64) -> (Reason, Option<IpKey>) {
+fn classify(
+    ctx: &XdpContext,
+    framing: Framing,
+    config: &Config,
+    bytes: u64,
+) -> (Reason, Option<IpKey>) {
     let mut cursor = Cursor::new(ctx);
-    let mut ip = match parse::ip(&mut cursor) {
+    let mut ip = match parse::ip(&mut cursor, framing) {
         Ok(ip) => ip,
         Err(reason) => return (reason, None),
     };
     let upper = parse::upper_layer(&mut cursor, &mut ip);
     let reason = match (upper, ip.frag) {
         (Err(reason), _) => reason,
-        (Ok(_), Fragment::Later { id }) => frag::later(&ip.frag_key(id)),
+        (Ok(_), Fragment::Later) => frag::later(&ip.frag_key()),
         (Ok(proto), _) => match verdict::judge(&mut cursor, proto, &ip.src, config) {
             Ok(reason) | Err(reason) => reason,
         },
     };
-    if let Fragment::First { id } = ip.frag {
+    if ip.frag == Fragment::First {
         // A first fragment that cannot show its ports is dropped under a reason of its own.
         let reason = match reason {
             Reason::Truncated => Reason::ShortFirstFragment,
             reason => reason,
         };
-        frag::remember(ctx, &ip.frag_key(id), reason, bytes);
+        frag::remember(ctx, &ip.frag_key(), reason, bytes);
         return (reason, Some(ip.src));
     }
     (reason, Some(ip.src))

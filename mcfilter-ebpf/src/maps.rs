@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use mcfilter_common::{
     ALLOW_STATE_SLOTS, Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY,
-    EventBudget, FRAG_CACHE_CAPACITY, FragKey, IfaceInfo, IpKey, MAX_IFACES, PendingSource,
-    RECENT_SLOTS, STATS_SLOTS, SourceStats,
+    EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey, IfaceInfo, IpKey, MAX_IFACES,
+    PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -65,7 +65,13 @@ pub static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
 #[map(name = "mcf_ifaces")]
 pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
 
-/// Datagrams whose first fragment was dropped (value: its reason). Shared by all CPUs, since the
-/// fragments of one datagram may arrive on different ones; LRU, so it stays bounded.
+/// Datagrams whose first fragment was dropped (value: the second it was dropped in). Shared by
+/// all CPUs, since the fragments of one datagram may arrive on different ones; LRU, so it stays
+/// bounded.
 #[map(name = "mcf_frags")]
 pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
+
+/// How long `FRAGS` remembers a datagram, per family, in seconds (the kernel's reassembly
+/// timeouts, written by attach).
+#[map(name = "mcf_frag_timeouts")]
+pub static FRAG_TIMEOUTS: Array<u32> = Array::pinned(FRAG_TIMEOUT_SLOTS, 0);

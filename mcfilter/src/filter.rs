@@ -22,7 +22,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use mcfilter_common::{
-    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, PROGRAM_NAME, map_names, xdp_mode,
+    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, map_names, xdp_mode,
 };
 
 mod detach;
@@ -158,12 +158,13 @@ pub struct Attached {
 
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
-    if let sys::Framing::Other(link_type) = sys::framing(&req.iface)? {
-        return Err(Error::NotEthernet {
+    let framing = sys::framing(&req.iface)?;
+    let Some(program) = framing.program() else {
+        return Err(Error::UnfilteredLinkType {
             iface: req.iface.clone(),
-            link_type,
+            link_type: framing.name(),
         });
-    }
+    };
     crate::kernel::probe()?;
     let _lock: StateLock = state.prepare_and_lock()?;
     match (state.link(ifindex).exists(), req.replace) {
@@ -183,7 +184,7 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
     if fresh {
         state.create()?;
     }
-    let result = attach_locked(state, req, ifindex, fresh);
+    let result = attach_locked(state, req, ifindex, program, fresh);
     if result.is_err() && fresh {
         // Nothing of a failed first attach stays behind.
         let _ = state.remove();
@@ -195,6 +196,7 @@ fn attach_locked(
     state: &StateDir,
     req: &AttachRequest,
     ifindex: u32,
+    program: &str,
     fresh: bool,
 ) -> Result<Attached, Error> {
     let mut ebpf = EbpfLoader::new()
@@ -206,6 +208,9 @@ fn attach_locked(
         .load(EBPF_OBJECT)
         .map_err(Error::Load)?;
     let mut maps = Maps::open(state)?;
+    // The kernel's, whatever the policy: dropped datagrams are remembered as long as it waits
+    // for their fragments.
+    crate::maps::set_frag_timeouts(state, crate::kernel::reassembly_timeouts())?;
 
     // Policy first (a fresh program then never runs without it), undone if attaching fails.
     // Attach replaces the ports it names and can switch dry-run and reflection protection on;
@@ -235,9 +240,9 @@ fn attach_locked(
     };
 
     let attached = if req.replace {
-        replace_program(&mut ebpf, state, &mut maps, req, ifindex)
+        replace_program(&mut ebpf, program, state, &mut maps, req, ifindex)
     } else {
-        attach_program(&mut ebpf, state, &mut maps, req, ifindex)
+        attach_program(&mut ebpf, program, state, &mut maps, req, ifindex)
     };
     match attached {
         Ok((attachment, native_error, prog_id)) => Ok(Attached {
@@ -262,13 +267,14 @@ fn attach_locked(
 
 fn attach_program(
     ebpf: &mut aya::Ebpf,
+    name: &str,
     state: &StateDir,
     maps: &mut Maps,
     req: &AttachRequest,
     ifindex: u32,
 ) -> Result<(Attachment, Option<String>, u32), Error> {
     let attach_err = |err| req.attach_error(err);
-    let program = load_program(ebpf, req)?;
+    let program = load_program(ebpf, name, req)?;
 
     let tries: &[Attachment] = match req.mode {
         Mode::Auto => &[Attachment::Native, Attachment::Skb],
@@ -348,6 +354,7 @@ fn attach_program(
 /// packet meets the interface without a program) and records its id.
 fn replace_program(
     ebpf: &mut aya::Ebpf,
+    name: &str,
     state: &StateDir,
     maps: &mut Maps,
     req: &AttachRequest,
@@ -355,7 +362,7 @@ fn replace_program(
 ) -> Result<(Attachment, Option<String>, u32), Error> {
     let attach_err = |err| req.attach_error(err);
     let link_err = |err: String| req.link_error(err);
-    let program = load_program(ebpf, req)?;
+    let program = load_program(ebpf, name, req)?;
     let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
     let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
     let link_id = program.attach_to_link(link).map_err(attach_err)?;
@@ -373,11 +380,16 @@ fn replace_program(
     Ok((attachment, None, prog_id))
 }
 
-/// The program of the loaded object, loaded into the kernel.
-fn load_program<'a>(ebpf: &'a mut aya::Ebpf, req: &AttachRequest) -> Result<&'a mut Xdp, Error> {
+/// Program `name` of the loaded object (the one for the interface's framing), loaded into the
+/// kernel.
+fn load_program<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &str,
+    req: &AttachRequest,
+) -> Result<&'a mut Xdp, Error> {
     let attach_err = |err| req.attach_error(err);
     let program: &mut Xdp = ebpf
-        .program_mut(PROGRAM_NAME)
+        .program_mut(name)
         .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
         .try_into()
         .map_err(attach_err)?;

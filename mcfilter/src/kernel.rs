@@ -20,6 +20,19 @@ pub fn release() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// The kernel's IP reassembly timeouts in the calling process's network namespace, in seconds:
+/// IPv4 (`net.ipv4.ipfrag_time`), IPv6 (`net.ipv6.ip6frag_time`). The program remembers a
+/// dropped datagram this long ([`mcfilter_common::map_names::FRAG_TIMEOUTS`]); a timeout that
+/// cannot be read (IPv6 disabled) is Linux's default.
+pub fn reassembly_timeouts() -> [u32; 2] {
+    ["net/ipv4/ipfrag_time", "net/ipv6/ip6frag_time"].map(|name| {
+        std::fs::read_to_string(format!("/proc/sys/{name}"))
+            .ok()
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(mcfilter_common::DEFAULT_FRAG_TIMEOUT_SECS)
+    })
+}
+
 /// A kernel feature the program or the CLI uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Feature {

@@ -100,9 +100,9 @@ pub enum Error {
     )]
     Locked { path: PathBuf, waited: u64 },
     #[error(
-        "{iface} has link type {link_type}: its packets do not start with an Ethernet header, which mcfilter cannot filter yet, so it refuses rather than pass them all (README, \"Limits\")"
+        "{iface} has link type {link_type}, whose frames mcfilter cannot read, so it refuses rather than pass them unjudged (README, \"Link types\")"
     )]
-    NotEthernet {
+    UnfilteredLinkType {
         iface: String,
         link_type: &'static str,
     },

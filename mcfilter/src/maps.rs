@@ -3,7 +3,8 @@
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use mcfilter_common::{
-    Config, Counter, FragKey, IfaceInfo, IpKey, PendingSource, SourceStats, map_names,
+    Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IpKey, PendingSource, SourceStats,
+    frag_timeout_slot, map_names,
 };
 
 use crate::{
@@ -100,6 +101,33 @@ impl Maps {
             Err(err) => Err(map_err(map_names::IFACES)(err)),
         }
     }
+}
+
+/// How long the program remembers a dropped datagram, in seconds (IPv4, IPv6); `None` for a
+/// state made before these were kept (its program remembers for Linux's default).
+pub fn frag_timeouts(state: &StateDir) -> Result<Option<[u32; 2]>, Error> {
+    if !state.map(map_names::FRAG_TIMEOUTS).exists() {
+        return Ok(None);
+    }
+    let (timeouts, _): (Array<MapData, u32>, _) = open(state, map_names::FRAG_TIMEOUTS)?;
+    let get = |family| {
+        timeouts
+            .get(&frag_timeout_slot(family), 0)
+            .map_err(map_err(map_names::FRAG_TIMEOUTS))
+    };
+    Ok(Some([get(FAMILY_V4)?, get(FAMILY_V6)?]))
+}
+
+/// Sets how long the program remembers a dropped datagram (attach: the kernel's reassembly
+/// timeouts, [`crate::kernel::reassembly_timeouts`]).
+pub fn set_frag_timeouts(state: &StateDir, secs: [u32; 2]) -> Result<(), Error> {
+    let (mut timeouts, _): (Array<MapData, u32>, _) = open(state, map_names::FRAG_TIMEOUTS)?;
+    for (family, secs) in [FAMILY_V4, FAMILY_V6].into_iter().zip(secs) {
+        timeouts
+            .set(frag_timeout_slot(family), secs, 0)
+            .map_err(map_err(map_names::FRAG_TIMEOUTS))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {

@@ -13,6 +13,9 @@ pub struct InterfaceStatus {
     pub ifindex: u32,
     /// `native` or `skb`.
     pub mode: &'static str,
+    /// Where its packets begin, which decides the program: `ethernet` (`mcfilter`) or `ip`
+    /// (`mcfilter_ip`); `unknown` once the interface is gone.
+    pub framing: &'static str,
     pub program_id: u32,
     /// The interface still exists.
     pub present: bool,
@@ -34,6 +37,9 @@ pub struct Status {
     /// Datagrams whose first fragment was dropped, remembered to drop their later fragments.
     pub fragments_entries: usize,
     pub fragments_capacity: u32,
+    /// How long a dropped datagram is remembered, in seconds: the kernel's reassembly timeouts
+    /// (IPv4, IPv6) when the last attach read them; `null` for a state made by an older build.
+    pub fragments_timeouts_secs: Option<[u32; 2]>,
     /// Configuration problems worth fixing, one sentence each with the fix.
     pub warnings: Vec<String>,
 }
@@ -49,8 +55,13 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             .ok()
             .and_then(|pinned| FdLink::from(pinned).info().ok())
             .map_or(info.prog_id, |link| link.program_id());
+        let framing = current
+            .as_deref()
+            .and_then(|name| sys::framing(name).ok())
+            .map_or("unknown", sys::Framing::name);
         interfaces.push(InterfaceStatus {
             present: current.is_some(),
+            framing,
             name: current.unwrap_or_else(|| sys::name_from_bytes(&info.name)),
             ifindex,
             mode: Attachment::from_code(info.mode).map_or("unknown", Attachment::name),
@@ -69,6 +80,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         sources_capacity: maps.sources_capacity,
         fragments_entries: crate::batch::count(IterableMap::map(&maps.frags)).map_err(Error::Io)?,
         fragments_capacity: maps.frags_capacity,
+        fragments_timeouts_secs: crate::maps::frag_timeouts(state)?,
         warnings: ephemeral_port_warnings(
             &config.protected_ports().collect::<Vec<_>>(),
             read_sysctl("net/ipv4/ip_local_port_range").as_deref(),

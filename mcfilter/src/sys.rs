@@ -20,16 +20,21 @@ pub fn ifindex(name: &str) -> Result<u32, Error> {
     }
 }
 
-/// How an interface frames what it receives, as its link type (`ARPHRD_*`) says.
+/// How an interface frames what it receives, as its link type (`ARPHRD_*`) says, and so which
+/// of the object's programs filters it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
     /// Frames start with an Ethernet header: Ethernet NICs, veth, bridges, bonds, VXLAN,
-    /// loopback. The program filters these.
+    /// loopback.
     Ethernet,
-    /// Anything else, by its link type's name: TUN and WireGuard (`none`), IP tunnels (`ipip`,
-    /// `sit`, `gre`, `ip6tnl`, `ip6gre`), PPP... The program would read their IP header as an
-    /// Ethernet header and pass everything, so attach refuses them.
-    Other(&'static str),
+    /// Packets start at the IP header: link type `none`, which TUN devices, WireGuard and
+    /// external-mode (collect_md) GRE devices have.
+    Ip,
+    /// Anything else, by its link type's name. IP tunnels (`ipip`, `sit`, `gre`, `ip6tnl`,
+    /// `ip6gre`) hand XDP the tunnel's outer headers before the packet (ip_gre.c pops the MAC
+    /// header back to the outer IP header), PPP and InfiniBand have headers of their own: attach
+    /// refuses them rather than pass what it cannot read.
+    Unfiltered(&'static str),
 }
 
 impl Framing {
@@ -37,15 +42,33 @@ impl Framing {
     pub fn of(arphrd: u16) -> Self {
         match arphrd {
             1 | 772 => Framing::Ethernet,
-            65534 => Framing::Other("none"),
-            768 => Framing::Other("ipip"),
-            769 => Framing::Other("ip6tnl"),
-            776 => Framing::Other("sit"),
-            778 => Framing::Other("gre"),
-            823 => Framing::Other("ip6gre"),
-            512 => Framing::Other("ppp"),
-            32 => Framing::Other("infiniband"),
-            _ => Framing::Other("another non-Ethernet type"),
+            65534 => Framing::Ip,
+            768 => Framing::Unfiltered("ipip"),
+            769 => Framing::Unfiltered("ip6tnl"),
+            776 => Framing::Unfiltered("sit"),
+            778 => Framing::Unfiltered("gre"),
+            823 => Framing::Unfiltered("ip6gre"),
+            512 => Framing::Unfiltered("ppp"),
+            32 => Framing::Unfiltered("infiniband"),
+            _ => Framing::Unfiltered("another non-Ethernet type"),
+        }
+    }
+
+    /// The program (function name in the object) that filters this framing.
+    pub fn program(self) -> Option<&'static str> {
+        match self {
+            Framing::Ethernet => Some(mcfilter_common::PROGRAM_NAME),
+            Framing::Ip => Some(mcfilter_common::PROGRAM_NAME_IP),
+            Framing::Unfiltered(_) => None,
+        }
+    }
+
+    /// Its name in `status` and `--json`: `ethernet`, `ip`, or the refused link type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Framing::Ethernet => "ethernet",
+            Framing::Ip => "ip",
+            Framing::Unfiltered(link_type) => link_type,
         }
     }
 }
@@ -189,14 +212,35 @@ pub fn interface_addresses() -> std::io::Result<Vec<(String, std::net::IpAddr)>>
 #[cfg(test)]
 mod tests {
     #[test]
-    fn only_ethernet_framed_link_types_are_filtered() {
+    fn each_link_type_gets_the_program_for_its_framing_or_none() {
         use super::Framing;
-        assert_eq!(Framing::of(1), Framing::Ethernet);
-        assert_eq!(Framing::of(772), Framing::Ethernet);
-        assert_eq!(Framing::of(65534), Framing::Other("none"));
-        for tunnel in [768, 769, 776, 778, 823, 512, 32, 801] {
-            assert!(matches!(Framing::of(tunnel), Framing::Other(_)), "{tunnel}");
+        use mcfilter_common::{PROGRAM_NAME, PROGRAM_NAME_IP};
+        // ether, loopback: Ethernet headers.
+        for ethernet in [1, 772] {
+            assert_eq!(Framing::of(ethernet).program(), Some(PROGRAM_NAME));
         }
+        // none: TUN, WireGuard.
+        assert_eq!(Framing::of(65534).program(), Some(PROGRAM_NAME_IP));
+        // ipip, ip6tnl, sit, gre, ip6gre, ppp, infiniband, ieee802.11: refused, by name.
+        let refused = [768, 769, 776, 778, 823, 512, 32, 801].map(|t| Framing::of(t).name());
+        assert_eq!(
+            refused,
+            [
+                "ipip",
+                "ip6tnl",
+                "sit",
+                "gre",
+                "ip6gre",
+                "ppp",
+                "infiniband",
+                "another non-Ethernet type"
+            ]
+        );
+        assert!(
+            [768, 778, 801]
+                .iter()
+                .all(|&t| Framing::of(t).program().is_none())
+        );
     }
 
     use super::*;

@@ -165,6 +165,12 @@ pub fn table() -> Vec<(&'static str, Vec<u8>, Reason)> {
         ("ipv6 later frag of #6",          v6_with(&[], DENIED_V6, &f6(2, false, 6), UDP, &rest), FragmentOfDropped),
         ("ipv6 atomic frag udp 11211",     v6_with(&[], DENIED_V6, &f6(0, false, 7), UDP, &stats), UdpPort),
         ("ipv6 later frag of atomic #7",   v6_with(&[], DENIED_V6, &f6(9, false, 7), UDP, &rest), LaterFragment),
+        // GRO merged past 64 KiB (BIG TCP, skb mode): length 0, the datagram ends with the frame.
+        ("tcp4 allowed, gro-merged len 0", ip_len(v4(ALLOWED_V4, TCP, &syn), l3, 0), TcpAllowed),
+        ("tcp4 denied, gro-merged len 0",  ip_len(v4(DENIED_V4, TCP, &syn), l3, 0), TcpNotAllowed),
+        ("udp4 11211, len 0",              ip_len(v4(DENIED_V4, UDP, &stats), l3, 0), UdpPort),
+        ("tcp6 allowed, gro-merged len 0", ip_len(v6(ALLOWED_V6, TCP, &syn), l3, 0), TcpAllowed),
+        ("udp6 11211, len 0, hop-by-hop",  ip_len(v6_with(&[], DENIED_V6, &[Ext::HopByHop], UDP, &stats), l3, 0), UdpPort),
         // Truncated and invalid headers.
         ("udp4 header cut short",          truncate(v4(DENIED_V4, UDP, &stats), l3 + 20 + 3), Truncated),
         ("udp4 ports in padding only",     ip_len(pad(v4(DENIED_V4, UDP, &[0x9c, 0x40]), 60), l3, 22), Truncated),

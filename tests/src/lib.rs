@@ -13,6 +13,7 @@ pub mod netns;
 pub mod oracle;
 pub mod packet;
 pub mod program;
+pub mod tun;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

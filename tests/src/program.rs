@@ -9,7 +9,7 @@ use aya::{
     programs::{TestRun as _, TestRunOptions, Xdp},
 };
 use mcfilter::{maps::Maps, pin::StateDir};
-use mcfilter_common::{Counter, Reason, stats_slot};
+use mcfilter_common::{Counter, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
 
 use crate::oracle::Policy;
 
@@ -19,6 +19,8 @@ pub const XDP_PASS: u32 = 2;
 /// The loaded program and its maps.
 pub struct Harness {
     ebpf: Ebpf,
+    /// The entry point under test: `mcfilter` (Ethernet frames) or `mcfilter_ip`.
+    program: &'static str,
     maps: Maps,
     dir: PathBuf,
 }
@@ -32,15 +34,28 @@ impl Harness {
     pub fn with_dry_run(policy: &Policy, dry_run: bool) -> Self {
         Self::build(
             mcfilter::EBPF_OBJECT,
+            PROGRAM_NAME,
             policy,
             dry_run,
             mcfilter_common::DEFAULT_SOURCES_CAPACITY,
         )
     }
 
+    /// The entry point for interfaces whose packets start at the IP header (TUN, WireGuard),
+    /// under `policy` (enforcing).
+    pub fn ip_framed(policy: &Policy) -> Self {
+        Self::build(
+            mcfilter::EBPF_OBJECT,
+            PROGRAM_NAME_IP,
+            policy,
+            false,
+            mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+        )
+    }
+
     /// A harness whose per-source map holds `sources` entries.
     pub fn with_sources_capacity(policy: &Policy, sources: u32) -> Self {
-        Self::build(mcfilter::EBPF_OBJECT, policy, false, sources)
+        Self::build(mcfilter::EBPF_OBJECT, PROGRAM_NAME, policy, false, sources)
     }
 
     /// Another build of the program (the benchmark's baseline), whose maps and policy have the
@@ -48,13 +63,20 @@ impl Harness {
     pub fn with_object(object: &[u8], policy: &Policy) -> Self {
         Self::build(
             object,
+            PROGRAM_NAME,
             policy,
             false,
             mcfilter_common::DEFAULT_SOURCES_CAPACITY,
         )
     }
 
-    fn build(object: &[u8], policy: &Policy, dry_run: bool, sources_capacity: u32) -> Self {
+    fn build(
+        object: &[u8],
+        program: &'static str,
+        policy: &Policy,
+        dry_run: bool,
+        sources_capacity: u32,
+    ) -> Self {
         let dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("mcfh"));
         let state = StateDir::new(&dir);
         drop(state.prepare_and_lock().expect("bpffs"));
@@ -66,12 +88,12 @@ impl Harness {
             .map_max_entries(mcfilter_common::map_names::SOURCES, sources_capacity)
             .load(object)
             .expect("load the eBPF object");
-        let program: &mut Xdp = ebpf
-            .program_mut(mcfilter_common::PROGRAM_NAME)
+        let xdp: &mut Xdp = ebpf
+            .program_mut(program)
             .expect("program in object")
             .try_into()
             .expect("an XDP program");
-        program.load().expect("the verifier accepts the program");
+        xdp.load().expect("the verifier accepts the program");
         let mut maps = Maps::open(&state).expect("open pinned maps");
         let config = mcfilter::filter::Policy {
             ports: policy.ports.clone(),
@@ -83,17 +105,22 @@ impl Harness {
         let allow: BTreeSet<_> = policy.allow.iter().copied().collect();
         maps.allow.add(&allow).expect("write allow-list");
         std::mem::forget(cleanup);
-        Harness { ebpf, maps, dir }
+        Harness {
+            ebpf,
+            program,
+            maps,
+            dir,
+        }
     }
 
     /// Runs `frame` once; returns the XDP action.
     pub fn run(&self, frame: &[u8]) -> u32 {
-        test_run(&self.ebpf, mcfilter_common::PROGRAM_NAME, frame, 1).return_value
+        test_run(&self.ebpf, self.program, frame, 1).return_value
     }
 
     /// Runs `frame` `repeat` times in the kernel; returns the average nanoseconds per run.
     pub fn time(&self, frame: &[u8], repeat: u32) -> u64 {
-        test_run(&self.ebpf, mcfilter_common::PROGRAM_NAME, frame, repeat)
+        test_run(&self.ebpf, self.program, frame, repeat)
             .duration
             .as_nanos() as u64
     }
@@ -166,7 +193,7 @@ impl Harness {
     pub fn verified_instructions(&self) -> Option<u32> {
         let program: &Xdp = self
             .ebpf
-            .program(mcfilter_common::PROGRAM_NAME)
+            .program(self.program)
             .expect("program in object")
             .try_into()
             .expect("an XDP program");

@@ -242,3 +242,75 @@ fn fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole() {
     );
     s.mcf.ok(&["detach", IFACE]);
 }
+
+/// A dropped datagram is remembered as long as the kernel waits for its fragments (its
+/// reassembly timeout, read at attach in the server's namespace), then forgotten: a later
+/// datagram of the same flow reusing the IP id is not judged by an old verdict.
+#[test]
+fn the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout() {
+    if !privileged("the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout") {
+        return;
+    }
+    /// Seconds; the program keeps time in whole seconds, so an entry lives between one second
+    /// less and this long.
+    const TIMEOUT: u64 = 2;
+    let lab = Lab::new("fx");
+    let client = lab.host("fxc", 31);
+    let sysctl = lab
+        .server
+        .ns
+        .command("sysctl")
+        .args([
+            "-qw",
+            &format!("net.ipv4.ipfrag_time={TIMEOUT}"),
+            &format!("net.ipv6.ip6frag_time={TIMEOUT}"),
+        ])
+        .status()
+        .expect("sysctl");
+    assert!(sysctl.success());
+    let mcf = Mcfilter::new("fx").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE, "--mode", "native"]);
+    let status = mcf.json(&["status", "--json"]);
+    assert_eq!(
+        status["fragments_timeouts_secs"],
+        serde_json::json!([TIMEOUT, TIMEOUT])
+    );
+    let reasons = || mcf.json(&["stats", "--json"])["reasons"].clone();
+    let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();
+    let pairs = [
+        (IpAddr::from(client.v4), IpAddr::from(lab.server.v4)),
+        (IpAddr::from(client.v6), IpAddr::from(lab.server.v6)),
+    ];
+    let mut thirds = Vec::new();
+    let before = reasons();
+    for (src, dst) in pairs {
+        let l4 = udp_checksummed(src, dst, 40000, PORT, &big);
+        let frames = fragments(src, dst, IPPROTO_UDP, 901, &l4, 1448);
+        assert_eq!(frames.len(), 3);
+        client.send_frames(&frames[..2]);
+        thirds.push(frames[2].clone());
+    }
+    lab::settle();
+    let remembered = reasons();
+    assert_eq!(
+        delta(&remembered, &before, "udp_port"),
+        2,
+        "first fragments"
+    );
+    assert_eq!(
+        delta(&remembered, &before, "fragment_of_dropped"),
+        2,
+        "second fragments, while remembered"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(TIMEOUT + 1));
+    client.send_frames(&thirds);
+    lab::settle();
+    let forgotten = reasons();
+    assert_eq!(
+        delta(&forgotten, &remembered, "later_fragment"),
+        2,
+        "third fragments, after the timeout: {forgotten}"
+    );
+    assert_eq!(delta(&forgotten, &remembered, "fragment_of_dropped"), 0);
+    mcf.ok(&["detach", IFACE]);
+}

@@ -103,6 +103,7 @@ fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
             args: [
                 "verdict_table_matches_the_oracle_and_the_fixtures",
                 "generated_frames_match_the_oracle",
+                "ip_framed_packets_match_the_oracle",
                 "drops_are_counted_by_source_with_bytes",
                 "dry_run_passes_but_counts_what_it_would_drop",
             ]
@@ -345,8 +346,11 @@ fn guest_plan(out: &Path, mcfilter: &Path, log: &mut fs::File) -> anyhow::Result
         .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
         .status()?;
     ensure!(mounted.success(), "cannot mount bpffs in the guest");
-    let loaded = Command::new("modprobe").arg("virtio_net").status()?;
-    ensure!(loaded.success(), "cannot load virtio_net in the guest");
+    // The looped NICs' driver, and TUN for the IP-framed end-to-end test.
+    for module in ["virtio_net", "tun"] {
+        let loaded = Command::new("modprobe").arg(module).status()?;
+        ensure!(loaded.success(), "cannot load {module} in the guest");
+    }
     // The looped NICs come up as eth0 and eth1, the names the tests' labs give their veths; a
     // 6.12 kernel refuses a veth created into another namespace under a name this one holds.
     for (index, nic) in ["eth0", "eth1"].iter().enumerate() {

@@ -1,11 +1,12 @@
 //! IPv4: the header length comes from IHL (options are skipped, never assumed absent), the
-//! datagram ends where its total length says, and the fragment fields say which part this is.
+//! datagram ends where its total length says (at length 0, where the frame does), and the
+//! fragment fields say which part this is.
 
 use core::mem::size_of;
 
 use mcfilter_common::{IpKey, Reason};
 
-use super::{Family, Fragment, Ip};
+use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
 use crate::cursor::{Cursor, Header};
 
 /// Fragment offset bits of `frag_off` (the low 13; the top 3 are flags).
@@ -43,22 +44,29 @@ pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     }
     c.skip(header_len - size_of::<Ipv4Hdr>())?;
     let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
-    if total_len < header_len {
+    // One limit for both cases (a scalar chosen, not two cursors): Linux 6.1's verifier refused
+    // the program when the limit was set on one path only.
+    let payload_len = if total_len == GRO_MERGED_LEN {
+        c.remaining()
+    } else if total_len < header_len {
         return Err(Reason::Malformed);
-    }
-    c.limit(total_len - header_len)?;
+    } else {
+        total_len - header_len
+    };
+    c.limit(payload_len)?;
     let frag_off = u16::from_be_bytes(ip.frag_off);
     let id = u32::from(u16::from_be_bytes(ip.id));
     let frag = if frag_off & IP_OFFSET_MASK != 0 {
-        Fragment::Later { id }
+        Fragment::Later
     } else if frag_off & IP_MF != 0 {
-        Fragment::First { id }
+        Fragment::First
     } else {
         Fragment::Whole
     };
     Ok(Ip {
         src: IpKey::v4(ip.saddr),
         frag,
+        frag_id: id,
         next: ip.protocol,
         family: Family::V4(ip),
     })

@@ -1,12 +1,12 @@
 //! IPv6 and its extension-header chain, walked up to [`MAX_EXT_HEADERS`] headers so that no
 //! chain hides the upper-layer header from the policy. The datagram ends where the payload
-//! length says.
+//! length says (or, at length 0, where the frame does).
 
 use core::mem::size_of;
 
 use mcfilter_common::{IpKey, Reason};
 
-use super::{Family, Fragment, Ip};
+use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
 use crate::cursor::{Cursor, Header};
 
 pub const IPPROTO_HOPOPTS: u8 = 0;
@@ -73,10 +73,15 @@ pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    c.limit(usize::from(u16::from_be_bytes(ip.payload_len)))?;
+    let payload_len = match usize::from(u16::from_be_bytes(ip.payload_len)) {
+        GRO_MERGED_LEN => c.remaining(),
+        len => len,
+    };
+    c.limit(payload_len)?;
     Ok(Ip {
         src: IpKey::v6(ip.saddr),
         frag: Fragment::Whole,
+        frag_id: 0,
         next: ip.next_hdr,
         family: Family::V6(ip),
     })
@@ -107,11 +112,13 @@ pub fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
                 let frag_off = u16::from_be_bytes(frag.frag_off);
                 let id = u32::from_be_bytes(frag.identification);
                 if frag_off & IP6_OFFSET_MASK != 0 {
-                    ip.frag = Fragment::Later { id };
+                    ip.frag = Fragment::Later;
+                    ip.frag_id = id;
                     return Ok(frag.next_hdr);
                 }
                 if frag_off & IP6_MF != 0 {
-                    ip.frag = Fragment::First { id };
+                    ip.frag = Fragment::First;
+                    ip.frag_id = id;
                 }
                 next = frag.next_hdr;
             }

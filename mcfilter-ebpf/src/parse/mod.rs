@@ -12,15 +12,15 @@ use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason, words};
 
 use crate::cursor::Cursor;
 
-/// Where a packet stands in IP fragmentation; `id` is the datagram's IP id.
+/// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fragment {
     /// Not a fragment (IPv6 atomic fragments included).
     Whole,
     /// Offset 0, more to come: carries the upper-layer header.
-    First { id: u32 },
+    First,
     /// Offset above 0: carries no upper-layer header.
-    Later { id: u32 },
+    Later,
 }
 
 /// What the network layer tells the policy, the same for both families.
@@ -28,6 +28,10 @@ pub struct Ip {
     /// Family-tagged source address, ready for the allow-list and per-source maps.
     pub src: IpKey,
     pub frag: Fragment,
+    /// The datagram's IP id (IPv4's always; IPv6's from its fragment header, else 0). A field of
+    /// its own rather than data of [`Fragment`]'s variants: LLVM copies a variant's missing data
+    /// from a stack slot never written, and Linux 6.1's verifier refuses that read.
+    pub frag_id: u32,
     /// The header after the fixed IP header: IPv4's protocol, IPv6's first next header.
     pub next: u8,
     /// What the extension-header walk still needs.
@@ -46,7 +50,8 @@ impl Ip {
     /// The key the kernel reassembles this datagram by (see [`FragKey`]). Built only for
     /// fragments, off the common path.
     #[inline(always)]
-    pub fn frag_key(&self, id: u32) -> FragKey {
+    pub fn frag_key(&self) -> FragKey {
+        let id = self.frag_id;
         match self.family {
             Family::V4(hdr) => FragKey {
                 src: self.src.addr,
@@ -69,14 +74,44 @@ impl Ip {
     }
 }
 
-/// Parses Ethernet (with VLAN tags) and the fixed IPv4 or IPv6 header, leaving the cursor after
-/// it, limited to the datagram's own length.
+/// Where the packets an interface hands the program begin (the interface's link type decides,
+/// at attach). Each has an entry point of its own; the rest of the path is shared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// An Ethernet header, then VLAN tags: Ethernet NICs, veth, bridges, bonds, VXLAN, loopback.
+    Ethernet,
+    /// The IP header itself: link type `none` (TUN, WireGuard). The IP version says the family.
+    Ip,
+}
+
+const IP_VERSION_4: u8 = 4;
+const IP_VERSION_6: u8 = 6;
+
+/// The length field (IPv4 total length, IPv6 payload length) of a packet that GRO merged past
+/// 64 KiB (BIG TCP: IPv6 since Linux 5.19, IPv4 since 6.3, with no jumbo option). Generic XDP
+/// runs after GRO and sees such packets; the datagram then ends where the frame does. No frame
+/// from the wire has this length and a host stack drops one that claims it, so judging it by the
+/// frame's length opens nothing.
+pub const GRO_MERGED_LEN: usize = 0;
+
+/// Parses the link layer, if the framing has one, and the fixed IPv4 or IPv6 header, leaving
+/// the cursor after it, limited to the datagram's own length.
 #[inline(always)]
-pub fn ip(c: &mut Cursor) -> Result<Ip, Reason> {
-    match eth::parse(c)? {
-        eth::ETH_P_IP => ipv4::parse(c),
-        eth::ETH_P_IPV6 => ipv6::parse(c),
-        _ => Err(Reason::NotIp),
+pub fn ip(c: &mut Cursor, framing: Framing) -> Result<Ip, Reason> {
+    match framing {
+        Framing::Ethernet => match eth::parse(c)? {
+            eth::ETH_P_IP => ipv4::parse(c),
+            eth::ETH_P_IPV6 => ipv6::parse(c),
+            _ => Err(Reason::NotIp),
+        },
+        // The version is the first nibble of either header. It is read from the shorter one
+        // (IPv4's 20 bytes): no IP packet is shorter, and a one-byte read would not do, as LLVM
+        // turns its bounds check into `pos >= end`, from which the verifier learns nothing.
+        Framing::Ip => match c.peek::<ipv4::Ipv4Hdr>()?.version_ihl >> 4 {
+            IP_VERSION_4 => ipv4::parse(c),
+            IP_VERSION_6 => ipv6::parse(c),
+            _ => Err(Reason::NotIp),
+        },
     }
 }
 

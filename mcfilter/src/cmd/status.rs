@@ -52,10 +52,16 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
         ),
         (
             "fragments",
-            format!(
-                "{} of {} dropped datagrams remembered",
-                status.fragments_entries, status.fragments_capacity
-            ),
+            match status.fragments_timeouts_secs {
+                Some([v4, v6]) => format!(
+                    "{} of {} dropped datagrams remembered, for {v4} s (IPv4) and {v6} s (IPv6)",
+                    status.fragments_entries, status.fragments_capacity
+                ),
+                None => format!(
+                    "{} of {} dropped datagrams remembered",
+                    status.fragments_entries, status.fragments_capacity
+                ),
+            },
         ),
     ] {
         summary.row(vec![key.into(), value]);
@@ -64,6 +70,7 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
         ("interface", Align::Left),
         ("ifindex", Align::Right),
         ("mode", Align::Left),
+        ("framing", Align::Left),
         ("program id", Align::Right),
     ]);
     for iface in &status.interfaces {
@@ -76,6 +83,7 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
             name,
             iface.ifindex.to_string(),
             iface.mode.into(),
+            iface.framing.into(),
             iface.program_id.to_string(),
         ]);
     }
