@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! <state-dir>/mcf_config mcf_allow mcf_allow_hosts mcf_allow_state mcf_stats mcf_sources
-//!             mcf_recent mcf_events mcf_frags mcf_ifaces                 maps (by name)
+//!             mcf_recent mcf_events mcf_frags mcf_frag_timeouts mcf_ifaces    maps (by name)
 //! <state-dir>/link_<ifindex>                                          one XDP link per interface
+//! <state-dir>_lock/                            the lock (a directory: bpffs holds no files)
 //! ```
 //!
 //! The CLI holds no state of its own: every command finds everything here.
@@ -14,7 +15,8 @@
 //! capability-only service) can: the state dir and each directory between it and the bpffs
 //! mount are refused if they are symbolic links, owned by another user, or writable by group or
 //! others (the mount itself may be world-writable if it is sticky, as /tmp). bpffs is mounted
-//! 0700 when mcfilter mounts it. The lock is waited for [`LOCK_WAIT`] at the most.
+//! 0700 when mcfilter mounts it. The lock is a directory only root can open, so no other user
+//! can hold it, and it is waited for [`LOCK_WAIT`] at the most.
 
 use std::{
     ffi::CString,
@@ -22,7 +24,9 @@ use std::{
     io,
     os::{
         fd::AsRawFd as _,
-        unix::fs::{MetadataExt as _, PermissionsExt as _},
+        unix::fs::{
+            DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
+        },
     },
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -43,7 +47,7 @@ const LINK_PREFIX: &str = "link_";
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 11] = [
+pub const MAP_PINS: [&str; 12] = [
     map_names::CONFIG,
     map_names::ALLOW,
     map_names::ALLOW_HOSTS,
@@ -54,6 +58,7 @@ pub const MAP_PINS: [&str; 11] = [
     map_names::RECENT,
     map_names::EVENTS,
     map_names::FRAGS,
+    map_names::FRAG_TIMEOUTS,
     map_names::IFACES,
 ];
 
@@ -65,7 +70,21 @@ pub struct StateDir {
 
 /// Held while a command reads or changes the state; released on drop.
 pub struct StateLock {
-    _file: File,
+    file: File,
+    dir: PathBuf,
+    state: PathBuf,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        // No state to guard (the last detach, or a command that found none): the lock dir
+        // goes too, still locked, so nothing of mcfilter stays behind. A command waiting on it
+        // notices and takes the new one (see `StateDir::lock`).
+        if !self.state.exists() {
+            let _ = fs::remove_dir(&self.dir);
+        }
+        let _ = &self.file;
+    }
 }
 
 impl StateDir {
@@ -153,17 +172,10 @@ impl StateDir {
                 Some(above) => !is_bpffs(above)?,
                 None => true,
             };
-            let why = if meta.file_type().is_symlink() {
-                Some("is a symbolic link".to_owned())
-            } else if !meta.is_dir() {
-                Some("is not a directory".to_owned())
-            } else if meta.uid() != 0 && meta.uid() != euid {
-                Some(format!("is owned by uid {}", meta.uid()))
-            } else if meta.mode() & 0o022 != 0 && !(is_mount_root && meta.mode() & 0o1000 != 0) {
-                Some("is writable by group or others".to_owned())
-            } else {
-                None
-            };
+            let why = untrusted(&meta, euid).or_else(|| {
+                (meta.mode() & 0o022 != 0 && !(is_mount_root && meta.mode() & 0o1000 != 0))
+                    .then(|| "is writable by group or others".to_owned())
+            });
             if let Some(why) = why {
                 return Err(Error::UntrustedStateDir { path: dir, why });
             }
@@ -174,31 +186,98 @@ impl StateDir {
         }
     }
 
-    /// Serialises commands on this state dir: an exclusive flock on its parent directory (the
-    /// state dir itself comes and goes with attach and detach).
+    /// The lock's directory, next to the state dir: `<state-dir>_lock` (bpffs refuses names with
+    /// a dot).
+    pub fn lock_dir(&self) -> PathBuf {
+        let mut name = self.dir.file_name().unwrap_or_default().to_os_string();
+        name.push("_lock");
+        self.parent().join(name)
+    }
+
+    /// Serialises commands on this state dir: an exclusive flock on [`StateDir::lock_dir`], a
+    /// directory only root (or the user mcfilter runs as) can open, so no other user can hold
+    /// the lock. It lives next to the state dir, which comes and goes with attach and detach,
+    /// and is removed, locked, by the command that leaves no state (see [`StateLock`]); a
+    /// command that waited on a removed one takes the lock anew.
     fn lock(&self) -> Result<StateLock, Error> {
-        let parent = self.parent();
-        let file = File::open(&parent).map_err(|err| Error::StateDir {
-            path: parent.clone(),
-            err,
-        })?;
+        let dir = self.lock_dir();
         let started = Instant::now();
         loop {
-            // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(StateLock { _file: file });
+            let file = self.open_lock_dir(&dir)?;
+            loop {
+                // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                    break;
+                }
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                    return Err(Error::StateDir { path: dir, err });
+                }
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(Error::Locked {
+                        path: dir,
+                        waited: LOCK_WAIT.as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(Error::StateDir { path: parent, err });
+            // Still the lock dir at that path (not one a finished command removed)?
+            let held = file.metadata().map_err(|err| Error::StateDir {
+                path: dir.clone(),
+                err,
+            })?;
+            match fs::symlink_metadata(&dir) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    return Ok(StateLock {
+                        file,
+                        dir,
+                        state: self.dir.clone(),
+                    });
+                }
+                _ => continue,
             }
-            if started.elapsed() >= LOCK_WAIT {
-                return Err(Error::Locked {
-                    path: parent,
-                    waited: LOCK_WAIT.as_secs(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Opens the lock dir, made root's and 0700 if missing; refuses one that another user owns
+    /// or could open.
+    fn open_lock_dir(&self, dir: &Path) -> Result<File, Error> {
+        let err = |err| Error::StateDir {
+            path: dir.to_owned(),
+            err,
+        };
+        match fs::DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) || e.raw_os_error() == Some(libc::ENOTDIR)
+                {
+                    Error::UntrustedStateDir {
+                        path: dir.to_owned(),
+                        why: "is not a directory of its own".into(),
+                    }
+                } else {
+                    err(e)
+                }
+            })?;
+        let meta = file.metadata().map_err(err)?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        let why = untrusted(&meta, euid).or_else(|| {
+            (meta.mode() & 0o077 != 0).then(|| "can be opened by group or others".to_owned())
+        });
+        match why {
+            Some(why) => Err(Error::UntrustedStateDir {
+                path: dir.to_owned(),
+                why,
+            }),
+            None => Ok(file),
         }
     }
 
@@ -245,6 +324,20 @@ impl StateDir {
                 err,
             }),
         }
+    }
+}
+
+/// Why a directory of the state (not followed if a symbolic link) could be changed by someone
+/// other than root or `euid`, as far as its type and owner tell.
+fn untrusted(meta: &fs::Metadata, euid: u32) -> Option<String> {
+    if meta.file_type().is_symlink() {
+        Some("is a symbolic link".to_owned())
+    } else if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != 0 && meta.uid() != euid {
+        Some(format!("is owned by uid {}", meta.uid()))
+    } else {
+        None
     }
 }
 

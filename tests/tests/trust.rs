@@ -68,39 +68,83 @@ fn a_state_dir_another_user_could_change_is_refused() {
 }
 
 #[test]
-fn a_lock_another_user_holds_fails_the_command_within_its_wait() {
-    if !privileged("a_lock_another_user_holds_fails_the_command_within_its_wait") {
+fn only_root_can_hold_the_lock_and_waits_for_it_are_bounded() {
+    if !privileged("only_root_can_hold_the_lock_and_waits_for_it_are_bounded") {
         return;
     }
-    // nobody can open the (world-readable) bpffs root and flock it: every command on a state
-    // dir there would wait on that lock.
+    // nobody flocks the (world-readable) bpffs root, which earlier versions locked: no command
+    // waits on it. The lock dir itself nobody cannot open, nor plant before root uses it. A
+    // lock another root process holds (a stuck command) fails a command after its wait.
     let script = r#"
+        "$MCF" attach lo --state-dir /sys/fs/bpf/mcfilter >/dev/null
         nobody flock -o /sys/fs/bpf sleep 20 >/dev/null 2>&1 &
+        holder=$!
+        sleep 1
+        start=$(date +%s)
+        "$MCF" status --state-dir /sys/fs/bpf/mcfilter >/dev/null 2>&1
+        echo "case parent: rc=$? after=$(( $(date +%s) - start ))"
+        pkill -P $holder; kill $holder
+        if nobody flock -o /sys/fs/bpf/mcfilter_lock true 2>/dev/null; then opened=yes; else opened=no; fi
+        echo "case nobody: opened=$opened mode=$(stat -c %a /sys/fs/bpf/mcfilter_lock)"
+        nobody mkdir /sys/fs/bpf/planted_lock
+        err=$("$MCF" attach lo --state-dir /sys/fs/bpf/planted 2>&1 >/dev/null)
+        echo "case planted: rc=$? $err"
+        flock -o /sys/fs/bpf/mcfilter_lock sleep 20 >/dev/null 2>&1 &
         holder=$!
         sleep 1
         start=$(date +%s)
         err=$("$MCF" status --state-dir /sys/fs/bpf/mcfilter 2>&1 >/dev/null)
         rc=$?
-        echo "case status: rc=$rc after=$(( $(date +%s) - start )) $err"
+        echo "case held: rc=$rc after=$(( $(date +%s) - start )) $err"
         pkill -P $holder; kill $holder
+        "$MCF" detach lo --state-dir /sys/fs/bpf/mcfilter >/dev/null
+        echo "case left: $(ls /sys/fs/bpf | grep mcfilter | tr '\n' ' ')"
     "#;
     let out = in_private_bpffs("lk", script);
     let cases = cases(&out);
-    let line = cases
-        .get("status")
-        .unwrap_or_else(|| panic!("no status case: {out:?}"));
-    let after: u64 = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("after="))
-        .and_then(|secs| secs.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
+    let case = |name: &str| {
+        cases
+            .get(name)
+            .unwrap_or_else(|| panic!("no case {name}: {out:?}"))
+            .clone()
+    };
+    let after = |line: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("after="))
+            .and_then(|secs| secs.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    let parent = case("parent");
     assert!(
-        line.starts_with("rc=1") && line.contains("another process has held the state lock"),
-        "{line}"
+        parent.starts_with("rc=0") && after(&parent) < 3,
+        "a lock on the bpffs root held by nobody delayed status: {parent}"
+    );
+    assert_eq!(
+        case("nobody"),
+        "opened=no mode=700",
+        "nobody cannot open the lock"
+    );
+    let planted = case("planted");
+    assert!(
+        planted.starts_with(
+            "rc=1 mcfilter: refusing the state dir: /sys/fs/bpf/planted_lock is owned by uid 65534"
+        ),
+        "{planted}"
+    );
+    let held = case("held");
+    assert!(
+        held.starts_with("rc=1") && held.contains("another process has held the state lock"),
+        "{held}"
     );
     let wait = mcfilter::pin::LOCK_WAIT.as_secs();
     assert!(
-        (wait..wait + 5).contains(&after),
-        "gave up after {after} s, not about {wait} s: {line}"
+        (wait..wait + 5).contains(&after(&held)),
+        "gave up after {} s, not about {wait} s: {held}",
+        after(&held)
+    );
+    assert_eq!(
+        case("left"),
+        "",
+        "the last detach leaves no state and no lock dir"
     );
 }
