@@ -4,15 +4,19 @@
 //! the interfaces' addresses and the filter's state, and reports findings with a severity and
 //! a one-line fix. The exit status is the worst severity, so it can gate a deploy.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, SocketAddr},
-};
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::{DEFAULT_PORT, Error, maps::Maps, pin::StateDir, status, sys};
+pub use crate::exposure::{Listener, Scope, scope};
+use crate::{
+    DEFAULT_PORT, Error,
+    exposure::{self, listeners, unfiltered_carriers},
+    maps::Maps,
+    pin::StateDir,
+    status, sys,
+};
 
 /// How bad a finding is. The order is the ranking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,27 +48,6 @@ pub struct Finding {
     pub fix: String,
 }
 
-/// Where a socket's address can be reached from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Loopback,
-    Private,
-    Public,
-    /// The wildcard address: every interface.
-    Any,
-}
-
-/// A socket bound to a protected port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Listener {
-    pub protocol: &'static str,
-    pub address: SocketAddr,
-    pub scope: Scope,
-    /// `name[pid]` of the owning processes (empty if unknown).
-    pub processes: Vec<String>,
-}
-
 /// `mcfilter audit`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Audit {
@@ -73,34 +56,6 @@ pub struct Audit {
     pub listeners: Vec<Listener>,
     pub findings: Vec<Finding>,
     pub worst: Option<Severity>,
-}
-
-/// The scope of an address.
-pub fn scope(addr: IpAddr) -> Scope {
-    if addr.is_unspecified() {
-        return Scope::Any;
-    }
-    if addr.is_loopback() {
-        return Scope::Loopback;
-    }
-    let private = match addr {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local() || is_benchmarking(v4),
-        // Unique local (fc00::/7) and link-local (fe80::/10).
-        IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-    };
-    if private {
-        Scope::Private
-    } else {
-        Scope::Public
-    }
-}
-
-/// 198.18.0.0/15 (RFC 2544): not routed on the internet.
-fn is_benchmarking(v4: std::net::Ipv4Addr) -> bool {
-    let [a, b, ..] = v4.octets();
-    a == 198 && (b & 0xfe) == 18
 }
 
 /// Whether an allow-list entry admits a large part of the internet.
@@ -151,68 +106,6 @@ fn filter_state(state: &StateDir) -> Result<FilterState, Error> {
     }
 }
 
-/// Sockets bound to `ports`, with their owners.
-fn listeners(ports: &BTreeSet<u16>) -> Result<Vec<(Listener, u64)>, Error> {
-    let io = |err: procfs::ProcError| Error::Io(std::io::Error::other(err.to_string()));
-    let mut found = Vec::new();
-    let tcp = procfs::net::tcp()
-        .map_err(io)?
-        .into_iter()
-        .chain(procfs::net::tcp6().map_err(io)?);
-    for entry in tcp {
-        if entry.state == procfs::net::TcpState::Listen
-            && ports.contains(&entry.local_address.port())
-        {
-            found.push(("tcp", entry.local_address, entry.inode));
-        }
-    }
-    let udp = procfs::net::udp()
-        .map_err(io)?
-        .into_iter()
-        .chain(procfs::net::udp6().map_err(io)?);
-    for entry in udp {
-        // A bound UDP socket that is not connected to a peer receives from anyone.
-        if ports.contains(&entry.local_address.port()) && entry.remote_address.port() == 0 {
-            found.push(("udp", entry.local_address, entry.inode));
-        }
-    }
-    let owners = socket_owners();
-    Ok(found
-        .into_iter()
-        .map(|(protocol, address, inode)| {
-            let listener = Listener {
-                protocol,
-                address,
-                scope: scope(address.ip()),
-                processes: owners.get(&inode).cloned().unwrap_or_default(),
-            };
-            (listener, inode)
-        })
-        .collect())
-}
-
-/// Socket inode -> `name[pid]` of the processes holding it (what this process may read).
-fn socket_owners() -> BTreeMap<u64, Vec<String>> {
-    let mut owners: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let Ok(processes) = procfs::process::all_processes() else {
-        return owners;
-    };
-    for process in processes.flatten() {
-        let Ok(fds) = process.fd() else { continue };
-        let name = process.stat().map(|s| s.comm).unwrap_or_default();
-        for fd in fds.flatten() {
-            if let procfs::process::FDTarget::Socket(inode) = fd.target {
-                let owner = format!("{name}[{}]", process.pid);
-                let list = owners.entry(inode).or_default();
-                if !list.contains(&owner) {
-                    list.push(owner);
-                }
-            }
-        }
-    }
-    owners
-}
-
 /// Runs the audit for the filter in `state` and the calling network namespace.
 pub fn audit(state: &StateDir) -> Result<Audit, Error> {
     let filter = filter_state(state)?;
@@ -244,18 +137,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
             });
             continue;
         }
-        // The interfaces that carry this address (all but loopback for the wildcard).
-        // A wildcard IPv6 socket is dual-stack: it is reached through every address.
-        let carries = |addr: &IpAddr| match listener.scope {
-            Scope::Any => listener.address.is_ipv6() || addr.is_ipv4(),
-            _ => *addr == listener.address.ip(),
-        };
-        let carriers: BTreeSet<String> = addresses
-            .iter()
-            .filter(|(_, addr)| !addr.is_loopback() && carries(addr))
-            .map(|(name, _)| name.clone())
-            .collect();
-        let unfiltered: Vec<String> = carriers.difference(&filter.interfaces).cloned().collect();
+        let unfiltered = unfiltered_carriers(listener, &addresses, &filter.interfaces);
         let exposed_severity = match listener.scope {
             Scope::Public | Scope::Any => Severity::High,
             _ => Severity::Medium,
@@ -268,7 +150,10 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
                     "{who} listens on {at}, reachable without mcfilter on {}: an amplification reflector",
                     unfiltered.join(", ")
                 ),
-                fix: format!("run memcached with -U 0, or `mcfilter attach {}`", unfiltered[0]),
+                fix: exposure::fix(
+                    &unfiltered[0],
+                    &format!("run memcached with -U 0, or `mcfilter attach {}`", unfiltered[0]),
+                ),
             }),
             ("udp", true) => findings.push(Finding {
                 severity: Severity::Info,
@@ -283,9 +168,12 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
                     "{who} listens on {at}, open to any client on {}",
                     unfiltered.join(", ")
                 ),
-                fix: format!(
-                    "bind memcached to a private address (-l), or `mcfilter attach {} --allow CLIENTS`",
-                    unfiltered[0]
+                fix: exposure::fix(
+                    &unfiltered[0],
+                    &format!(
+                        "bind memcached to a private address (-l), or `mcfilter attach {} --allow CLIENTS`",
+                        unfiltered[0]
+                    ),
                 ),
             }),
             (_, true) => {}

@@ -15,6 +15,7 @@ pub mod batch;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod exposure;
 pub mod filter;
 pub mod kernel;
 pub mod maps;

@@ -279,3 +279,69 @@ fn audit_finds_the_exposed_memcached_then_reports_clean_once_fixed() {
     );
     mcf.ok(&["detach", IFACE]);
 }
+
+/// Interfaces that deliver to memcached without the filter are named wherever the operator
+/// looks: a VXLAN device (traffic encapsulated through the filtered NIC comes out of it) by
+/// `attach`, `status` and `audit`, with `mcfilter attach` as the fix; a device whose link type
+/// mcfilter cannot filter (a TUN device given the `gre` type, as this kernel has no GRE) with
+/// the fix that works for it.
+#[test]
+fn devices_that_deliver_without_the_filter_are_named() {
+    if !privileged("devices_that_deliver_without_the_filter_are_named") {
+        return;
+    }
+    const ARPHRD_IPGRE: u16 = 778;
+    let lab = Lab::new("ux");
+    let ns = &lab.server.ns;
+    let _memcached = Memcached::start(ns, false);
+    ns.ip(&[
+        "link", "add", "vx0", "type", "vxlan", "id", "42", "dstport", "4789", "dev", IFACE,
+    ]);
+    ns.ip(&["addr", "add", "198.18.9.1/24", "dev", "vx0"]);
+    ns.ip(&["link", "set", "vx0", "up"]);
+    let gre = mcfilter_tests::tun::Tun::create(ns, "gt0");
+    gre.set_link_type(ARPHRD_IPGRE);
+    ns.ip(&["addr", "add", "198.18.10.1/24", "dev", "gt0"]);
+    ns.ip(&["link", "set", "gt0", "up"]);
+    let mcf = Mcfilter::new("ux").in_netns(ns);
+
+    let out = mcf.run(&["attach", IFACE, "--allow", "198.18.0.10"]);
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let vxlan = "TCP 0.0.0.0:11211 is reachable without the filter through gt0, vx0";
+    assert!(
+        stderr.contains(&format!("mcfilter: warning: {vxlan}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bind memcached to an address gt0 does not carry (-l ADDR): its link type gre is one mcfilter cannot filter"),
+        "{stderr}"
+    );
+    let status = mcf.json(&["status", "--json"]);
+    let warnings = status["warnings"].to_string();
+    assert!(warnings.contains(vxlan), "{status}");
+    let (code, report) = audit(&mcf);
+    assert_eq!(code, 4, "{report}");
+    assert!(
+        findings(&report, "high")
+            .iter()
+            .any(|f| f.contains("gt0, vx0") && f.contains("its link type gre")),
+        "{report}"
+    );
+
+    // The VXLAN device filtered, only the one mcfilter cannot filter is left.
+    mcf.ok(&["attach", "vx0"]);
+    let status = mcf.json(&["status", "--json"]);
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("reachable without the filter through gt0;") && !warnings.contains("vx0"),
+        "{status}"
+    );
+    let high = findings(&audit(&mcf).1, "high");
+    assert!(
+        high.iter().all(|f| !f.contains("vx0")) && high.iter().any(|f| f.contains("gt0")),
+        "{high:?}"
+    );
+    mcf.ok(&["detach", "vx0"]);
+    mcf.ok(&["detach", IFACE]);
+}

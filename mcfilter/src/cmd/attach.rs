@@ -33,7 +33,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
     } else {
         ""
     };
-    super::say(&format!(
+    let said = super::say(&format!(
         "{} {} ({} mode, program id {}); ports {} {}; allow-list +{added}{reflection}",
         if request.replace {
             "replaced the program on"
@@ -49,5 +49,12 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         } else {
             "enforced"
         },
-    ))
+    ));
+    // Other ways in: interfaces that deliver to a protected listener without the filter.
+    if let Ok(status) = crate::status::status(state) {
+        for warning in super::exposure_warnings(&status) {
+            eprintln!("mcfilter: warning: {warning}");
+        }
+    }
+    said
 }

@@ -57,6 +57,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// A one-line report of what a changing command did.
+/// What `status` and `attach` warn about beyond the state: protected listeners that an
+/// interface without the filter delivers to (see [`crate::exposure`]).
+fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {
+    let ports = status.ports.iter().copied().collect();
+    let filtered = status
+        .interfaces
+        .iter()
+        .filter(|iface| iface.present)
+        .map(|iface| iface.name.clone())
+        .collect();
+    crate::exposure::warnings(&ports, &filtered)
+        .unwrap_or_else(|err| vec![format!("the listeners could not be checked: {err}")])
+}
+
 fn say(line: &str) -> anyhow::Result<()> {
     crate::output::print(&format!("{line}\n"))?;
     Ok(())

@@ -8,7 +8,8 @@ use crate::{
 };
 
 pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
-    let status = status::status(state)?;
+    let mut status = status::status(state)?;
+    status.warnings.extend(super::exposure_warnings(&status));
     if args.json {
         output::print_json(&status)?;
         return Ok(());
