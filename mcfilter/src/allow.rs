@@ -283,6 +283,18 @@ impl AllowList {
         self.apply(&current, &change.removed, &change.added)
     }
 
+    /// Whether a command must settle the list before it can be read: a change an earlier
+    /// command left unfinished, or a size never written (a state dir made by an older build).
+    /// Reading only: readers under the shared lock ask, and take the exclusive one to settle.
+    pub fn unsettled(&self) -> Result<bool, Error> {
+        let interrupted = match self.trie.get(&journal_key(), 0) {
+            Ok(_) => true,
+            Err(MapError::KeyNotFound) => false,
+            Err(err) => return Err(Error::allow_map(err)),
+        };
+        Ok(interrupted || self.slot(ALLOW_SLOT_SIZE)? == 0)
+    }
+
     /// Completes or rolls back a change an earlier command left unfinished.
     pub fn recover(&mut self) -> Result<Option<Recovery>, Error> {
         let phase = match self.trie.get(&journal_key(), 0) {

@@ -79,8 +79,8 @@ fn filter_state(state: &StateDir) -> Result<FilterState, Error> {
     match status::status(state) {
         Ok(status) => {
             let allow = {
-                let _lock = state.prepare_and_lock()?;
-                Maps::open(state)?.allow.list()?
+                let (_lock, maps) = Maps::open_to_read(state)?;
+                maps.allow.list()?
             };
             Ok(FilterState {
                 ports: status.ports.iter().copied().collect(),

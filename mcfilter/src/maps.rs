@@ -10,7 +10,7 @@ use mcfilter_common::{
 use crate::{
     Error,
     allow::{AllowList, Recovery},
-    pin::StateDir,
+    pin::{StateDir, StateLock},
 };
 
 pub struct Maps {
@@ -36,6 +36,31 @@ impl Maps {
     /// allow-list change an earlier, killed command left unfinished (see
     /// [`AllowList::recover`]): callers hold the state lock.
     pub fn open(state: &StateDir) -> Result<Self, Error> {
+        let mut maps = Self::open_unsettled(state)?;
+        maps.recovered = maps.allow.recover()?;
+        // Settles the size (and index) of a state dir made by an earlier build: one system call
+        // otherwise.
+        maps.allow.size()?;
+        Ok(maps)
+    }
+
+    /// For commands that only read: the maps under the shared lock (readers never wait for one
+    /// another, nor hold up a change longer than they read). A list an earlier command left
+    /// unsettled is settled first, under the exclusive lock, which the reader then keeps.
+    pub fn open_to_read(state: &StateDir) -> Result<(StateLock, Self), Error> {
+        let shared = state.prepare_and_lock_shared()?;
+        let maps = Self::open_unsettled(state)?;
+        if !maps.allow.unsettled()? {
+            return Ok((shared, maps));
+        }
+        drop(maps);
+        drop(shared);
+        let exclusive = state.prepare_and_lock()?;
+        Ok((exclusive, Self::open(state)?))
+    }
+
+    /// The pinned maps as they are, changing nothing.
+    fn open_unsettled(state: &StateDir) -> Result<Self, Error> {
         if !state.exists() {
             return Err(Error::NotAttached {
                 dir: state.path().to_owned(),
@@ -46,11 +71,7 @@ impl Maps {
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
         let allow_state = open(state, map_names::ALLOW_STATE)?.0;
-        let mut allow = AllowList::new(allow, allow_hosts, allow_state, allow_max_entries);
-        let recovered = allow.recover()?;
-        // Settles the size (and index) of a state dir made by an earlier build: one system call
-        // otherwise.
-        allow.size()?;
+        let allow = AllowList::new(allow, allow_hosts, allow_state, allow_max_entries);
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,
             allow,
@@ -62,7 +83,7 @@ impl Maps {
             frags,
             frags_capacity,
             ifaces: open(state, map_names::IFACES)?.0,
-            recovered,
+            recovered: None,
         })
     }
 

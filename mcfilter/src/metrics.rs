@@ -17,8 +17,8 @@ pub fn render(config: &Config) -> Result<String, Error> {
     let state = StateDir::new(&config.state_dir);
     let status = status::status(&state)?;
     let stats = {
-        let _lock = state.prepare_and_lock()?;
-        stats::read(&Maps::open(&state)?, config.top_sources)?
+        let (_lock, maps) = Maps::open_to_read(&state)?;
+        stats::read(&maps, config.top_sources)?
     };
     let mut registry = Registry::with_prefix("mcfilter");
 

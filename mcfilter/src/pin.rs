@@ -134,8 +134,22 @@ impl StateDir {
     }
 
     /// Mounts bpffs at /sys/fs/bpf when the state dir lives there and it is not mounted, makes
-    /// sure the state dir's parent exists, and takes the lock.
+    /// sure the state dir's parent exists, and takes the lock, exclusively: for commands that
+    /// change the state.
     pub fn prepare_and_lock(&self) -> Result<StateLock, Error> {
+        self.prepare()?;
+        self.lock(libc::LOCK_EX)
+    }
+
+    /// [`StateDir::prepare_and_lock`], but the lock is shared: for commands that only read
+    /// (status, stats, the metrics, `allow list`), which then never wait for one another, and
+    /// which a change waits for only while they read.
+    pub fn prepare_and_lock_shared(&self) -> Result<StateLock, Error> {
+        self.prepare()?;
+        self.lock(libc::LOCK_SH)
+    }
+
+    fn prepare(&self) -> Result<(), Error> {
         if self.dir.starts_with(BPFFS_ROOT) && !is_bpffs(Path::new(BPFFS_ROOT))? {
             mount_bpffs(Path::new(BPFFS_ROOT))?;
         }
@@ -147,8 +161,7 @@ impl StateDir {
         if !is_bpffs(&parent)? {
             return Err(Error::NotBpffs { path: parent });
         }
-        self.check_trust()?;
-        self.lock()
+        self.check_trust()
     }
 
     /// Refuses a state dir that someone other than root (or this process's user) could change:
@@ -194,19 +207,19 @@ impl StateDir {
         self.parent().join(name)
     }
 
-    /// Serialises commands on this state dir: an exclusive flock on [`StateDir::lock_dir`], a
-    /// directory only root (or the user mcfilter runs as) can open, so no other user can hold
-    /// the lock. It lives next to the state dir, which comes and goes with attach and detach,
-    /// and is removed, locked, by the command that leaves no state (see [`StateLock`]); a
-    /// command that waited on a removed one takes the lock anew.
-    fn lock(&self) -> Result<StateLock, Error> {
+    /// Serialises commands on this state dir: a flock (`mode`: exclusive or shared) on
+    /// [`StateDir::lock_dir`], a directory only root (or the user mcfilter runs as) can open, so
+    /// no other user can hold the lock. It lives next to the state dir, which comes and goes with
+    /// attach and detach, and is removed, locked, by the command that leaves no state (see
+    /// [`StateLock`]); a command that waited on a removed one takes the lock anew.
+    fn lock(&self, mode: libc::c_int) -> Result<StateLock, Error> {
         let dir = self.lock_dir();
         let started = Instant::now();
         loop {
             let file = self.open_lock_dir(&dir)?;
             loop {
                 // SAFETY: a valid open file descriptor; flock has no memory-safety preconditions.
-                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } == 0 {
                     break;
                 }
                 let err = io::Error::last_os_error();

@@ -45,8 +45,7 @@ pub struct Status {
 }
 
 pub fn status(state: &StateDir) -> Result<Status, Error> {
-    let _lock = state.prepare_and_lock()?;
-    let mut maps = Maps::open(state)?;
+    let (_lock, mut maps) = Maps::open_to_read(state)?;
     let config = maps.config()?;
     let mut interfaces = Vec::new();
     for (ifindex, info) in maps.ifaces()? {

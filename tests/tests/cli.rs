@@ -534,3 +534,46 @@ fn a_link_type_mcfilter_cannot_read_is_refused() {
     mcf.ok(&["attach", "lo"]);
     mcf.ok(&["detach", "lo"]);
 }
+
+#[test]
+fn readers_share_the_lock() {
+    if !privileged("readers_share_the_lock") {
+        return;
+    }
+    // Another reader holds the lock (a scrape, a `status` in a loop): every read command still
+    // answers at once, while the reader goes on holding it.
+    let ns = NetNs::new("rs");
+    let mcf = Mcfilter::new("rs").in_netns(&ns);
+    mcf.ok(&["attach", "lo"]);
+    let mut lock_dir = mcf.state_dir().as_os_str().to_owned();
+    lock_dir.push("_lock");
+    let mut reader = Command::new("flock")
+        .args(["--shared", "--no-fork"])
+        .arg(&lock_dir)
+        .args(["sh", "-c", "echo locked; exec sleep 30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("flock");
+    let mut locked = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(reader.stdout.as_mut().unwrap()),
+        &mut locked,
+    )
+    .expect("the reader's word");
+    assert_eq!(locked, "locked\n", "the other reader holds the lock");
+    for args in [
+        &["status"][..],
+        &["stats", "--json"],
+        &["allow", "list"],
+        &["policy"],
+    ] {
+        mcf.ok(args);
+        assert!(
+            reader.try_wait().expect("the reader").is_none(),
+            "{args:?} answered only after the other reader let go"
+        );
+    }
+    reader.kill().expect("stop the reader");
+    reader.wait().expect("the reader");
+    mcf.ok(&["detach", "lo"]);
+}

@@ -12,8 +12,17 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
         AllowCommand::Replace { file } => Some(read_list(file)?),
         _ => None,
     };
-    let lock = state.prepare_and_lock()?;
-    let mut maps = Maps::open(state)?;
+    // Listing and suggesting only read: the shared lock (see `Maps::open_to_read`).
+    let reads = matches!(
+        command,
+        AllowCommand::List(_) | AllowCommand::Suggest { .. }
+    );
+    let (lock, mut maps) = if reads {
+        Maps::open_to_read(state)?
+    } else {
+        let lock = state.prepare_and_lock()?;
+        (lock, Maps::open(state)?)
+    };
     match maps.recovered {
         Some(Recovery::RolledBack) => {
             eprintln!("mcfilter: note: rolled back an allow-list change that was interrupted")

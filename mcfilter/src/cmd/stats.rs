@@ -11,8 +11,8 @@ use crate::{
 };
 
 fn read(state: &StateDir, top: usize) -> anyhow::Result<stats::Stats> {
-    let _lock = state.prepare_and_lock()?;
-    Ok(stats::read(&Maps::open(state)?, top)?)
+    let (_lock, maps) = Maps::open_to_read(state)?;
+    Ok(stats::read(&maps, top)?)
 }
 
 pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {

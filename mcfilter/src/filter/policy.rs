@@ -79,8 +79,8 @@ impl PolicyChange {
 
 /// The shared policy as it is.
 pub fn policy(state: &StateDir) -> Result<Policy, Error> {
-    let _lock = state.prepare_and_lock()?;
-    Ok(Policy::from_config(&Maps::open(state)?.config()?))
+    let (_lock, maps) = Maps::open_to_read(state)?;
+    Ok(Policy::from_config(&maps.config()?))
 }
 
 /// Applies `change` to the shared policy, live for every interface; returns the policy before
