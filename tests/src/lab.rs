@@ -261,3 +261,92 @@ pub fn pending(socket: &UdpSocket) -> bool {
     let mut buf = [0u8; 2048];
     !matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
 }
+
+/// The largest packet interface `iface` of `ns` received while it was watched: a packet socket
+/// sees what the stack gets, after XDP (and after GRO in skb mode).
+pub struct LargestReceived {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl LargestReceived {
+    pub fn watch(ns: &NetNs, iface: &str) -> Self {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let iface = CString::new(iface).expect("name");
+        let fd = ns.run(|| {
+            // SAFETY: a NUL-terminated name.
+            let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+            assert_ne!(ifindex, 0, "{iface:?}: {}", io::Error::last_os_error());
+            let all = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket(2); the fd is owned below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all)) };
+            assert!(fd >= 0, "packet socket: {}", io::Error::last_os_error());
+            // SAFETY: a fresh fd, ours alone.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = all;
+            addr.sll_ifindex = ifindex as i32;
+            // SAFETY: `addr` is a valid sockaddr_ll for the length given.
+            let rc = unsafe {
+                libc::bind(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "bind: {}", io::Error::last_os_error());
+            let timeout = libc::timeval {
+                tv_sec: 0,
+                tv_usec: 100_000,
+            };
+            // SAFETY: a valid timeval for the length given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const timeout).cast(),
+                    size_of::<libc::timeval>() as u32,
+                )
+            };
+            assert_eq!(rc, 0, "SO_RCVTIMEO: {}", io::Error::last_os_error());
+            fd
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut largest = 0;
+            let mut buf = [0u8; 64];
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut from_len = size_of::<libc::sockaddr_ll>() as u32;
+                // SAFETY: `buf` and `from` are valid for the lengths given; MSG_TRUNC makes
+                // the call return the packet's real length, however little of it is copied.
+                let len = unsafe {
+                    libc::recvfrom(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_TRUNC,
+                        (&raw mut from).cast(),
+                        &raw mut from_len,
+                    )
+                };
+                if len > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
+                    largest = largest.max(len as usize);
+                }
+            }
+            largest
+        });
+        LargestReceived { stop, thread }
+    }
+
+    /// Stops watching; the largest packet's length in bytes.
+    pub fn largest(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("the watcher")
+    }
+}
