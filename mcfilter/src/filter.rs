@@ -199,6 +199,9 @@ fn attach_locked(
     program: &str,
     fresh: bool,
 ) -> Result<Attached, Error> {
+    if !fresh {
+        crate::maps::check_layout(state, EBPF_OBJECT)?;
+    }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(state.path())
         // One more than asked for: the allow-list's journal entry (see `AllowList`).

@@ -111,6 +111,16 @@ pub enum Error {
         "{iface}'s driver has no native XDP support; attach with `--mode skb` (or `--mode auto`)"
     )]
     NativeUnsupported { iface: String },
+    #[error(
+        "the state in {} was made by another build: its map {map} has {found}, this build's has {expected}; save the allow-list (`mcfilter allow list > clients.txt`), detach every interface and attach again",
+        dir.display()
+    )]
+    StateLayout {
+        dir: PathBuf,
+        map: &'static str,
+        found: String,
+        expected: String,
+    },
     #[error("map {name}")]
     Map {
         name: &'static str,

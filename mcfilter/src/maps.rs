@@ -151,6 +151,66 @@ pub fn set_frag_timeouts(state: &StateDir, secs: [u32; 2]) -> Result<(), Error> 
     Ok(())
 }
 
+/// Maps whose capacity the user chooses when the state is made (`--allow-capacity`,
+/// `--sources-capacity`): any capacity is this build's layout.
+const CHOSEN_CAPACITY: [&str; 3] = [map_names::ALLOW, map_names::ALLOW_HOSTS, map_names::SOURCES];
+
+/// Refuses a state whose pinned maps do not have the layout `object` (this build's program)
+/// defines: type, key and value sizes, and capacity where the program fixes it. The loader
+/// reuses a pinned map by name without looking, so a map an older build made would otherwise
+/// meet a program that reads it differently. Maps the state lacks are made by the loader.
+pub fn check_layout(state: &StateDir, object: &[u8]) -> Result<(), Error> {
+    let object = aya_obj::Object::parse(object).map_err(|err| Error::StateLayout {
+        dir: state.path().to_owned(),
+        map: "(none)",
+        found: "an object that does not parse".into(),
+        expected: err.to_string(),
+    })?;
+    for name in crate::pin::MAP_PINS {
+        let path = state.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let Some(defined) = object.maps.get(name) else {
+            continue;
+        };
+        let info = MapData::from_pin(&path)
+            .and_then(|data| data.info())
+            .map_err(map_err(name))?;
+        let found_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let capacity_fixed = !CHOSEN_CAPACITY.contains(&name);
+        let layout = |map_type: u32, key: u32, value: u32, entries: u32| {
+            let entries = if capacity_fixed {
+                format!(", {entries} entries")
+            } else {
+                String::new()
+            };
+            format!("type {map_type}, key {key} B, value {value} B{entries}")
+        };
+        let found = layout(
+            found_type,
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        let expected = layout(
+            defined.map_type(),
+            defined.key_size(),
+            defined.value_size(),
+            defined.max_entries(),
+        );
+        if found != expected {
+            return Err(Error::StateLayout {
+                dir: state.path().to_owned(),
+                map: name,
+                found,
+                expected,
+            });
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
     move |err| Error::Map { name, err }
 }

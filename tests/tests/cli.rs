@@ -577,3 +577,47 @@ fn readers_share_the_lock() {
     reader.wait().expect("the reader");
     mcf.ok(&["detach", "lo"]);
 }
+
+#[test]
+fn a_state_another_build_made_with_another_layout_is_refused() {
+    if !privileged("a_state_another_build_made_with_another_layout_is_refused") {
+        return;
+    }
+    // A map as an older build might have left it: the fragment timeouts with 8-byte values. The
+    // loader would reuse it by name without looking.
+    let ns = NetNs::new("ly");
+    let mcf = Mcfilter::new("ly").in_netns(&ns);
+    mcf.ok(&["attach", "lo"]);
+    let pin = mcf
+        .state_dir()
+        .join(mcfilter_common::map_names::FRAG_TIMEOUTS);
+    fs::remove_file(&pin).unwrap();
+    let older = aya_obj::Map::Legacy(aya_obj::maps::LegacyMap {
+        def: aya_obj::maps::bpf_map_def {
+            map_type: aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_ARRAY as u32,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 2,
+            ..Default::default()
+        },
+        inner_def: None,
+        section_index: 0,
+        section_kind: aya_obj::EbpfSectionKind::Maps,
+        symbol_index: None,
+        data: Vec::new(),
+    });
+    let map = aya::maps::MapData::create(older, "mcf_frag_timeo", None).expect("create a map");
+    map.pin(&pin).expect("pin it");
+    let (code, line) = mcf.fails(&["attach", "lo", "--replace"]);
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.contains("was made by another build: its map mcf_frag_timeouts has type 2, key 4 B, value 8 B, 2 entries, this build's has type 2, key 4 B, value 4 B, 2 entries"),
+        "{line}"
+    );
+    // Refused before anything changed: the program attached before is still there, and
+    // detach clears the state.
+    let status = mcf.json(&["allow", "list", "--json"]);
+    assert_eq!(status, serde_json::json!([]));
+    mcf.ok(&["detach", "lo"]);
+    assert!(!mcf.state_dir().exists());
+}
