@@ -70,7 +70,8 @@ pub struct StateDir {
 
 /// Held while a command reads or changes the state; released on drop.
 pub struct StateLock {
-    file: File,
+    /// Holds the flock; closed (and so released) last, after the lock dir is removed.
+    _file: File,
     dir: PathBuf,
     state: PathBuf,
 }
@@ -83,7 +84,6 @@ impl Drop for StateLock {
         if !self.state.exists() {
             let _ = fs::remove_dir(&self.dir);
         }
-        let _ = &self.file;
     }
 }
 
@@ -242,7 +242,7 @@ impl StateDir {
             match fs::symlink_metadata(&dir) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                     return Ok(StateLock {
-                        file,
+                        _file: file,
                         dir,
                         state: self.dir.clone(),
                     });

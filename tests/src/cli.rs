@@ -124,8 +124,6 @@ impl Drop for Mcfilter {
     fn drop(&mut self) {
         // Whatever the test left behind, the lock dir next to the state dir included.
         crate::remove_pins(&self.state_dir);
-        let mut lock_dir = self.state_dir.as_os_str().to_owned();
-        lock_dir.push("_lock");
-        let _ = std::fs::remove_dir(lock_dir);
+        let _ = std::fs::remove_dir(mcfilter::pin::StateDir::new(&self.state_dir).lock_dir());
     }
 }
