@@ -33,7 +33,8 @@ enum Command {
     /// Setup, lint, then host unit tests and the privileged tests (verdicts, namespaces, CLI),
     /// then the kernel suites inside Debian's 6.1 and 6.12 kernels (booted under qemu)
     Test {
-        /// Which kernels: host (this machine's only), all, or one of the matrix (6.1, 6.12)
+        /// Which kernels: all, or a comma-separated list of host (this machine's) and the
+        /// matrix's 6.1 and 6.12 (e.g. host, 6.1 or 6.1,6.12)
         #[arg(long, default_value = "all")]
         kernel: String,
         /// Extra arguments for the privileged test run (e.g. a test name filter)
