@@ -29,14 +29,21 @@ pub mod map_names {
     pub const SOURCES: &str = "mcf_sources";
     /// `HashMap<u32, IfaceInfo>` keyed by ifindex: what `attach` made (userspace bookkeeping).
     pub const IFACES: &str = "mcf_ifaces";
+    /// `HashMap<u32, IfaceMeta>` keyed by ifindex: the build whose program runs there, and
+    /// whether `mcfilter run` manages the interface (userspace bookkeeping, kept apart from
+    /// `mcf_ifaces` so that states made before it keep their layout).
+    pub const IFACE_META: &str = "mcf_iface_meta";
     /// `PerCpuArray<PendingSource>` (1 entry): each CPU's latest dropped source, whose counts
     /// are added to `mcf_sources` only when another source comes along (write combining: a
     /// flood from one source costs no hash lookup per packet). Readers add it in.
     pub const PENDING: &str = "mcf_pending";
-    /// `PerCpuArray<Counter>` indexed like `mcf_stats`, but *not* pinned: every loaded program
-    /// (one per interface) has its own, so counters can be told apart by interface. Found
-    /// through the program's map ids; it starts at zero when the program is replaced.
+    /// `PerCpuArray<Counter>` indexed like `mcf_stats`, but one per interface, so counters can
+    /// be told apart by interface: not pinned by name, attach pins it as `if_stats_<ifindex>`
+    /// (read by path, it needs no CAP_SYS_ADMIN), and a replacing program takes it over.
     pub const IFACE_STATS: &str = "mcf_if_stats";
+    /// aya-log-ebpf's ring buffer of the program's events (its name, not ours). Every program
+    /// of a state shares one, pinned as `mcf_logs` at attach.
+    pub const LOGS: &str = "AYA_LOGS";
     /// `PerCpuArray<PendingSource>` ([`RECENT_SLOTS`] entries): each CPU's sources seen once,
     /// by a hash of the address. A source enters `mcf_sources` when it is seen again, so a
     /// flood of one-off spoofed sources costs no LRU insert; a source whose slot another takes
@@ -425,7 +432,32 @@ pub struct IfaceInfo {
     pub prog_id: u32,
 }
 
+/// Value of the interface metadata map, written by `attach` and the service (the program never
+/// reads it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfaceMeta {
+    /// The build whose program was attached (or swapped in) last.
+    pub build: Build,
+    /// 1 when `mcfilter run` manages the interface: a restarted service adopts it, detaches it
+    /// when its config no longer lists it and covers it with `detach_on_exit`.
+    pub service: u32,
+    pub _reserved: u32,
+}
+
+/// What identifies a build of mcfilter: its version and a hash of its XDP object (two builds
+/// of one version with different datapaths differ in the hash).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Build {
+    /// NUL-padded `CARGO_PKG_VERSION`.
+    pub version: [u8; 16],
+    /// FNV-1a (64-bit) of the XDP object's bytes.
+    pub object: u64,
+}
+
 const _: () = {
+    assert!(core::mem::size_of::<IfaceMeta>() == 32);
     assert!(core::mem::size_of::<Config>() == 8 + 8 * PORT_WORDS);
     assert!(core::mem::size_of::<Counter>() == 16);
     assert!(core::mem::size_of::<IpKey>() == 20);
@@ -446,6 +478,7 @@ mod pod {
     unsafe impl aya::Pod for super::IpKey {}
     unsafe impl aya::Pod for super::SourceStats {}
     unsafe impl aya::Pod for super::IfaceInfo {}
+    unsafe impl aya::Pod for super::IfaceMeta {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::PendingSource {}
     unsafe impl aya::Pod for super::EventBudget {}

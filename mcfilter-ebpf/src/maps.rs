@@ -12,8 +12,8 @@ use aya_ebpf::{
 };
 use mcfilter_common::{
     ALLOW_STATE_SLOTS, Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY,
-    EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey, IfaceInfo, IpKey, MAX_IFACES,
-    PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
+    EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey, IfaceInfo, IfaceMeta, IpKey,
+    MAX_IFACES, PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -64,6 +64,11 @@ pub static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
 /// object so that it is created and pinned with the others.
 #[map(name = "mcf_ifaces")]
 pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
+
+/// Which build attached each interface, and whether the service manages it. Userspace only,
+/// like `IFACES`.
+#[map(name = "mcf_iface_meta")]
+pub static IFACE_META: HashMap<u32, IfaceMeta> = HashMap::pinned(MAX_IFACES, 0);
 
 /// Datagrams whose first fragment was dropped (value: the second it was dropped in). Shared by
 /// all CPUs, since the fragments of one datagram may arrive on different ones; LRU, so it stays

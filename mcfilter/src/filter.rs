@@ -22,7 +22,7 @@ use aya::{
 };
 use ipnet::IpNet;
 use mcfilter_common::{
-    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, map_names, xdp_mode,
+    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, IfaceMeta, map_names, xdp_mode,
 };
 
 mod detach;
@@ -106,6 +106,9 @@ pub struct AttachRequest {
     pub replace: bool,
     /// Remove a foreign XDP program (attached through netlink) from the interface first.
     pub force: bool,
+    /// `mcfilter run` attaches (or adopts, with `replace`) it: recorded, so a restarted service
+    /// knows the interface is its own.
+    pub service: bool,
 }
 
 impl AttachRequest {
@@ -121,6 +124,7 @@ impl AttachRequest {
             sources_capacity: DEFAULT_SOURCES_CAPACITY,
             replace: false,
             force: false,
+            service: false,
         }
     }
 
@@ -180,14 +184,24 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
         }
         _ => {}
     }
+    // Maps with no interface attached are what a detach killed after unpinning the last link
+    // (or a first attach killed before pinning one) left: nothing of them is adopted.
+    if state.exists() && state.linked_ifindexes().map_err(Error::Io)?.is_empty() {
+        state.remove()?;
+    }
     let fresh = !state.exists();
     if fresh {
         state.create()?;
     }
     let result = attach_locked(state, req, ifindex, program, fresh);
-    if result.is_err() && fresh {
-        // Nothing of a failed first attach stays behind.
-        let _ = state.remove();
+    if result.is_err() {
+        if fresh {
+            // Nothing of a failed first attach stays behind.
+            let _ = state.remove();
+        } else if !state.link(ifindex).exists() {
+            // Nor the counters loading pinned for an interface that did not get the filter.
+            let _ = crate::pin::remove_pin(&state.iface_stats(ifindex));
+        }
     }
     result
 }
@@ -208,6 +222,11 @@ fn attach_locked(
         .map_max_entries(map_names::ALLOW, req.allow_capacity.saturating_add(1))
         .map_max_entries(map_names::ALLOW_HOSTS, req.allow_capacity)
         .map_max_entries(map_names::SOURCES, req.sources_capacity)
+        // Pinned by path, so what the service serves needs no program lookup by id (which
+        // needs CAP_SYS_ADMIN): the interface's own counters, kept across `--replace`, and the
+        // events ring every program of the state shares.
+        .map_pin_path(map_names::IFACE_STATS, state.iface_stats(ifindex))
+        .map_pin_path(map_names::LOGS, state.log_ring())
         .load(EBPF_OBJECT)
         .map_err(Error::Load)?;
     let mut maps = Maps::open(state)?;
@@ -346,8 +365,17 @@ fn attach_program(
         mode: attachment.code(),
         prog_id,
     };
-    if let Err(err) = maps.record_iface(ifindex, info) {
+    let meta = IfaceMeta {
+        build: crate::build::this(),
+        service: u32::from(req.service),
+        _reserved: 0,
+    };
+    if let Err(err) = maps
+        .record_iface(ifindex, info)
+        .and_then(|()| crate::maps::set_iface_meta(state, ifindex, meta))
+    {
         let _ = detach::unpin_link(state, ifindex);
+        let _ = maps.forget_iface(ifindex);
         return Err(err);
     }
     Ok((attachment, native_error, prog_id))
@@ -379,6 +407,19 @@ fn replace_program(
         .ok_or_else(|| link_err("no record of this interface in the state".into()))?;
     info.prog_id = prog_id;
     maps.record_iface(ifindex, info)?;
+    // A service adopting the interface makes it its own; otherwise whoever managed it still does.
+    let managed = crate::maps::iface_meta(state)?
+        .get(&ifindex)
+        .is_some_and(|meta| meta.service != 0);
+    crate::maps::set_iface_meta(
+        state,
+        ifindex,
+        IfaceMeta {
+            build: crate::build::this(),
+            service: u32::from(req.service || managed),
+            _reserved: 0,
+        },
+    )?;
     let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
     Ok((attachment, None, prog_id))
 }

@@ -12,6 +12,7 @@
 pub mod allow;
 pub mod audit;
 pub mod batch;
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod config;

@@ -1,10 +1,12 @@
 //! Typed handles on the maps pinned in the state dir. Opening them needs no program: every
 //! read command works from the pins alone.
 
+use std::collections::BTreeMap;
+
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use mcfilter_common::{
-    Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IpKey, PendingSource, SourceStats,
-    frag_timeout_slot, map_names,
+    Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IfaceMeta, IpKey, PendingSource,
+    SourceStats, frag_timeout_slot, map_names,
 };
 
 use crate::{
@@ -121,6 +123,37 @@ impl Maps {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(err) => Err(map_err(map_names::IFACES)(err)),
         }
+    }
+}
+
+/// Each attached interface's metadata (its program's build, whether the service manages it),
+/// by ifindex; empty for a state made before it was kept.
+pub fn iface_meta(state: &StateDir) -> Result<BTreeMap<u32, IfaceMeta>, Error> {
+    if !state.map(map_names::IFACE_META).exists() {
+        return Ok(BTreeMap::new());
+    }
+    let (meta, _): (HashMap<MapData, u32, IfaceMeta>, _) = open(state, map_names::IFACE_META)?;
+    meta.iter()
+        .collect::<Result<_, _>>()
+        .map_err(map_err(map_names::IFACE_META))
+}
+
+/// Records `ifindex`'s metadata (the map exists: attach loads the object, which makes it).
+pub fn set_iface_meta(state: &StateDir, ifindex: u32, meta: IfaceMeta) -> Result<(), Error> {
+    let (mut map, _): (HashMap<MapData, u32, IfaceMeta>, _) = open(state, map_names::IFACE_META)?;
+    map.insert(ifindex, meta, 0)
+        .map_err(map_err(map_names::IFACE_META))
+}
+
+/// Forgets `ifindex`'s metadata (detach).
+pub fn forget_iface_meta(state: &StateDir, ifindex: u32) -> Result<(), Error> {
+    if !state.map(map_names::IFACE_META).exists() {
+        return Ok(());
+    }
+    let (mut map, _): (HashMap<MapData, u32, IfaceMeta>, _) = open(state, map_names::IFACE_META)?;
+    match map.remove(&ifindex) {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(err) => Err(map_err(map_names::IFACE_META)(err)),
     }
 }
 

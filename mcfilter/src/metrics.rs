@@ -54,19 +54,18 @@ pub fn render(config: &Config) -> Result<String, Error> {
     let if_packets = Family::<Labels, Counter>::default();
     let if_bytes = Family::<Labels, Counter>::default();
     for iface in &status.interfaces {
-        // A program that is gone (its interface deleted) has no counters to show.
-        if let Ok(own) = stats::program_totals(iface.program_id) {
+        if let Some(own) = stats::iface_totals(&state, iface.ifindex)? {
             by_reason(&own, Some(&iface.name), &if_packets, &if_bytes);
         }
     }
     registry.register(
         "interface_packets",
-        "Packets by interface and reason (since the interface's program was loaded)",
+        "Packets by interface and reason (since the interface was attached)",
         if_packets,
     );
     registry.register(
         "interface_bytes",
-        "Bytes by interface and reason (since the interface's program was loaded)",
+        "Bytes by interface and reason (since the interface was attached)",
         if_bytes,
     );
 
@@ -185,14 +184,23 @@ pub fn render(config: &Config) -> Result<String, Error> {
             ("interface", iface.name.clone()),
             ("mode", iface.mode.into()),
             ("program_id", iface.program_id.to_string()),
+            (
+                "build",
+                iface.build.clone().unwrap_or_else(|| "earlier".into()),
+            ),
         ])
         .set(i64::from(iface.present));
     }
     registry.register(
         "program_info",
-        "Attached interfaces (1: the interface exists)",
+        "Attached interfaces and the build of each one's program (1: the interface exists)",
         info,
     );
+    let build = Family::<Labels, Gauge>::default();
+    build
+        .get_or_create(&vec![("build", status.build.clone())])
+        .set(1);
+    registry.register("build_info", "This binary's build", build);
 
     let top = Family::<Labels, Gauge>::default();
     for row in &stats.sources {

@@ -43,11 +43,16 @@ const BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// `statfs.f_type` of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
+/// Each interface's own counters (`mcf_if_stats` of its program), pinned at attach.
+const IFACE_STATS_PREFIX: &str = "if_stats_";
+/// The ring buffer of the programs' events (aya-log's `AYA_LOGS`), one for every program of
+/// the state, pinned at attach.
+const LOG_RING: &str = "mcf_logs";
 /// How long a command waits for another to release the state lock before it gives up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 12] = [
+pub const MAP_PINS: [&str; 13] = [
     map_names::CONFIG,
     map_names::ALLOW,
     map_names::ALLOW_HOSTS,
@@ -60,6 +65,7 @@ pub const MAP_PINS: [&str; 12] = [
     map_names::FRAGS,
     map_names::FRAG_TIMEOUTS,
     map_names::IFACES,
+    map_names::IFACE_META,
 ];
 
 /// A state dir on bpffs.
@@ -104,6 +110,17 @@ impl StateDir {
     /// The pin of the XDP link on interface `ifindex`.
     pub fn link(&self, ifindex: u32) -> PathBuf {
         self.dir.join(format!("{LINK_PREFIX}{ifindex}"))
+    }
+
+    /// The pin of interface `ifindex`'s own counters. Pinned, they can be read without looking
+    /// the program up by id (which needs CAP_SYS_ADMIN), and they outlive `attach --replace`.
+    pub fn iface_stats(&self, ifindex: u32) -> PathBuf {
+        self.dir.join(format!("{IFACE_STATS_PREFIX}{ifindex}"))
+    }
+
+    /// The pin of the ring buffer every program of this state logs its events into.
+    pub fn log_ring(&self) -> PathBuf {
+        self.dir.join(LOG_RING)
     }
 
     /// Whether a filter's state (its maps) is here.
@@ -317,17 +334,23 @@ impl StateDir {
 
     /// Removes every map pin and the state dir itself (links must be gone already).
     pub fn remove(&self) -> Result<(), Error> {
-        for name in MAP_PINS {
-            match fs::remove_file(self.map(name)) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => {
-                    return Err(Error::StateDir {
-                        path: self.map(name),
-                        err,
-                    });
-                }
-            }
+        let mut pins: Vec<PathBuf> = MAP_PINS.iter().map(|name| self.map(name)).collect();
+        pins.push(self.log_ring());
+        if let Ok(entries) = fs::read_dir(&self.dir) {
+            pins.extend(
+                entries
+                    .flatten()
+                    .filter(|entry| {
+                        entry
+                            .file_name()
+                            .to_str()
+                            .is_some_and(|name| name.starts_with(IFACE_STATS_PREFIX))
+                    })
+                    .map(|entry| entry.path()),
+            );
+        }
+        for pin in pins {
+            remove_pin(&pin)?;
         }
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),
@@ -337,6 +360,18 @@ impl StateDir {
                 err,
             }),
         }
+    }
+}
+
+/// Removes one pin; one that is not there is fine.
+pub fn remove_pin(pin: &Path) -> Result<(), Error> {
+    match fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(Error::StateDir {
+            path: pin.to_owned(),
+            err,
+        }),
     }
 }
 

@@ -4,10 +4,10 @@
 //! when it changes, and keeps the running policy when a new file does not validate. Exits
 //! cleanly on SIGTERM/SIGINT, leaving the filter attached unless `detach_on_exit` says
 //! otherwise. It logs (at `log_level`) its own actions and the program's rare events, read
-//! from each attached program's aya-log ring buffer.
+//! from the aya-log ring buffer the programs share (pinned in the state dir).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -17,6 +17,7 @@ use std::{
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use aya_log::EbpfLogger;
+use mcfilter_common::map_names;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
@@ -74,35 +75,64 @@ fn init_logging(level: log::LevelFilter) {
         .try_init();
 }
 
-/// The program's events (aya-log), read from each attached program's ring buffer.
+/// The programs' events (aya-log records), read from the ring buffer every program of the
+/// state shares, pinned at attach: opened by path, so the unit's three capabilities suffice.
 #[derive(Default)]
 struct Events {
-    loggers: BTreeMap<u32, EbpfLogger<&'static dyn log::Log>>,
+    /// The ring's pin (its inode: a state made again after the last detach has a new ring) and
+    /// its reader.
+    reader: Option<(u64, EbpfLogger<&'static dyn log::Log>)>,
 }
 
 impl Events {
-    /// Follows the programs attached now (new ones after an attach or `--replace`).
+    /// Follows the state's ring: opens it when it is new, drops it when it is gone.
     fn refresh(&mut self, state_dir: &Path) {
-        let ids: BTreeSet<u32> = match status::status(&StateDir::new(state_dir)) {
-            Ok(status) => status.interfaces.iter().map(|i| i.program_id).collect(),
-            Err(_) => BTreeSet::new(),
+        let state = StateDir::new(state_dir);
+        let ring = std::fs::metadata(state.log_ring())
+            .ok()
+            .map(|meta| meta.ino());
+        if self.reader.as_ref().map(|(ino, _)| *ino) == ring {
+            return;
+        }
+        self.flush();
+        self.reader = None;
+        let Some(ino) = ring else {
+            return;
         };
-        self.loggers.retain(|id, _| ids.contains(id));
-        for id in ids {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.loggers.entry(id) {
-                match EbpfLogger::init_from_id(id) {
-                    Ok(logger) => {
-                        slot.insert(logger);
-                    }
-                    Err(err) => log::warn!("no events from program {id}: {err}"),
-                }
-            }
+        match events_reader(&state) {
+            Ok(Some(reader)) => self.reader = Some((ino, reader)),
+            Ok(None) => {}
+            Err(err) => log::warn!("no events from the programs: {err:#}"),
         }
     }
 
     fn flush(&mut self) {
-        self.loggers.values_mut().for_each(EbpfLogger::flush);
+        if let Some((_, reader)) = &mut self.reader {
+            reader.flush();
+        }
     }
+}
+
+/// A reader of `state`'s events ring, or `None` when the state is not all there (the ring is
+/// opened through the object, whose other maps must then all be pinned already: reading never
+/// creates a pin). aya-log reads a ring only from a loaded object or a program id, and the
+/// latter needs CAP_SYS_ADMIN; loading the object creates no program, and only the small
+/// per-CPU maps that are never pinned.
+fn events_reader(state: &StateDir) -> anyhow::Result<Option<EbpfLogger<&'static dyn log::Log>>> {
+    // Held while loading: no detach removes the state meanwhile.
+    let _lock = state.prepare_and_lock_shared()?;
+    if !crate::pin::MAP_PINS
+        .iter()
+        .all(|name| state.map(name).exists())
+        || !state.log_ring().exists()
+    {
+        return Ok(None);
+    }
+    let mut object = aya::EbpfLoader::new()
+        .default_map_pin_directory(state.path())
+        .map_pin_path(map_names::LOGS, state.log_ring())
+        .load(crate::EBPF_OBJECT)?;
+    Ok(Some(EbpfLogger::init(&mut object)?))
 }
 
 /// Runs the service until SIGTERM or SIGINT.
@@ -247,28 +277,38 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
     }
 }
 
-/// At start: every listed interface that is attached already (the filter stays attached across
-/// a restart) gets this build's program, swapped in through its pinned link (the `--replace`
-/// path: atomic, no gap), so an upgraded service runs its own datapath; and the service owns it
-/// from now on (`detach_on_exit`, removal from the config).
+/// At start: the interfaces an earlier run of the service managed (recorded in the state) are
+/// its own again, so one the config no longer lists is detached by [`apply`] and
+/// `detach_on_exit` covers them all. Every listed interface that is attached already (the
+/// filter stays attached across a restart) gets this build's program, swapped in through its
+/// pinned link (the `--replace` path: atomic, no gap), so an upgraded service runs its own
+/// datapath; and the service owns it from now on.
 fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
     let state = StateDir::new(&config.state_dir);
     if !state.exists() {
         return Ok(());
     }
-    let attached: BTreeSet<String> = status::status(&state)?
-        .interfaces
-        .into_iter()
+    let interfaces = status::status(&state)?.interfaces;
+    for iface in interfaces.iter().filter(|iface| iface.service) {
+        info(&format!(
+            "{} is this service's (recorded by an earlier run)",
+            iface.name
+        ));
+        owned.insert(iface.name.clone());
+    }
+    let attached: BTreeSet<&str> = interfaces
+        .iter()
         .filter(|iface| iface.present)
-        .map(|iface| iface.name)
+        .map(|iface| iface.name.as_str())
         .collect();
     for iface in config
         .interfaces
         .iter()
-        .filter(|i| attached.contains(&i.name))
+        .filter(|i| attached.contains(i.name.as_str()))
     {
         let request = AttachRequest {
             replace: true,
+            service: true,
             ..AttachRequest::new(&iface.name)
         };
         let swapped = filter::attach(&state, &request)?;
@@ -298,6 +338,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
             drop_reflected: config.drop_reflected,
             allow_capacity: config.allow_capacity,
             sources_capacity: config.sources_capacity,
+            service: true,
             ..AttachRequest::new(&iface.name)
         };
         match filter::attach(&state, &request) {
@@ -385,14 +426,15 @@ async fn serve_health(State(shared): State<Arc<Shared>>) -> (StatusCode, String)
     let config = shared.config.lock().expect("config lock").clone();
     let checked = tokio::task::spawn_blocking(move || health(&config)).await;
     match checked {
-        Ok(Ok(())) => (StatusCode::OK, "ok\n".into()),
+        Ok(Ok(text)) => (StatusCode::OK, text),
         Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
     }
 }
 
-/// Healthy when the program is attached on every configured interface.
-fn health(config: &Config) -> Result<(), String> {
+/// Healthy when the program is attached on every configured interface; the answer names this
+/// binary's build and each interface's program's.
+fn health(config: &Config) -> Result<String, String> {
     let status = status::status(&StateDir::new(&config.state_dir)).map_err(|e| e.to_string())?;
     let missing: Vec<&str> = config
         .interfaces
@@ -406,7 +448,15 @@ fn health(config: &Config) -> Result<(), String> {
         })
         .collect();
     if missing.is_empty() {
-        Ok(())
+        let mut text = format!("ok\nbuild {}\n", status.build);
+        for iface in &status.interfaces {
+            text += &format!(
+                "{} {}\n",
+                iface.name,
+                iface.build.as_deref().unwrap_or("earlier")
+            );
+        }
+        Ok(text)
     } else {
         Err(format!("not attached: {}", missing.join(", ")))
     }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::{
     Error, batch,
     maps::{Maps, map_err},
+    pin::StateDir,
     sys,
 };
 
@@ -117,43 +118,30 @@ pub fn totals(slots: &[Counter]) -> Stats {
     stats
 }
 
-/// The counters of one loaded program (one interface): its own unpinned stats array, found
-/// through the program's map ids. Zero-based at the program's load (an `attach --replace`
-/// starts it again), unlike the pinned totals.
-pub fn program_totals(program_id: u32) -> Result<Stats, Error> {
-    use aya::maps::{Map, MapData, MapInfo, PerCpuArray};
-    let unavailable = |what: String| Error::Map {
-        name: map_names::IFACE_STATS,
-        err: aya::maps::MapError::IoError(std::io::Error::other(what)),
-    };
-    let program = aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .find(|p| p.id() == program_id)
-        .ok_or_else(|| unavailable(format!("program {program_id} is not loaded")))?;
-    let map_id = program
-        .map_ids()
-        .map_err(|err| unavailable(err.to_string()))?
-        .unwrap_or_default()
-        .into_iter()
-        .find(|id| {
-            MapInfo::from_id(*id)
-                .is_ok_and(|info| info.name_as_str() == Some(map_names::IFACE_STATS))
-        })
-        .ok_or_else(|| {
-            unavailable(format!(
-                "program {program_id} has no {}",
-                map_names::IFACE_STATS
-            ))
-        })?;
-    let data = MapData::from_id(map_id).map_err(map_err(map_names::IFACE_STATS))?;
-    let array: PerCpuArray<MapData, Counter> = Map::from_map_data(data)
+/// The counters of one interface: its program's own stats array, pinned at attach (see
+/// [`StateDir::iface_stats`]), so reading them needs no program lookup by id. Zero-based at the
+/// interface's attach (a `--replace` keeps them), unlike the pinned totals. `None` for an
+/// interface an older build attached, which pinned no counters of its own.
+pub fn iface_totals(state: &StateDir, ifindex: u32) -> Result<Option<Stats>, Error> {
+    use aya::maps::{Map, MapData, PerCpuArray};
+    let pin = state.iface_stats(ifindex);
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let array: PerCpuArray<MapData, Counter> = match MapData::from_pin(&pin)
+        .map(Map::PerCpuArray)
         .and_then(PerCpuArray::try_from)
-        .map_err(map_err(map_names::IFACE_STATS))?;
+    {
+        Ok(array) => array,
+        // Detached since the caller looked.
+        Err(_) if !pin.exists() => return Ok(None),
+        Err(err) => return Err(map_err(map_names::IFACE_STATS)(err)),
+    };
     let mut slots = Vec::new();
     for values in array.iter() {
         slots.push(sum(&values.map_err(map_err(map_names::IFACE_STATS))?));
     }
-    Ok(totals(&slots))
+    Ok(Some(totals(&slots)))
 }
 
 /// A packet and bit rate.

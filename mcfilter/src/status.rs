@@ -17,6 +17,11 @@ pub struct InterfaceStatus {
     /// (`mcfilter_ip`); `unknown` once the interface is gone.
     pub framing: &'static str,
     pub program_id: u32,
+    /// The build that attached (or last swapped in) its program; `null` when an earlier build
+    /// did, which kept no record of it.
+    pub build: Option<String>,
+    /// `mcfilter run` manages it.
+    pub service: bool,
     /// The interface still exists.
     pub present: bool,
 }
@@ -25,6 +30,8 @@ pub struct InterfaceStatus {
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
     pub state_dir: String,
+    /// This binary's build (version + object hash), to compare with each interface's.
+    pub build: String,
     pub interfaces: Vec<InterfaceStatus>,
     pub ports: Vec<u16>,
     pub dry_run: bool,
@@ -47,6 +54,9 @@ pub struct Status {
 pub fn status(state: &StateDir) -> Result<Status, Error> {
     let (_lock, mut maps) = Maps::open_to_read(state)?;
     let config = maps.config()?;
+    let meta = crate::maps::iface_meta(state)?;
+    let this = crate::build::this();
+    let mut warnings = Vec::new();
     let mut interfaces = Vec::new();
     for (ifindex, info) in maps.ifaces()? {
         let current = sys::ifname(ifindex);
@@ -58,17 +68,37 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             .as_deref()
             .and_then(|name| sys::framing(name).ok())
             .map_or("unknown", sys::Framing::name);
+        let name = current
+            .clone()
+            .unwrap_or_else(|| sys::name_from_bytes(&info.name));
+        let own = meta.get(&ifindex);
+        let build = own.map(|meta| meta.build);
+        if build != Some(this) {
+            warnings.push(format!(
+                "{name} runs the program of {}, not this binary's ({}): `mcfilter attach {name} --replace` swaps this build's in with no gap (a restarted `mcfilter run` does it for the interfaces it lists)",
+                build.map_or_else(|| "an earlier build".to_owned(), |b| format!("build {}", crate::build::show(b))),
+                crate::build::show(this),
+            ));
+        }
         interfaces.push(InterfaceStatus {
             present: current.is_some(),
             framing,
-            name: current.unwrap_or_else(|| sys::name_from_bytes(&info.name)),
+            name,
             ifindex,
             mode: Attachment::from_code(info.mode).map_or("unknown", Attachment::name),
             program_id,
+            build: build.map(crate::build::show),
+            service: own.is_some_and(|meta| meta.service != 0),
         });
     }
+    warnings.extend(ephemeral_port_warnings(
+        &config.protected_ports().collect::<Vec<_>>(),
+        read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
+        read_sysctl("net/ipv4/ip_local_reserved_ports").as_deref(),
+    ));
     Ok(Status {
         state_dir: state.path().display().to_string(),
+        build: crate::build::show(this),
         interfaces,
         ports: config.protected_ports().collect(),
         dry_run: config.dry_run != 0,
@@ -80,11 +110,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         fragments_entries: crate::batch::count(IterableMap::map(&maps.frags)).map_err(Error::Io)?,
         fragments_capacity: maps.frags_capacity,
         fragments_timeouts_secs: crate::maps::frag_timeouts(state)?,
-        warnings: ephemeral_port_warnings(
-            &config.protected_ports().collect::<Vec<_>>(),
-            read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
-            read_sysctl("net/ipv4/ip_local_reserved_ports").as_deref(),
-        ),
+        warnings,
     })
 }
 

@@ -650,3 +650,38 @@ fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
     );
     mcf.ok(&["detach", IFACE]);
 }
+
+#[test]
+fn a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt() {
+    if !privileged("a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt") {
+        return;
+    }
+    let lab = Lab::new("hd");
+    let mcf = Mcfilter::new("hd").in_netns(&lab.server.ns);
+    mcf.ok(&[
+        "attach",
+        IFACE,
+        "--allow",
+        "198.18.5.0/24",
+        "--port",
+        "22122",
+        "--dry-run",
+    ]);
+    // What the last detach leaves when it is killed after unpinning the link (which detaches
+    // the program) and before removing the maps: the old allow-list, policy and records.
+    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    let ifindex = mcf.json(&["status", "--json"])["interfaces"][0]["ifindex"]
+        .as_u64()
+        .unwrap() as u32;
+    fs::remove_file(state.link(ifindex)).expect("unpin the link");
+    assert!(state.exists(), "the maps are left");
+
+    // The next attach starts afresh: nothing of the old filter is adopted.
+    mcf.ok(&["attach", IFACE]);
+    let policy = mcf.json(&["policy", "--json"]);
+    assert_eq!(policy["ports"], serde_json::json!([PORT]), "{policy}");
+    assert_eq!(policy["dry_run"], false, "{policy}");
+    assert!(list(&mcf).is_empty(), "the old allow-list is gone");
+    mcf.ok(&["detach", IFACE]);
+    assert!(!state.exists());
+}

@@ -481,34 +481,212 @@ fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
     }
     let lab = Lab::new("rs");
     let mcf = Mcfilter::new("rs").in_netns(&lab.server.ns);
+    // A second interface for the service, in the server's namespace.
+    const SECOND: &str = "rs1";
+    for args in [
+        &[
+            "link", "add", SECOND, "type", "veth", "peer", "name", "rs1p",
+        ][..],
+        &["link", "set", SECOND, "up"],
+        &["link", "set", "rs1p", "up"],
+    ] {
+        let out = lab.server.ns.command("ip").args(args).output().unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("rs"));
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mcfilter.toml");
-    let program_id = || {
-        let status = mcf.json(&["status", "--json"]);
-        status["interfaces"][0]["program_id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{status}"))
+    let status = || mcf.json(&["status", "--json"]);
+    let interface = |status: &serde_json::Value, name: &str| {
+        status["interfaces"]
+            .as_array()
+            .and_then(|all| all.iter().find(|i| i["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
     };
-    fs::write(&path, config(mcf.state_dir(), &[], "")).unwrap();
+    let build_warnings = |status: &serde_json::Value| {
+        status["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w.as_str().unwrap().contains("runs the program of"))
+            .count()
+    };
+    let second = format!("\n[[interfaces]]\nname = \"{SECOND}\"\n");
+    fs::write(&path, config(mcf.state_dir(), &[], "") + &second).unwrap();
     let first = Service::start(&lab.server.ns, &path, &dir.join("first.log"));
-    let before = program_id();
+    let now = status();
+    for name in [IFACE, SECOND] {
+        let iface = interface(&now, name);
+        assert_eq!(iface["service"], true, "{now}");
+        assert_eq!(iface["build"], now["build"], "this build's program: {now}");
+    }
+    assert_eq!(build_warnings(&now), 0, "{now}");
+    let before = interface(&now, IFACE)["program_id"].clone();
+    // As if an earlier build had attached eth0: its record names another object.
+    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    let ifindex = interface(&now, IFACE)["ifindex"].as_u64().unwrap() as u32;
+    let mut meta = mcfilter::maps::iface_meta(&state).unwrap()[&ifindex];
+    meta.build.object ^= 1;
+    mcfilter::maps::set_iface_meta(&state, ifindex, meta).unwrap();
+    let now = status();
+    assert_ne!(interface(&now, IFACE)["build"], now["build"], "{now}");
+    assert_eq!(build_warnings(&now), 1, "status warns: {now}");
     first.stop();
-    // Stopped: the filter stays attached. An upgraded service starts.
-    assert_eq!(program_id(), before, "the filter stays attached");
+
+    // Stopped: the filter stays attached. An upgraded service starts, with a config that no
+    // longer lists the second interface.
+    assert_eq!(interface(&status(), IFACE)["program_id"], before);
     fs::write(&path, config(mcf.state_dir(), &[], "detach_on_exit = true")).unwrap();
-    let second = Service::start(&lab.server.ns, &path, &dir.join("second.log"));
-    let after = program_id();
-    assert_ne!(after, before, "the restarted service runs its own program");
+    let restarted = Service::start(&lab.server.ns, &path, &dir.join("second.log"));
+    let log = restarted.log();
     assert!(
-        second
-            .log()
-            .contains("swapped this build's program in on eth0")
+        log.contains(&format!("{SECOND} is this service's")),
+        "the record names it: {log}"
+    );
+    assert!(
+        log.contains(&format!("detached from {SECOND} (no longer listed)")),
+        "{log}"
+    );
+    assert!(
+        log.contains("swapped this build's program in on eth0"),
+        "{log}"
+    );
+    let now = status();
+    assert_eq!(now["interfaces"].as_array().unwrap().len(), 1, "{now}");
+    let eth0 = interface(&now, IFACE);
+    assert_ne!(
+        eth0["program_id"], before,
+        "the restarted service runs its own program"
+    );
+    assert_eq!(eth0["build"], now["build"], "{now}");
+    assert_eq!(build_warnings(&now), 0, "{now}");
+    // /healthz and the metrics name the binary's build and the program's.
+    let build = now["build"].as_str().unwrap();
+    let (code, body) = get(&lab.server.ns, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(&format!("build {build}\n")) && body.contains(&format!("eth0 {build}\n")),
+        "{body}"
+    );
+    let (_, body) = get(&lab.server.ns, "/metrics");
+    assert_eq!(
+        metric(&body, &format!("mcfilter_build_info{{build=\"{build}\"}}")),
+        1
+    );
+    assert!(
+        body.lines().any(
+            |line| line.starts_with("mcfilter_program_info{interface=\"eth0\"")
+                && line.contains(&format!("build=\"{build}\""))
+        ),
+        "{body}"
     );
     // The interface it found attached is its own: detach_on_exit covers it.
-    let log = second.stop();
+    let log = restarted.stop();
     assert!(log.contains("detached from eth0"), "{log}");
     let (_, line) = mcf.fails(&["status"]);
     assert!(line.contains("not attached"), "{line}");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_service_serves_everything_under_three_capabilities() {
+    if !privileged("the_service_serves_everything_under_three_capabilities") {
+        return;
+    }
+    // The unit's capability set, as an unprivileged user in a bpffs of its own: the service
+    // attaches to the namespace's loopback, five datagrams from one source to the protected
+    // port are dropped, then one from another (sent from one CPU: a source's run of packets
+    // enters the per-source map, and is logged, when its CPU sees another source), the program's event about the new source reaches the
+    // service's log, and a scrape has every
+    // metric family, the interface's own counters included (looking a program up by id, as
+    // these once did, needs CAP_SYS_ADMIN).
+    let ns = NetNs::new("cr");
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("cr"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    fs::write(
+        &path,
+        "state_dir = \"/sys/fs/bpf/caprun\"\ndetach_on_exit = true\n\
+         [[interfaces]]\nname = \"lo\"\n\n[metrics]\naddress = \"127.0.0.1:9912\"\n",
+    )
+    .unwrap();
+    let log = dir.join("service.log");
+    let scrape = dir.join("metrics");
+    let script = format!(
+        r#"
+        ip link set lo up && ip addr add 198.18.0.1/32 dev lo && ip addr add 198.18.0.2/32 dev lo || exit 91
+        # Not through nobody_with, a function: $! must be the service (timeout forwards the
+        # TERM below to it, and ends it in 120 s if nothing else does).
+        caps=+bpf,+perfmon,+net_admin
+        timeout 120 setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=$caps \
+            --ambient-caps=$caps "$MCF" run --config {config} >/dev/null 2>{log} &
+        pid=$!
+        health() {{ curl --silent --max-time 2 --output /dev/null --write-out '%{{http_code}}' http://127.0.0.1:9912/healthz; }}
+        i=0; until [ "$(health)" = 200 ] || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.1; done
+        echo "case healthy: $(health)"
+        taskset -c 0 bash -c 'for n in 1 2 3 4 5; do printf x > /dev/udp/198.18.0.1/11211; done;
+            printf x > /dev/udp/198.18.0.2/11211'
+        i=0; until grep -q 'new dropped source 198.18.0.1' {log} || [ $i -ge 200 ]; do i=$((i+1)); sleep 0.1; done
+        curl --silent --max-time 5 --output {scrape} http://127.0.0.1:9912/metrics
+        echo "case scraped: $?"
+        kill -TERM $pid; wait $pid
+        echo "case exit: $?"
+        "#,
+        config = path.display(),
+        log = log.display(),
+        scrape = scrape.display(),
+    );
+    let out = ns.private_bpffs_script(&script);
+    let cases = mcfilter_tests::netns::script_cases(&out);
+    let service_log = fs::read_to_string(&log).unwrap_or_default();
+    let context = format!("{out:?}\nservice log:\n{service_log}");
+    for (case, want) in [("healthy", "200"), ("scraped", "0"), ("exit", "0")] {
+        assert_eq!(
+            cases.get(case).map(String::as_str),
+            Some(want),
+            "{case}: {context}"
+        );
+    }
+    assert!(
+        service_log.contains("new dropped source 198.18.0.1"),
+        "the program's event in the log: {context}"
+    );
+    assert!(!service_log.contains("no events"), "{context}");
+    let body = fs::read_to_string(&scrape).unwrap_or_default();
+    for family in [
+        "packets",
+        "bytes",
+        "interface_packets",
+        "interface_bytes",
+        "would_drop_packets",
+        "outcome_packets",
+        "outcome_bytes",
+        "sources_evicted",
+        "sources_not_recorded",
+        "fragments_not_recorded",
+        "allow_entries",
+        "allow_capacity",
+        "sources_entries",
+        "sources_capacity",
+        "fragments_entries",
+        "fragments_capacity",
+        "dry_run",
+        "program_info",
+        "top_source_packets",
+        "top_source_would_drop_packets",
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE mcfilter_{family} ")),
+            "no family {family} in the scrape:\n{body}\n{context}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &body,
+            "mcfilter_interface_packets_total{interface=\"lo\",reason=\"udp_port\""
+        ),
+        6,
+        "{body}"
+    );
     fs::remove_dir_all(dir).unwrap();
 }

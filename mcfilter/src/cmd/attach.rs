@@ -18,6 +18,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         sources_capacity: args.sources_capacity,
         replace: args.replace,
         force: args.force,
+        service: false,
     };
     let attached = filter::attach(state, &request)?;
     if let Some(reason) = &attached.native_error {

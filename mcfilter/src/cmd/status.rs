@@ -18,6 +18,7 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
     let mut summary = Table::new(&[("", Align::Left), ("", Align::Left)]);
     for (key, value) in [
         ("state dir", status.state_dir.clone()),
+        ("build", status.build.clone()),
         ("ports", ports.join(",")),
         (
             "policy",
@@ -73,6 +74,8 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
         ("mode", Align::Left),
         ("framing", Align::Left),
         ("program id", Align::Right),
+        ("build", Align::Left),
+        ("managed by", Align::Left),
     ]);
     for iface in &status.interfaces {
         let name = if iface.present {
@@ -86,6 +89,8 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
             iface.mode.into(),
             iface.framing.into(),
             iface.program_id.to_string(),
+            iface.build.clone().unwrap_or_else(|| "earlier".into()),
+            if iface.service { "service" } else { "cli" }.into(),
         ]);
     }
     // The summary's header row is empty: skip it.

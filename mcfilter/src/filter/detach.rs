@@ -24,6 +24,8 @@ pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
         err: err.to_string(),
     })?;
     maps.forget_iface(ifindex)?;
+    crate::maps::forget_iface_meta(state, ifindex)?;
+    crate::pin::remove_pin(&state.iface_stats(ifindex))?;
     let state_removed = state.linked_ifindexes()?.is_empty();
     if state_removed {
         drop(maps);
