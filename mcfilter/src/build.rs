@@ -6,16 +6,19 @@ use std::fmt;
 
 use mcfilter_common::Build;
 
-/// This binary's build.
+/// This binary's build (the object is hashed once per process).
 pub fn this() -> Build {
-    let mut version = [0u8; 16];
-    let text = env!("CARGO_PKG_VERSION").as_bytes();
-    let len = text.len().min(version.len());
-    version[..len].copy_from_slice(&text[..len]);
-    Build {
-        version,
-        object: fnv1a(crate::EBPF_OBJECT),
-    }
+    static THIS: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
+    *THIS.get_or_init(|| {
+        let mut version = [0u8; 16];
+        let text = env!("CARGO_PKG_VERSION").as_bytes();
+        let len = text.len().min(version.len());
+        version[..len].copy_from_slice(&text[..len]);
+        Build {
+            version,
+            object: fnv1a(crate::EBPF_OBJECT),
+        }
+    })
 }
 
 /// 64-bit FNV-1a: a stable fingerprint of the object (not a security measure).

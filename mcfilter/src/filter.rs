@@ -365,14 +365,9 @@ fn attach_program(
         mode: attachment.code(),
         prog_id,
     };
-    let meta = IfaceMeta {
-        build: crate::build::this(),
-        service: u32::from(req.service),
-        _reserved: 0,
-    };
     if let Err(err) = maps
         .record_iface(ifindex, info)
-        .and_then(|()| crate::maps::set_iface_meta(state, ifindex, meta))
+        .and_then(|()| crate::maps::set_iface_meta(state, ifindex, this_build(req.service)))
     {
         let _ = detach::unpin_link(state, ifindex);
         let _ = maps.forget_iface(ifindex);
@@ -411,17 +406,18 @@ fn replace_program(
     let managed = crate::maps::iface_meta(state)?
         .get(&ifindex)
         .is_some_and(|meta| meta.service != 0);
-    crate::maps::set_iface_meta(
-        state,
-        ifindex,
-        IfaceMeta {
-            build: crate::build::this(),
-            service: u32::from(req.service || managed),
-            _reserved: 0,
-        },
-    )?;
+    crate::maps::set_iface_meta(state, ifindex, this_build(req.service || managed))?;
     let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
     Ok((attachment, None, prog_id))
+}
+
+/// The record of an interface this build's program now runs on, managed by the service or not.
+fn this_build(service: bool) -> IfaceMeta {
+    IfaceMeta {
+        build: crate::build::this(),
+        service: u32::from(service),
+        _reserved: 0,
+    }
 }
 
 /// Program `name` of the loaded object (the one for the interface's framing), loaded into the
