@@ -119,9 +119,6 @@ pub struct AllowList {
     /// The list's size and whether `hosts` indexes it (see `map_names::ALLOW_STATE`).
     state: Array<MapData, u64>,
     capacity: u32,
-    /// Fault injection for the crash tests: abort after this many map writes.
-    crash_after: Option<u64>,
-    writes: u64,
 }
 
 /// What a change did.
@@ -149,8 +146,6 @@ const PREPARING: u8 = 1;
 const COMMITTED: u8 = 2;
 /// The journal's key family: no packet's key has it, so it never matches.
 const JOURNAL_FAMILY: u32 = 0xff;
-/// Environment variable of the crash tests' fault injection (a number of map writes).
-pub const CRASH_AFTER_ENV: &str = "MCFILTER_TEST_CRASH_AFTER_WRITES";
 
 fn journal_key() -> Key<IpKey> {
     Key::new(
@@ -175,10 +170,6 @@ impl AllowList {
             hosts,
             state,
             capacity: max_entries.saturating_sub(1),
-            crash_after: std::env::var(CRASH_AFTER_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok()),
-            writes: 0,
         }
     }
 
@@ -416,7 +407,7 @@ impl AllowList {
                 .collect::<Result<_, _>>()
                 .map_err(Error::allow_map)?;
             for data in stale {
-                self.count_write();
+                crate::fault::step();
                 gone(self.hosts.remove(&data))?;
             }
         }
@@ -425,7 +416,7 @@ impl AllowList {
 
     /// Writes an entry into the trie.
     fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {
-        self.count_write();
+        crate::fault::step();
         self.trie
             .insert(key, value, 0)
             .map_err(|err| self.full_or(err))
@@ -438,7 +429,7 @@ impl AllowList {
                 name: mcfilter_common::map_names::ALLOW_HOSTS,
                 err: MapError::IoError(err),
             })?;
-        (0..calls).for_each(|_| self.count_write());
+        (0..calls).for_each(|_| crate::fault::step());
         Ok(())
     }
 
@@ -447,7 +438,7 @@ impl AllowList {
         if !is_host(key) {
             return Ok(());
         }
-        self.count_write();
+        crate::fault::step();
         gone(self.hosts.remove(&key.data()))
     }
 
@@ -459,7 +450,7 @@ impl AllowList {
 
     /// Removes an entry from the trie (once it has left the index).
     fn remove_from_trie(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
-        self.count_write();
+        crate::fault::step();
         gone(self.trie.remove(key))
     }
 
@@ -470,14 +461,6 @@ impl AllowList {
             }
         } else {
             Error::allow_map(err)
-        }
-    }
-
-    /// The crash tests' fault injection: die like `kill -9` after the configured write.
-    fn count_write(&mut self) {
-        self.writes += 1;
-        if self.crash_after == Some(self.writes) {
-            std::process::abort();
         }
     }
 }
@@ -499,11 +482,7 @@ fn state_err(err: MapError) -> Error {
 
 /// A removal's result, where "not there" is success.
 fn gone(result: Result<(), MapError>) -> Result<(), Error> {
-    match result {
-        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(err) => Err(Error::allow_map(err)),
-    }
+    crate::maps::gone(result).map_err(Error::allow_map)
 }
 
 fn is_full(err: &MapError) -> bool {

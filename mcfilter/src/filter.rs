@@ -184,14 +184,16 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
         }
         _ => {}
     }
-    // Maps with no interface attached are what a detach killed after unpinning the last link
-    // (or a first attach killed before pinning one) left: nothing of them is adopted.
-    if state.exists() && state.linked_ifindexes().map_err(Error::Io)?.is_empty() {
+    // Maps no interface is linked to are what a detach killed after unpinning the last link, or
+    // a first attach killed before pinning one, left (or a few of them, if a removal was cut
+    // short): nothing of them is adopted.
+    if !state.attached()? {
         state.remove()?;
     }
     let fresh = !state.exists();
     if fresh {
         state.create()?;
+        crate::fault::step();
     }
     let result = attach_locked(state, req, ifindex, program, fresh);
     if result.is_err() {
@@ -215,6 +217,9 @@ fn attach_locked(
 ) -> Result<Attached, Error> {
     if !fresh {
         crate::maps::check_layout(state, EBPF_OBJECT)?;
+        // Records and counters of interfaces with no link (this one's included) are what a
+        // killed attach or detach left.
+        detach::forget_unlinked(state, &mut Maps::open(state)?)?;
     }
     let mut ebpf = EbpfLoader::new()
         .default_map_pin_directory(state.path())
@@ -229,10 +234,12 @@ fn attach_locked(
         .map_pin_path(map_names::LOGS, state.log_ring())
         .load(EBPF_OBJECT)
         .map_err(Error::Load)?;
-    let mut maps = Maps::open(state)?;
+    crate::fault::step();
+    let mut maps = Maps::open_loaded(state)?;
     // The kernel's, whatever the policy: dropped datagrams are remembered as long as it waits
     // for their fragments.
     crate::maps::set_frag_timeouts(state, crate::kernel::reassembly_timeouts())?;
+    crate::fault::step();
 
     // Policy first (a fresh program then never runs without it), undone if attaching fails.
     // Attach replaces the ports it names and can switch dry-run and reflection protection on;
@@ -253,6 +260,7 @@ fn attach_locked(
         drop_reflected: req.drop_reflected.then_some(true),
     });
     maps.set_config(&policy.to_config())?;
+    crate::fault::step();
     let allow_change = match maps.allow.add(&req.allow) {
         Ok(change) => change,
         Err(err) => {
@@ -348,6 +356,7 @@ fn attach_program(
         }
     }
     let (attachment, link_id) = made.ok_or_else(|| req.link_error("no XDP mode to try".into()))?;
+    crate::fault::step();
     let prog_id = program.info().map_err(attach_err)?.id();
     let link = program.take_link(link_id).map_err(attach_err)?;
     let link_err = |err: String| req.link_error(err);
@@ -356,23 +365,26 @@ fn attach_program(
             "the kernel made no bpf_link ({err}); XDP through a bpf_link needs Linux 5.9"
         ))
     })?;
-    // If pinning fails, dropping the link detaches the program again.
-    fd_link
-        .pin(state.link(ifindex))
-        .map_err(|err| link_err(format!("pinning: {err}")))?;
+    // The records first, the link's pin last: until it is pinned, the link lives only as long as
+    // this process (a kill detaches the program), and the interface counts as attached only once
+    // it is (see `status`). Records left by a failure or a kill are removed by the next attach
+    // or detach.
     let info = IfaceInfo {
         name: sys::name_to_bytes(&req.iface),
         mode: attachment.code(),
         prog_id,
     };
-    if let Err(err) = maps
-        .record_iface(ifindex, info)
-        .and_then(|()| crate::maps::set_iface_meta(state, ifindex, this_build(req.service)))
-    {
-        let _ = detach::unpin_link(state, ifindex);
+    maps.record_iface(ifindex, info)?;
+    crate::fault::step();
+    crate::maps::set_iface_meta(state, ifindex, this_build(req.service))?;
+    crate::fault::step();
+    // If pinning fails, dropping the link detaches the program again.
+    if let Err(err) = fd_link.pin(state.link(ifindex)) {
         let _ = maps.forget_iface(ifindex);
-        return Err(err);
+        let _ = crate::maps::forget_iface_meta(state, ifindex);
+        return Err(link_err(format!("pinning: {err}")));
     }
+    crate::fault::step();
     Ok((attachment, native_error, prog_id))
 }
 
@@ -392,6 +404,7 @@ fn replace_program(
     let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
     let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
     let link_id = program.attach_to_link(link).map_err(attach_err)?;
+    crate::fault::step();
     // The link stays pinned where it was; this handle only closes its fd when dropped.
     drop(program.take_link(link_id).map_err(attach_err)?);
     let prog_id = program.info().map_err(attach_err)?.id();
@@ -402,11 +415,13 @@ fn replace_program(
         .ok_or_else(|| link_err("no record of this interface in the state".into()))?;
     info.prog_id = prog_id;
     maps.record_iface(ifindex, info)?;
+    crate::fault::step();
     // A service adopting the interface makes it its own; otherwise whoever managed it still does.
     let managed = crate::maps::iface_meta(state)?
         .get(&ifindex)
         .is_some_and(|meta| meta.service != 0);
     crate::maps::set_iface_meta(state, ifindex, this_build(req.service || managed))?;
+    crate::fault::step();
     let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
     Ok((attachment, None, prog_id))
 }

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod exposure;
+pub mod fault;
 pub mod filter;
 pub mod kernel;
 pub mod maps;

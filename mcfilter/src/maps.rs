@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use mcfilter_common::{
     Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IfaceMeta, IpKey, PendingSource,
     SourceStats, frag_timeout_slot, map_names,
@@ -38,7 +38,16 @@ impl Maps {
     /// allow-list change an earlier, killed command left unfinished (see
     /// [`AllowList::recover`]): callers hold the state lock.
     pub fn open(state: &StateDir) -> Result<Self, Error> {
-        let mut maps = Self::open_unsettled(state)?;
+        Self::settled(Self::open_unsettled(state)?)
+    }
+
+    /// [`Maps::open`] for attach, whose object was just loaded: the maps are pinned, and no
+    /// interface need be linked yet.
+    pub(crate) fn open_loaded(state: &StateDir) -> Result<Self, Error> {
+        Self::settled(Self::pinned(state)?)
+    }
+
+    fn settled(mut maps: Self) -> Result<Self, Error> {
         maps.recovered = maps.allow.recover()?;
         // Settles the size (and index) of a state dir made by an earlier build: one system call
         // otherwise.
@@ -61,13 +70,19 @@ impl Maps {
         Ok((exclusive, Self::open(state)?))
     }
 
-    /// The pinned maps as they are, changing nothing.
+    /// The pinned maps as they are, changing nothing; [`Error::NotAttached`] unless an
+    /// interface is linked (maps no interface uses are what a killed detach left: the next
+    /// attach removes them).
     fn open_unsettled(state: &StateDir) -> Result<Self, Error> {
-        if !state.exists() {
+        if !state.attached().map_err(Error::Io)? {
             return Err(Error::NotAttached {
                 dir: state.path().to_owned(),
             });
         }
+        Self::pinned(state)
+    }
+
+    fn pinned(state: &StateDir) -> Result<Self, Error> {
         let (allow, allow_max_entries) = open(state, map_names::ALLOW)?;
         let (allow_hosts, _) = open(state, map_names::ALLOW_HOSTS)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
@@ -119,10 +134,7 @@ impl Maps {
     }
 
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<(), Error> {
-        match self.ifaces.remove(&ifindex) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(err) => Err(map_err(map_names::IFACES)(err)),
-        }
+        gone(self.ifaces.remove(&ifindex)).map_err(map_err(map_names::IFACES))
     }
 }
 
@@ -151,9 +163,15 @@ pub fn forget_iface_meta(state: &StateDir, ifindex: u32) -> Result<(), Error> {
         return Ok(());
     }
     let (mut map, _): (HashMap<MapData, u32, IfaceMeta>, _) = open(state, map_names::IFACE_META)?;
-    match map.remove(&ifindex) {
-        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(err) => Err(map_err(map_names::IFACE_META)(err)),
+    gone(map.remove(&ifindex)).map_err(map_err(map_names::IFACE_META))
+}
+
+/// A removal's result, where a key that is not there is success (the kernel says ENOENT).
+pub(crate) fn gone(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
     }
 }
 

@@ -128,8 +128,23 @@ impl StateDir {
         self.map(map_names::CONFIG).exists()
     }
 
+    /// Whether the filter is attached here: a state with at least one interface linked.
+    pub fn attached(&self) -> io::Result<bool> {
+        Ok(self.exists() && !self.linked_ifindexes()?.is_empty())
+    }
+
     /// The ifindexes that have a link pinned here.
     pub fn linked_ifindexes(&self) -> io::Result<Vec<u32>> {
+        self.ifindexes_pinned_as(LINK_PREFIX)
+    }
+
+    /// The ifindexes that have counters pinned here.
+    pub fn counted_ifindexes(&self) -> io::Result<Vec<u32>> {
+        self.ifindexes_pinned_as(IFACE_STATS_PREFIX)
+    }
+
+    /// The ifindexes in the names of the pins that start with `prefix`.
+    fn ifindexes_pinned_as(&self, prefix: &str) -> io::Result<Vec<u32>> {
         let mut indexes = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -140,7 +155,7 @@ impl StateDir {
             let name = entry?.file_name();
             if let Some(index) = name
                 .to_str()
-                .and_then(|n| n.strip_prefix(LINK_PREFIX))
+                .and_then(|n| n.strip_prefix(prefix))
                 .and_then(|n| n.parse().ok())
             {
                 indexes.push(index);
@@ -332,25 +347,31 @@ impl StateDir {
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)
     }
 
-    /// Removes every map pin and the state dir itself (links must be gone already).
+    /// Removes every map pin and the state dir itself (links must be gone already). The config's
+    /// pin, which says a state is here ([`StateDir::exists`]), goes last: a removal cut short
+    /// leaves a state the next attach recognises and removes, never a few maps that it would
+    /// adopt as a fresh state's.
     pub fn remove(&self) -> Result<(), Error> {
-        let mut pins: Vec<PathBuf> = MAP_PINS.iter().map(|name| self.map(name)).collect();
+        let mut pins: Vec<PathBuf> = self
+            .counted_ifindexes()
+            .map_err(|err| Error::StateDir {
+                path: self.dir.clone(),
+                err,
+            })?
+            .into_iter()
+            .map(|ifindex| self.iface_stats(ifindex))
+            .collect();
         pins.push(self.log_ring());
-        if let Ok(entries) = fs::read_dir(&self.dir) {
-            pins.extend(
-                entries
-                    .flatten()
-                    .filter(|entry| {
-                        entry
-                            .file_name()
-                            .to_str()
-                            .is_some_and(|name| name.starts_with(IFACE_STATS_PREFIX))
-                    })
-                    .map(|entry| entry.path()),
-            );
-        }
+        pins.extend(
+            MAP_PINS
+                .iter()
+                .filter(|&&name| name != map_names::CONFIG)
+                .map(|name| self.map(name)),
+        );
+        pins.push(self.map(map_names::CONFIG));
         for pin in pins {
             remove_pin(&pin)?;
+            crate::fault::step();
         }
         match fs::remove_dir(&self.dir) {
             Ok(()) => Ok(()),

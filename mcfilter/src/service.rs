@@ -285,7 +285,7 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
 /// datapath; and the service owns it from now on.
 fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
     let state = StateDir::new(&config.state_dir);
-    if !state.exists() {
+    if !state.attached().map_err(Error::Io)? {
         return Ok(());
     }
     let interfaces = status::status(&state)?.interfaces;
@@ -355,7 +355,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
             Err(err) => return Err(err),
         }
     }
-    if !config.interfaces.is_empty() || state.exists() {
+    if !config.interfaces.is_empty() || state.attached().map_err(Error::Io)? {
         filter::set_allow_list(&state, &config.allow)?;
         filter::change_policy(
             &state,

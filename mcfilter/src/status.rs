@@ -1,7 +1,10 @@
 //! `status`: where the filter is attached and the policy it enforces, read from the pins.
 
+use std::collections::BTreeMap;
+
 use aya::maps::IterableMap;
 use aya::programs::links::{FdLink, PinnedLink};
+use mcfilter_common::IfaceInfo;
 
 use crate::{Error, filter::Attachment, maps::Maps, pin::StateDir, sys};
 
@@ -11,7 +14,7 @@ pub struct InterfaceStatus {
     /// The name now (or at attach time, if the interface is gone).
     pub name: String,
     pub ifindex: u32,
-    /// `native` or `skb`.
+    /// `native` or `skb`; `unknown` for a link whose record an earlier build did not write.
     pub mode: &'static str,
     /// Where its packets begin, which decides the program: `ethernet` (`mcfilter`) or `ip`
     /// (`mcfilter_ip`); `unknown` once the interface is gone.
@@ -58,19 +61,27 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
     let this = crate::build::this();
     let mut warnings = Vec::new();
     let mut interfaces = Vec::new();
-    for (ifindex, info) in maps.ifaces()? {
+    // An interface is attached while its link is pinned (attach pins it last, detach unpins it
+    // first); the records only describe it. A record without a link is what a killed attach or
+    // detach left, and the next one removes it.
+    let records: BTreeMap<u32, IfaceInfo> = maps.ifaces()?.into_iter().collect();
+    for ifindex in state.linked_ifindexes().map_err(Error::Io)? {
+        let info = records.get(&ifindex);
         let current = sys::ifname(ifindex);
         let program_id = PinnedLink::from_pin(state.link(ifindex))
             .ok()
             .and_then(|pinned| FdLink::from(pinned).info().ok())
-            .map_or(info.prog_id, |link| link.program_id());
+            .map(|link| link.program_id())
+            .or(info.map(|info| info.prog_id))
+            .unwrap_or_default();
         let framing = current
             .as_deref()
             .and_then(|name| sys::framing(name).ok())
             .map_or("unknown", sys::Framing::name);
         let name = current
             .clone()
-            .unwrap_or_else(|| sys::name_from_bytes(&info.name));
+            .or_else(|| info.map(|info| sys::name_from_bytes(&info.name)))
+            .unwrap_or_else(|| format!("ifindex {ifindex}"));
         let own = meta.get(&ifindex);
         let build = own.map(|meta| meta.build);
         if build != Some(this) {
@@ -85,7 +96,9 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             framing,
             name,
             ifindex,
-            mode: Attachment::from_code(info.mode).map_or("unknown", Attachment::name),
+            mode: info
+                .and_then(|info| Attachment::from_code(info.mode))
+                .map_or("unknown", Attachment::name),
             program_id,
             build: build.map(crate::build::show),
             service: own.is_some_and(|meta| meta.service != 0),

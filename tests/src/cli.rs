@@ -19,6 +19,8 @@ pub fn binary() -> &'static Path {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = Command::new(cargo)
             .args(["build", "--package", "mcfilter", "--bin", "mcfilter"])
+            // The crash tests' fault injection, as `cargo xtask test` builds it.
+            .args(["--features", "fault-injection"])
             .args(["--message-format=json-render-diagnostics"])
             .stderr(Stdio::inherit())
             .output()

@@ -12,7 +12,7 @@ use std::{
 };
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
-use mcfilter::allow::CRASH_AFTER_ENV;
+use mcfilter::fault::CRASH_AFTER_ENV;
 use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, IpKey, map_names};
 use mcfilter_tests::{
     cli::{Mcfilter, binary},

@@ -254,6 +254,7 @@ fn fetch(kernel: &Kernel) -> anyhow::Result<PathBuf> {
 fn test_executables() -> anyhow::Result<Vec<(String, PathBuf)>> {
     let output = Command::new("cargo")
         .args(["test", "--package", "mcfilter-tests", "--no-run"])
+        .args(crate::TEST_FEATURES)
         .args(["--message-format", "json"])
         .current_dir(workspace_root()?)
         .output()

@@ -92,6 +92,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The features every build of `cargo xtask test` enables (one set, so cargo builds each crate and
+/// the eBPF object once): the crash tests' fault injection, which release builds leave out.
+pub const TEST_FEATURES: [&str; 2] = ["--features", "mcfilter/fault-injection"];
+
 fn lint() -> anyhow::Result<()> {
     Cmd::new("cargo")
         .args(["fmt", "--all", "--", "--check"])
@@ -104,6 +108,7 @@ fn lint() -> anyhow::Result<()> {
             "mcfilter-ebpf",
             "--all-targets",
         ])
+        .args(TEST_FEATURES)
         .args(["--", "-D", "warnings"])
         .run()?;
     // The eBPF crate is no_std: lint it for the host with panic=abort, which needs -Z (and a
@@ -123,10 +128,11 @@ fn lint() -> anyhow::Result<()> {
         .run()
 }
 
-/// Builds the `mcfilter` binary and returns its path.
-fn build_mcfilter(extra_bins: &[&str]) -> anyhow::Result<std::path::PathBuf> {
+/// Builds the `mcfilter` binary (with `features`) and returns its path.
+fn build_mcfilter(extra_bins: &[&str], features: &[&str]) -> anyhow::Result<std::path::PathBuf> {
     let mut cmd = Cmd::new("cargo");
     cmd.args(["build", "--package", "mcfilter", "--bin", "mcfilter"]);
+    cmd.args(features);
     for bin in extra_bins {
         cmd.args(["--package", "mcfilter-tests", "--bin", bin]);
     }
@@ -142,7 +148,7 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
     lint()?;
     let mut tally = Tally::default();
     if !on_host {
-        let bin = build_mcfilter(&[])?;
+        let bin = build_mcfilter(&[], &TEST_FEATURES)?;
         let result = kernels::run(&guests, &bin, &mut tally);
         println!("tests: {} passed, {} failed", tally.passed, tally.failed);
         return result;
@@ -158,11 +164,14 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
             "--package",
             "xtask",
         ])
+        .args(TEST_FEATURES)
         .run_tee(|line| tally.read(line))?;
     // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI.
-    let bin = build_mcfilter(&[])?;
+    let bin = build_mcfilter(&[], &TEST_FEATURES)?;
     let result = Cmd::new("cargo")
-        .args(["test", "--package", "mcfilter-tests", "--"])
+        .args(["test", "--package", "mcfilter-tests"])
+        .args(TEST_FEATURES)
+        .arg_str("--")
         .args(args)
         .env("MCFILTER_BIN", &bin)
         .run_tee(|line| tally.read(line))
@@ -222,7 +231,7 @@ fn fuzz(packets: u64, seed: u64) -> anyhow::Result<()> {
 
 fn demo() -> anyhow::Result<()> {
     setup::run()?;
-    let bin = build_mcfilter(&["mcfilter-demo"])?;
+    let bin = build_mcfilter(&["mcfilter-demo"], &[])?;
     let demo = workspace_root()?.join("target/debug/mcfilter-demo");
     // Ctrl-C reaches the demo too; it cleans its lab up, so wait for it rather than die first.
     util::ignore_sigint();

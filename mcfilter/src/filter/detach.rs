@@ -1,7 +1,7 @@
 //! Detach: unpin an interface's link (which detaches the program) and, with the last
 //! interface, remove the state.
 
-use std::io;
+use std::{collections::BTreeSet, io};
 
 use aya::programs::links::{FdLink, PinnedLink};
 
@@ -19,13 +19,14 @@ pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
     let ifindex = find_ifindex(state, &maps, iface)?;
+    // Unpinning the link detaches the program: from here on the interface is not attached,
+    // whatever else this command gets done before it is stopped.
     unpin_link(state, ifindex).map_err(|err| Error::Link {
         iface: iface.to_owned(),
         err: err.to_string(),
     })?;
-    maps.forget_iface(ifindex)?;
-    crate::maps::forget_iface_meta(state, ifindex)?;
-    crate::pin::remove_pin(&state.iface_stats(ifindex))?;
+    crate::fault::step();
+    forget_unlinked(state, &mut maps)?;
     let state_removed = state.linked_ifindexes()?.is_empty();
     if state_removed {
         drop(maps);
@@ -35,6 +36,25 @@ pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
         iface: iface.to_owned(),
         state_removed,
     })
+}
+
+/// Removes the records and counters of every interface whose link is not pinned: the one
+/// detach unpinned, and whatever an attach or detach killed halfway left.
+pub(super) fn forget_unlinked(state: &StateDir, maps: &mut Maps) -> Result<(), Error> {
+    let linked = state.linked_ifindexes()?;
+    let mut unlinked: BTreeSet<u32> = maps.ifaces()?.into_iter().map(|(index, _)| index).collect();
+    unlinked.extend(crate::maps::iface_meta(state)?.into_keys());
+    unlinked.extend(state.counted_ifindexes()?);
+    unlinked.retain(|index| !linked.contains(index));
+    for ifindex in unlinked {
+        maps.forget_iface(ifindex)?;
+        crate::fault::step();
+        crate::maps::forget_iface_meta(state, ifindex)?;
+        crate::fault::step();
+        crate::pin::remove_pin(&state.iface_stats(ifindex))?;
+        crate::fault::step();
+    }
+    Ok(())
 }
 
 /// The ifindex mcfilter attached to as `iface`: by the interface's current name, or by the name
