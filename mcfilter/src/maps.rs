@@ -41,9 +41,10 @@ impl Maps {
         Self::settled(Self::open_unsettled(state)?)
     }
 
-    /// [`Maps::open`] for attach, whose object was just loaded: the maps are pinned, and no
-    /// interface need be linked yet.
-    pub(crate) fn open_loaded(state: &StateDir) -> Result<Self, Error> {
+    /// [`Maps::open`] for an object just loaded (by attach, or by the tests' harness that runs
+    /// the program through BPF_PROG_TEST_RUN): the maps are pinned, and no interface need be
+    /// linked.
+    pub fn open_loaded(state: &StateDir) -> Result<Self, Error> {
         Self::settled(Self::pinned(state)?)
     }
 

@@ -94,7 +94,7 @@ impl Harness {
             .try_into()
             .expect("an XDP program");
         xdp.load().expect("the verifier accepts the program");
-        let mut maps = Maps::open(&state).expect("open pinned maps");
+        let mut maps = Maps::open_loaded(&state).expect("open pinned maps");
         let config = mcfilter::filter::Policy {
             ports: policy.ports.clone(),
             dry_run,

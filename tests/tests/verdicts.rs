@@ -286,7 +286,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
             }
         }
         let stop = Done(&done);
-        let mut maps = mcfilter::maps::Maps::open(&state).expect("maps");
+        let mut maps = mcfilter::maps::Maps::open_loaded(&state).expect("maps");
         let mut before = small;
         for (group, n, indexed) in [
             (101, large, true),
