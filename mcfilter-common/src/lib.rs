@@ -44,6 +44,8 @@ pub mod map_names {
     /// aya-log-ebpf's ring buffer of the program's events (its name, not ours). Every program
     /// of a state shares one, pinned as `mcf_logs` at attach.
     pub const LOGS: &str = "AYA_LOGS";
+    /// A chained program's next program (a one-slot program array; one per program).
+    pub const NEXT: &str = "mcf_next";
     /// `PerCpuArray<PendingSource>` ([`RECENT_SLOTS`] entries): each CPU's sources seen once,
     /// by a hash of the address. A source enters `mcf_sources` when it is seen again, so a
     /// flood of one-off spoofed sources costs no LRU insert; a source whose slot another takes
@@ -74,6 +76,10 @@ pub const fn frag_timeout_slot(family: u8) -> u32 {
 }
 
 /// The XDP program for Ethernet-framed interfaces: its function name in the object.
+/// The global the loader sets to 1 in a program that chains to the next one (`attach --then`):
+/// read-only data, so the verifier drops the tail call from programs that do not chain.
+pub const CHAINED_GLOBAL: &str = "CHAINED";
+
 pub const PROGRAM_NAME: &str = "mcfilter";
 /// The XDP program for interfaces whose packets start at the IP header (link type `none`: TUN,
 /// WireGuard): the same verdict path, entered at the IP header.
@@ -442,7 +448,9 @@ pub struct IfaceMeta {
     /// 1 when `mcfilter run` manages the interface: a restarted service adopts it, detaches it
     /// when its config no longer lists it and covers it with `detach_on_exit`.
     pub service: u32,
-    pub _reserved: u32,
+    /// The id of the program a chained interface hands its passed packets to (`attach --then`),
+    /// which `detach` puts back; 0 when it is not chained.
+    pub next: u32,
 }
 
 /// What identifies a build of mcfilter: its version and a hash of its XDP object (two builds

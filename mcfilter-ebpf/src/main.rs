@@ -22,7 +22,7 @@ use mcfilter_common::{Config, IpKey, Reason};
 
 use crate::{
     cursor::Cursor,
-    maps::CONFIG,
+    maps::{CONFIG, NEXT},
     parse::{Fragment, Framing},
 };
 
@@ -52,8 +52,27 @@ fn filter(ctx: &XdpContext, framing: Framing) -> u32 {
     if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
     } else {
-        xdp_action::XDP_PASS
+        pass(ctx)
     }
+}
+
+/// Set to 1 by the loader in a program chained to another (`attach --then`). Read-only data:
+/// the verifier knows its value and drops the tail call from programs that do not chain, so
+/// they pay nothing for it.
+#[unsafe(no_mangle)]
+static CHAINED: u8 = 0;
+
+/// A passed packet: handed to the next program when chained, else XDP_PASS.
+#[inline(always)]
+fn pass(ctx: &XdpContext) -> u32 {
+    // SAFETY: a plain read of a static; volatile so the compiler keeps the load whose value the
+    // loader sets.
+    if unsafe { core::ptr::read_volatile(&CHAINED) } != 0 {
+        // SAFETY: a tail call does not return when it succeeds; it fails (and the packet
+        // passes) when the slot is empty or the chain is too long.
+        unsafe { NEXT.tail_call(ctx, 0) };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// The reason for the packet's verdict, and its source address once the IP header is parsed.

@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
 };
 use mcfilter_common::{
     ALLOW_STATE_SLOTS, Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY,
@@ -19,6 +19,12 @@ use mcfilter_common::{
 /// The policy: protected ports and dry-run (one entry).
 #[map(name = "mcf_config")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// The program a chained filter hands every packet it passes to (`attach --then`): slot 0. Not
+/// pinned by name: one per loaded program, so one per interface (attach pins it as
+/// `next_<ifindex>`). Used only where the loader set `CHAINED`.
+#[map(name = "mcf_next")]
+pub static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]

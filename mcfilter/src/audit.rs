@@ -70,6 +70,8 @@ pub fn is_broad(net: &IpNet) -> bool {
 struct FilterState {
     ports: BTreeSet<u16>,
     interfaces: BTreeSet<String>,
+    /// Interfaces mcfilter chained on whose program another tool has replaced since.
+    broken_chains: Vec<String>,
     allow: BTreeSet<IpNet>,
     dry_run: bool,
     attached: bool,
@@ -87,7 +89,13 @@ fn filter_state(state: &StateDir) -> Result<FilterState, Error> {
                 interfaces: status
                     .interfaces
                     .iter()
-                    .filter(|i| i.present)
+                    .filter(|i| i.present && i.running)
+                    .map(|i| i.name.clone())
+                    .collect(),
+                broken_chains: status
+                    .interfaces
+                    .iter()
+                    .filter(|i| i.present && !i.running)
                     .map(|i| i.name.clone())
                     .collect(),
                 allow,
@@ -98,6 +106,7 @@ fn filter_state(state: &StateDir) -> Result<FilterState, Error> {
         Err(Error::NotAttached { .. }) => Ok(FilterState {
             ports: BTreeSet::from([DEFAULT_PORT]),
             interfaces: BTreeSet::new(),
+            broken_chains: Vec::new(),
             allow: BTreeSet::new(),
             dry_run: false,
             attached: false,
@@ -178,6 +187,17 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
             }),
             (_, true) => {}
         }
+    }
+
+    for iface in &filter.broken_chains {
+        findings.push(Finding {
+            severity: Severity::High,
+            port: None,
+            finding: format!(
+                "mcfilter's program is no longer on {iface} (another tool replaced or removed it): {iface} is not filtered"
+            ),
+            fix: format!("`mcfilter detach {iface}`, then `mcfilter attach {iface} --then existing`"),
+        });
     }
 
     if filter.attached {

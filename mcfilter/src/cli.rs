@@ -102,6 +102,12 @@ pub struct AttachArgs {
     /// instead of refusing
     #[arg(long)]
     pub force: bool,
+    /// Run in front of another XDP program and hand it every packet mcfilter passes:
+    /// `existing` (the one on the interface now, swapped atomically), `id:N`, or a pinned
+    /// program's path; `detach` puts it back
+    #[arg(long, value_name = "NEXT", conflicts_with_all = ["replace", "force"],
+          value_parser = |text: &str| text.parse::<crate::filter::Next>())]
+    pub then: Option<crate::filter::Next>,
     /// Per-source counter capacity (LRU), used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]

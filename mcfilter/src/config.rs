@@ -50,6 +50,7 @@ struct FileInterface {
     name: String,
     #[serde(default)]
     mode: Option<String>,
+    then: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +72,8 @@ struct FileMetrics {
 pub struct Interface {
     pub name: String,
     pub mode: Mode,
+    /// Run in front of this program (`attach --then`) when attaching the interface.
+    pub then: Option<crate::filter::Next>,
 }
 
 /// The validated configuration.
@@ -126,9 +129,16 @@ impl Config {
                     ));
                 }
             };
+            let then = iface
+                .then
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|err| format!("interface {}: then: {err}", iface.name))?;
             interfaces.push(Interface {
                 name: iface.name,
                 mode,
+                then,
             });
         }
         let ports = match file.ports {
@@ -242,6 +252,19 @@ mod tests {
         assert_eq!(config.metrics_addr, DEFAULT_METRICS_ADDR.parse().unwrap());
         assert_eq!(config.top_sources, 20);
         assert!(!config.detach_on_exit && !config.dry_run);
+    }
+
+    #[test]
+    fn an_interface_names_the_program_it_runs_in_front_of() {
+        use crate::filter::Next;
+        let config = parse(
+            "[[interfaces]]\nname = \"eth0\"\nthen = \"existing\"\n[[interfaces]]\nname = \"eth1\"\nthen = \"id:42\"\n[[interfaces]]\nname = \"eth2\"\n",
+        )
+        .unwrap();
+        let then: Vec<_> = config.interfaces.iter().map(|i| i.then.clone()).collect();
+        assert_eq!(then, [Some(Next::Existing), Some(Next::Id(42)), None]);
+        let err = parse("[[interfaces]]\nname = \"eth0\"\nthen = \"whatever\"\n").unwrap_err();
+        assert!(err.starts_with("interface eth0: then:"), "{err}");
     }
 
     #[test]

@@ -25,9 +25,11 @@ use mcfilter_common::{
     DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, IfaceMeta, map_names, xdp_mode,
 };
 
+mod chain;
 mod detach;
 mod policy;
 
+pub use chain::{HandBack, Next, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
 pub use policy::{Policy, PolicyChange, change_policy, policy, set_allow_list};
 
@@ -109,6 +111,8 @@ pub struct AttachRequest {
     /// `mcfilter run` attaches (or adopts, with `replace`) it: recorded, so a restarted service
     /// knows the interface is its own.
     pub service: bool,
+    /// Run in front of this program and hand it every packet mcfilter passes (see `chain`).
+    pub then: Option<Next>,
 }
 
 impl AttachRequest {
@@ -125,6 +129,7 @@ impl AttachRequest {
             replace: false,
             force: false,
             service: false,
+            then: None,
         }
     }
 
@@ -158,6 +163,8 @@ pub struct Attached {
     pub dry_run: bool,
     pub drop_reflected: bool,
     pub allow_change: Change,
+    /// The program this attach put behind mcfilter (`--then`), by id.
+    pub next: Option<u32>,
 }
 
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
@@ -171,7 +178,7 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
     };
     crate::kernel::probe()?;
     let _lock: StateLock = state.prepare_and_lock()?;
-    match (state.link(ifindex).exists(), req.replace) {
+    match (state.holds(ifindex), req.replace) {
         (true, false) => {
             return Err(Error::AlreadyAttached {
                 iface: req.iface.clone(),
@@ -184,10 +191,16 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
         }
         _ => {}
     }
+    // The next program, found and checked before anything changes.
+    let next = req
+        .then
+        .as_ref()
+        .map(|next| chain::resolve(next, req, ifindex))
+        .transpose()?;
     // Maps no interface is linked to are what a detach killed after unpinning the last link, or
     // a first attach killed before pinning one, left (or a few of them, if a removal was cut
     // short): nothing of them is adopted.
-    if !state.attached()? {
+    if state.path().exists() && !state.attached()? {
         state.remove()?;
     }
     let fresh = !state.exists();
@@ -195,14 +208,16 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
         state.create()?;
         crate::fault::step();
     }
-    let result = attach_locked(state, req, ifindex, program, fresh);
+    let result = attach_locked(state, req, ifindex, program, fresh, next.as_ref());
     if result.is_err() {
         if fresh {
             // Nothing of a failed first attach stays behind.
             let _ = state.remove();
-        } else if !state.link(ifindex).exists() {
-            // Nor the counters loading pinned for an interface that did not get the filter.
+        } else if !state.holds(ifindex) {
+            // Nor the counters and the next program's array that loading pinned for an
+            // interface that did not get the filter.
             let _ = crate::pin::remove_pin(&state.iface_stats(ifindex));
+            let _ = crate::pin::remove_pin(&state.next(ifindex));
         }
     }
     result
@@ -214,6 +229,7 @@ fn attach_locked(
     ifindex: u32,
     program: &str,
     fresh: bool,
+    next: Option<&chain::NextProgram>,
 ) -> Result<Attached, Error> {
     if !fresh {
         crate::maps::check_layout(state, EBPF_OBJECT)?;
@@ -221,7 +237,16 @@ fn attach_locked(
         // killed attach or detach left.
         detach::forget_unlinked(state, &mut Maps::open(state)?)?;
     }
-    let mut ebpf = EbpfLoader::new()
+    // A chained interface's program holds the tail call and its own program array, pinned (a
+    // replace keeps the array, and so the next program).
+    let chained = next.is_some() || (req.replace && state.program(ifindex).exists());
+    let mut loader = EbpfLoader::new();
+    if chained {
+        loader
+            .override_global(mcfilter_common::CHAINED_GLOBAL, &CHAINED, true)
+            .map_pin_path(map_names::NEXT, state.next(ifindex));
+    }
+    let mut ebpf = loader
         .default_map_pin_directory(state.path())
         // One more than asked for: the allow-list's journal entry (see `AllowList`).
         .map_max_entries(map_names::ALLOW, req.allow_capacity.saturating_add(1))
@@ -269,10 +294,15 @@ fn attach_locked(
         }
     };
 
-    let attached = if req.replace {
-        replace_program(&mut ebpf, program, state, &mut maps, req, ifindex)
-    } else {
-        attach_program(&mut ebpf, program, state, &mut maps, req, ifindex)
+    let attached = match next {
+        _ if req.replace && chained => {
+            chain::replace_program(&mut ebpf, program, state, &mut maps, req, ifindex)
+        }
+        _ if req.replace => replace_program(&mut ebpf, program, state, &mut maps, req, ifindex),
+        Some(next) => {
+            chain::attach_program(&mut ebpf, program, state, &mut maps, req, ifindex, next)
+        }
+        None => attach_program(&mut ebpf, program, state, &mut maps, req, ifindex),
     };
     match attached {
         Ok((attachment, native_error, prog_id)) => Ok(Attached {
@@ -286,6 +316,7 @@ fn attach_locked(
             dry_run: policy.dry_run,
             drop_reflected: policy.drop_reflected,
             allow_change,
+            next: next.map(|next| next.id),
         }),
         Err(err) => {
             let _ = maps.allow.undo(&allow_change);
@@ -376,7 +407,7 @@ fn attach_program(
     };
     maps.record_iface(ifindex, info)?;
     crate::fault::step();
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service))?;
+    crate::maps::set_iface_meta(state, ifindex, this_build(req.service, 0))?;
     crate::fault::step();
     // If pinning fails, dropping the link detaches the program again.
     if let Err(err) = fd_link.pin(state.link(ifindex)) {
@@ -408,32 +439,49 @@ fn replace_program(
     // The link stays pinned where it was; this handle only closes its fd when dropped.
     drop(program.take_link(link_id).map_err(attach_err)?);
     let prog_id = program.info().map_err(attach_err)?.id();
-    let mut info = maps
-        .ifaces()?
-        .into_iter()
-        .find_map(|(index, info)| (index == ifindex).then_some(info))
-        .ok_or_else(|| link_err("no record of this interface in the state".into()))?;
-    info.prog_id = prog_id;
-    maps.record_iface(ifindex, info)?;
-    crate::fault::step();
-    // A service adopting the interface makes it its own; otherwise whoever managed it still does.
-    let managed = crate::maps::iface_meta(state)?
-        .get(&ifindex)
-        .is_some_and(|meta| meta.service != 0);
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service || managed))?;
-    crate::fault::step();
+    let info = record_replaced(state, maps, req, ifindex, prog_id)?;
     let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
     Ok((attachment, None, prog_id))
 }
 
-/// The record of an interface this build's program now runs on, managed by the service or not.
-fn this_build(service: bool) -> IfaceMeta {
+/// Records program `prog_id` as the one a replace swapped in on `ifindex`, keeping the rest of
+/// the interface's records (its mode, its next program); returns its record.
+fn record_replaced(
+    state: &StateDir,
+    maps: &mut Maps,
+    req: &AttachRequest,
+    ifindex: u32,
+    prog_id: u32,
+) -> Result<IfaceInfo, Error> {
+    let mut info = maps
+        .ifaces()?
+        .into_iter()
+        .find_map(|(index, info)| (index == ifindex).then_some(info))
+        .ok_or_else(|| req.link_error("no record of this interface in the state".into()))?;
+    info.prog_id = prog_id;
+    maps.record_iface(ifindex, info)?;
+    crate::fault::step();
+    // A service adopting the interface makes it its own; otherwise whoever managed it still does.
+    let meta = crate::maps::iface_meta(state)?.get(&ifindex).copied();
+    let managed = meta.is_some_and(|meta| meta.service != 0);
+    let next = meta.map_or(0, |meta| meta.next);
+    crate::maps::set_iface_meta(state, ifindex, this_build(req.service || managed, next))?;
+    crate::fault::step();
+    Ok(info)
+}
+
+/// The record of an interface this build's program now runs on, managed by the service or not,
+/// chained to program `next` (0: not chained).
+fn this_build(service: bool, next: u32) -> IfaceMeta {
     IfaceMeta {
         build: crate::build::this(),
         service: u32::from(service),
-        _reserved: 0,
+        next,
     }
 }
+
+/// The value of the program's `CHAINED` global in a chained program.
+static CHAINED: u8 = 1;
 
 /// Program `name` of the loaded object (the one for the interface's framing), loaded into the
 /// kernel.
@@ -443,11 +491,7 @@ fn load_program<'a>(
     req: &AttachRequest,
 ) -> Result<&'a mut Xdp, Error> {
     let attach_err = |err| req.attach_error(err);
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(attach_err)?;
+    let program = loaded(ebpf, name, req)?;
     match program.load() {
         Ok(()) => Ok(program),
         Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
@@ -460,6 +504,19 @@ fn load_program<'a>(
         }
         Err(err) => Err(attach_err(err)),
     }
+}
+
+/// Program `name` of the object, as an XDP program.
+fn loaded<'a>(
+    ebpf: &'a mut aya::Ebpf,
+    name: &str,
+    req: &AttachRequest,
+) -> Result<&'a mut Xdp, Error> {
+    let attach_err = |err| req.attach_error(err);
+    ebpf.program_mut(name)
+        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
+        .try_into()
+        .map_err(attach_err)
 }
 
 /// `--force`: removes whatever XDP program netlink attached to the interface, in either mode.

@@ -157,8 +157,39 @@ pub enum Error {
     },
     #[error("XDP link on {iface}: {err}")]
     Link { iface: String, err: String },
+    #[error("mcfilter cannot run in front of {next} on {iface}: {}; nothing was changed", why.why())]
+    Unchainable {
+        iface: String,
+        next: String,
+        why: filter::Unchainable,
+    },
+    #[error(
+        "{iface} has no XDP program to chain to; attach without --then, or name the next program (--then id:N or --then PIN)"
+    )]
+    NothingToChain { iface: String },
+    #[error("no loaded BPF program is {next} (see `bpftool prog show`); nothing was changed")]
+    NoSuchProgram { next: String },
+    #[error("swapping the XDP programs on {iface}: {}", chain_swap_why(err))]
+    ChainSwap { iface: String, err: io::Error },
+    #[error(
+        "mcfilter's program is no longer on {iface} (another tool replaced or removed it); `mcfilter detach {iface}` removes mcfilter's state for it, then attach again"
+    )]
+    ChainBroken { iface: String },
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What a failed netlink swap means.
+fn chain_swap_why(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::EEXIST) => {
+            "the program there changed meanwhile (the swap names the one it expects); nothing was changed, try again".to_owned()
+        }
+        Some(libc::EBUSY) => {
+            "the program there is held by a bpf_link, which netlink cannot replace atomically (see `bpftool link`); nothing was changed".to_owned()
+        }
+        _ => err.to_string(),
+    }
 }
 
 impl Error {

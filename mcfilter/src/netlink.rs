@@ -1,121 +1,164 @@
-//! Removing an XDP program that something else attached through netlink (`ip link set dev X
-//! xdp ...`), for `attach --force`. One RTM_SETLINK request with IFLA_XDP_FD = -1 per XDP mode;
-//! aya keeps its netlink code private, and this is all mcfilter needs of it.
+//! XDP through netlink (RTM_GETLINK, RTM_SETLINK with IFLA_XDP): what another tool attached to
+//! an interface, removing it (`attach --force`), and the atomic swaps of chaining (`attach
+//! --then`, and `detach` handing the interface back): IFLA_XDP_EXPECTED_FD with
+//! XDP_FLAGS_REPLACE makes the kernel swap only if the program it expects is still there
+//! (Linux 5.7). mcfilter's own programs are otherwise held by bpf_links (aya's), which netlink
+//! cannot replace.
 
 use std::{
     io,
-    mem::size_of,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, BorrowedFd},
 };
 
-const RTM_SETLINK: u16 = 19;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const IFLA_XDP: u16 = 43;
-const NLA_F_NESTED: u16 = 0x8000;
-const IFLA_XDP_FD: u16 = 1;
-const IFLA_XDP_FLAGS: u16 = 3;
-/// XDP attach modes (`XDP_FLAGS_*`).
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{LinkAttribute, LinkMessage, LinkXdp, XdpAttached},
+};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+
+/// XDP attach modes and flags (`XDP_FLAGS_*`, linux/if_link.h).
+pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
-/// The request: nlmsghdr, ifinfomsg, then IFLA_XDP { IFLA_XDP_FD, IFLA_XDP_FLAGS }.
-#[repr(C)]
-struct Request {
-    // struct nlmsghdr
-    len: u32,
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    pid: u32,
-    // struct ifinfomsg
-    family: u8,
-    _pad: u8,
-    if_type: u16,
-    index: i32,
-    if_flags: u32,
-    change: u32,
-    // IFLA_XDP (nested)
-    xdp_len: u16,
-    xdp_kind: u16,
-    fd_len: u16,
-    fd_kind: u16,
-    fd: i32,
-    flags_len: u16,
-    flags_kind: u16,
-    xdp_flags: u32,
+/// Where an XDP program runs on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (native).
+    Driver,
+    /// In the generic path (skb).
+    Skb,
+    /// Offloaded to the NIC.
+    Hardware,
 }
 
-/// Removes the XDP program attached in `mode` (one of the `XDP_FLAGS_*_MODE`) from `ifindex`.
-/// Nothing attached in that mode is not an error.
-pub fn detach_xdp(ifindex: u32, mode: u32) -> io::Result<()> {
-    // SAFETY: plain socket(2); the fd is owned below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    let request = Request {
-        len: size_of::<Request>() as u32,
-        kind: RTM_SETLINK,
-        flags: NLM_F_REQUEST | NLM_F_ACK,
-        seq: 1,
-        pid: 0,
-        family: libc::AF_UNSPEC as u8,
-        _pad: 0,
-        if_type: 0,
-        index: ifindex as i32,
-        if_flags: 0,
-        change: 0,
-        xdp_len: 4 + 8 + 8,
-        xdp_kind: IFLA_XDP | NLA_F_NESTED,
-        fd_len: 8,
-        fd_kind: IFLA_XDP_FD,
-        fd: -1,
-        flags_len: 8,
-        flags_kind: IFLA_XDP_FLAGS,
-        xdp_flags: mode,
-    };
-    // SAFETY: `request` is plain data of the length given; the socket is open.
-    let sent = unsafe {
-        libc::send(
-            socket.as_raw_fd(),
-            (&raw const request).cast(),
-            size_of::<Request>(),
-            0,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // The ack: nlmsghdr then, for NLMSG_ERROR, the (negative) errno.
-    let mut reply = [0u8; 512];
-    // SAFETY: `reply` is writable for its length.
-    let got = unsafe {
-        libc::recv(
-            socket.as_raw_fd(),
-            reply.as_mut_ptr().cast(),
-            reply.len(),
-            0,
-        )
-    };
-    if got < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let kind = u16::from_ne_bytes([reply[4], reply[5]]);
-    if got >= 20 && kind == NLMSG_ERROR {
-        let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-        if errno != 0 {
-            return Err(io::Error::from_raw_os_error(-errno));
+impl XdpMode {
+    /// The `XDP_FLAGS_*_MODE` that selects this mode, `None` for offload (which mcfilter never
+    /// uses).
+    pub fn flag(self) -> Option<u32> {
+        match self {
+            XdpMode::Driver => Some(XDP_FLAGS_DRV_MODE),
+            XdpMode::Skb => Some(XDP_FLAGS_SKB_MODE),
+            XdpMode::Hardware => None,
         }
     }
-    Ok(())
+}
+
+/// The XDP program attached to an interface through netlink or a bpf_link, as netlink reports
+/// it: `None` when there is none, and an error for several at once (one per mode), which
+/// mcfilter does not chain to.
+pub fn attached(ifindex: u32) -> io::Result<Option<(u32, XdpMode)>> {
+    let mut message = LinkMessage::default();
+    message.header.index = ifindex;
+    let replies = request(RouteNetlinkMessage::GetLink(message))?;
+    let xdp = replies
+        .into_iter()
+        .find_map(|reply| match reply {
+            RouteNetlinkMessage::NewLink(link) => Some(link.attributes),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("the kernel described no such interface"))?
+        .into_iter()
+        .find_map(|attribute| match attribute {
+            LinkAttribute::Xdp(xdp) => Some(xdp),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mode = xdp.iter().find_map(|nla| match nla {
+        LinkXdp::Attached(mode) => Some(*mode),
+        _ => None,
+    });
+    let mode = match mode {
+        None | Some(XdpAttached::None) => return Ok(None),
+        Some(XdpAttached::Driver) => XdpMode::Driver,
+        Some(XdpAttached::SocketBuffer) => XdpMode::Skb,
+        Some(XdpAttached::Hardware) => XdpMode::Hardware,
+        Some(_) => {
+            return Err(io::Error::other(
+                "several XDP programs are attached (one per mode)",
+            ));
+        }
+    };
+    let id = xdp
+        .iter()
+        .find_map(|nla| match nla {
+            LinkXdp::ProgId(id) => Some(*id),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("the kernel named no program id"))?;
+    Ok(Some((id, mode)))
+}
+
+/// Removes the XDP program attached through netlink in `mode` (one of the `XDP_FLAGS_*_MODE`)
+/// from `ifindex`. Nothing attached in that mode is not an error; a program held by a bpf_link
+/// is refused with EBUSY.
+pub fn detach_xdp(ifindex: u32, mode: u32) -> io::Result<()> {
+    set_xdp(ifindex, -1, mode, None)
+}
+
+/// Attaches `program` to `ifindex` through netlink with `flags` (a mode and
+/// XDP_FLAGS_UPDATE_IF_NOEXIST, or XDP_FLAGS_REPLACE with `expected`: then the kernel swaps
+/// atomically, and only if `expected` is the program attached).
+pub fn attach_xdp(
+    ifindex: u32,
+    program: BorrowedFd<'_>,
+    flags: u32,
+    expected: Option<BorrowedFd<'_>>,
+) -> io::Result<()> {
+    set_xdp(ifindex, program.as_raw_fd(), flags, expected)
+}
+
+fn set_xdp(ifindex: u32, fd: i32, flags: u32, expected: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let mut message = LinkMessage::default();
+    message.header.index = ifindex;
+    let mut xdp = vec![LinkXdp::Fd(fd), LinkXdp::Flags(flags)];
+    if let Some(expected) = expected {
+        xdp.push(LinkXdp::ExpectedFd(expected.as_raw_fd() as u32));
+    }
+    message.attributes.push(LinkAttribute::Xdp(xdp));
+    request(RouteNetlinkMessage::SetLink(message)).map(drop)
+}
+
+/// Sends one request and returns the messages that answer it, up to the kernel's ack.
+fn request(message: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    header.sequence_number = 1;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+    packet.finalize();
+    let mut buffer = vec![0; packet.header.length as usize];
+    packet.serialize(&mut buffer);
+    socket.send(&buffer, 0)?;
+    let mut replies = Vec::new();
+    loop {
+        let (data, _) = socket.recv_from_full()?;
+        let mut offset = 0;
+        while offset < data.len() {
+            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[offset..])
+                .map_err(io::Error::other)?;
+            let length = reply.header.length as usize;
+            match reply.payload {
+                NetlinkPayload::Error(error) => {
+                    return match error.code {
+                        None => Ok(replies),
+                        Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                    };
+                }
+                NetlinkPayload::Done(_) => return Ok(replies),
+                NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                _ => {}
+            }
+            if length == 0 {
+                return Err(io::Error::other("a netlink message of length 0"));
+            }
+            offset += length;
+        }
+    }
 }

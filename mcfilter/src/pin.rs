@@ -43,6 +43,10 @@ const BPFFS_ROOT: &str = "/sys/fs/bpf";
 /// `statfs.f_type` of a bpf filesystem.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
+/// A chained interface's program (attached through netlink, which holds no link to pin).
+const PROGRAM_PREFIX: &str = "prog_";
+/// A chained interface's next program, in a one-slot program array.
+const NEXT_PREFIX: &str = "next_";
 /// Each interface's own counters (`mcf_if_stats` of its program), pinned at attach.
 const IFACE_STATS_PREFIX: &str = "if_stats_";
 /// The ring buffer of the programs' events (aya-log's `AYA_LOGS`), one for every program of
@@ -112,6 +116,23 @@ impl StateDir {
         self.dir.join(format!("{LINK_PREFIX}{ifindex}"))
     }
 
+    /// The pin of the program on interface `ifindex` when it chains to another (`attach
+    /// --then`): netlink attached it, and it holds no link.
+    pub fn program(&self, ifindex: u32) -> PathBuf {
+        self.dir.join(format!("{PROGRAM_PREFIX}{ifindex}"))
+    }
+
+    /// The pin of the program array that holds a chained interface's next program.
+    pub fn next(&self, ifindex: u32) -> PathBuf {
+        self.dir.join(format!("{NEXT_PREFIX}{ifindex}"))
+    }
+
+    /// Whether interface `ifindex` is attached here: its link is pinned, or (chained) its
+    /// program.
+    pub fn holds(&self, ifindex: u32) -> bool {
+        self.link(ifindex).exists() || self.program(ifindex).exists()
+    }
+
     /// The pin of interface `ifindex`'s own counters. Pinned, they can be read without looking
     /// the program up by id (which needs CAP_SYS_ADMIN), and they outlive `attach --replace`.
     pub fn iface_stats(&self, ifindex: u32) -> PathBuf {
@@ -128,14 +149,24 @@ impl StateDir {
         self.map(map_names::CONFIG).exists()
     }
 
-    /// Whether the filter is attached here: a state with at least one interface linked.
+    /// Whether the filter is attached here: a state with at least one interface attached.
     pub fn attached(&self) -> io::Result<bool> {
-        Ok(self.exists() && !self.linked_ifindexes()?.is_empty())
+        Ok(self.exists() && !self.attached_ifindexes()?.is_empty())
     }
 
-    /// The ifindexes that have a link pinned here.
-    pub fn linked_ifindexes(&self) -> io::Result<Vec<u32>> {
-        self.ifindexes_pinned_as(LINK_PREFIX)
+    /// The ifindexes attached here: those with a link pinned, and those whose chained program
+    /// is.
+    pub fn attached_ifindexes(&self) -> io::Result<Vec<u32>> {
+        let mut indexes = self.ifindexes_pinned_as(LINK_PREFIX)?;
+        indexes.extend(self.ifindexes_pinned_as(PROGRAM_PREFIX)?);
+        indexes.sort_unstable();
+        indexes.dedup();
+        Ok(indexes)
+    }
+
+    /// The ifindexes with a next program's array pinned here.
+    pub fn chained_ifindexes(&self) -> io::Result<Vec<u32>> {
+        self.ifindexes_pinned_as(NEXT_PREFIX)
     }
 
     /// The ifindexes that have counters pinned here.
@@ -347,20 +378,28 @@ impl StateDir {
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700)).map_err(err)
     }
 
-    /// Removes every map pin and the state dir itself (links must be gone already). The config's
+    /// Removes every map pin and the state dir itself (links and chained programs must be gone
+    /// already). The config's
     /// pin, which says a state is here ([`StateDir::exists`]), goes last: a removal cut short
     /// leaves a state the next attach recognises and removes, never a few maps that it would
     /// adopt as a fresh state's.
     pub fn remove(&self) -> Result<(), Error> {
+        let err = |err| Error::StateDir {
+            path: self.dir.clone(),
+            err,
+        };
         let mut pins: Vec<PathBuf> = self
             .counted_ifindexes()
-            .map_err(|err| Error::StateDir {
-                path: self.dir.clone(),
-                err,
-            })?
+            .map_err(err)?
             .into_iter()
             .map(|ifindex| self.iface_stats(ifindex))
             .collect();
+        pins.extend(
+            self.chained_ifindexes()
+                .map_err(err)?
+                .into_iter()
+                .map(|ifindex| self.next(ifindex)),
+        );
         pins.push(self.log_ring());
         pins.extend(
             MAP_PINS

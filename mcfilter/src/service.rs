@@ -309,6 +309,7 @@ fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
         let request = AttachRequest {
             replace: true,
             service: true,
+            then: None,
             ..AttachRequest::new(&iface.name)
         };
         let swapped = filter::attach(&state, &request)?;
@@ -339,6 +340,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
             allow_capacity: config.allow_capacity,
             sources_capacity: config.sources_capacity,
             service: true,
+            then: iface.then.clone(),
             ..AttachRequest::new(&iface.name)
         };
         match filter::attach(&state, &request) {

@@ -3,10 +3,19 @@
 use std::collections::BTreeMap;
 
 use aya::maps::IterableMap;
-use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{
+    ProgramInfo,
+    links::{FdLink, PinnedLink},
+};
 use mcfilter_common::IfaceInfo;
 
-use crate::{Error, filter::Attachment, maps::Maps, pin::StateDir, sys};
+use crate::{
+    Error,
+    filter::{self, Attachment},
+    maps::Maps,
+    pin::StateDir,
+    sys,
+};
 
 /// One attached interface.
 #[derive(Debug, serde::Serialize)]
@@ -25,8 +34,21 @@ pub struct InterfaceStatus {
     pub build: Option<String>,
     /// `mcfilter run` manages it.
     pub service: bool,
+    /// The program mcfilter hands every packet it passes to (`attach --then`), if chained.
+    pub next: Option<NextStatus>,
+    /// mcfilter's program is the one on the interface. Always so for a program held by a link;
+    /// a chained one is attached through netlink, which another tool can change.
+    pub running: bool,
     /// The interface still exists.
     pub present: bool,
+}
+
+/// The program a chained interface hands its passed packets to.
+#[derive(Debug, serde::Serialize)]
+pub struct NextStatus {
+    pub program_id: u32,
+    /// Its name, when it is still loaded and named.
+    pub name: Option<String>,
 }
 
 /// `mcfilter status`.
@@ -65,15 +87,23 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
     // first); the records only describe it. A record without a link is what a killed attach or
     // detach left, and the next one removes it.
     let records: BTreeMap<u32, IfaceInfo> = maps.ifaces()?.into_iter().collect();
-    for ifindex in state.linked_ifindexes().map_err(Error::Io)? {
+    for ifindex in state.attached_ifindexes().map_err(Error::Io)? {
         let info = records.get(&ifindex);
         let current = sys::ifname(ifindex);
-        let program_id = PinnedLink::from_pin(state.link(ifindex))
-            .ok()
-            .and_then(|pinned| FdLink::from(pinned).info().ok())
-            .map(|link| link.program_id())
-            .or(info.map(|info| info.prog_id))
-            .unwrap_or_default();
+        let chained = state.program(ifindex).exists();
+        let program_id = if chained {
+            ProgramInfo::from_pin(state.program(ifindex))
+                .ok()
+                .map(|program| program.id())
+        } else {
+            PinnedLink::from_pin(state.link(ifindex))
+                .ok()
+                .and_then(|pinned| FdLink::from(pinned).info().ok())
+                .map(|link| link.program_id())
+        }
+        .or(info.map(|info| info.prog_id))
+        .unwrap_or_default();
+        let running = !chained || filter::running(ifindex) == Some(program_id);
         let framing = current
             .as_deref()
             .and_then(|name| sys::framing(name).ok())
@@ -83,6 +113,17 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             .or_else(|| info.map(|info| sys::name_from_bytes(&info.name)))
             .unwrap_or_else(|| format!("ifindex {ifindex}"));
         let own = meta.get(&ifindex);
+        let next = own
+            .filter(|meta| chained && meta.next != 0)
+            .map(|meta| NextStatus {
+                program_id: meta.next,
+                name: filter::program_name(meta.next),
+            });
+        if !running {
+            warnings.push(format!(
+                "mcfilter's program is no longer on {name} (another tool replaced or removed it), so {name} is not filtered: `mcfilter detach {name}` removes mcfilter's state for it, then attach again"
+            ));
+        }
         let build = own.map(|meta| meta.build);
         if build != Some(this) {
             warnings.push(format!(
@@ -102,6 +143,8 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             program_id,
             build: build.map(crate::build::show),
             service: own.is_some_and(|meta| meta.service != 0),
+            next,
+            running,
         });
     }
     warnings.extend(ephemeral_port_warnings(

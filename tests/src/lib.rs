@@ -14,6 +14,7 @@ pub mod oracle;
 pub mod packet;
 pub mod program;
 pub mod tun;
+pub mod xdp_filter;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -37,6 +37,15 @@ impl NetNs {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args));
     }
 
+    /// The id of the XDP program on `iface` here, as netlink reports it (`ip -j link`).
+    pub fn xdp_program(&self, iface: &str) -> Option<u64> {
+        let out = run(self
+            .command("ip")
+            .args(["-j", "link", "show", "dev", iface]));
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        links[0]["xdp"]["prog"]["id"].as_u64()
+    }
+
     /// A command that runs `program` inside the namespace (nsenter keeps the host's /sys and
     /// bpffs, unlike `ip netns exec`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {

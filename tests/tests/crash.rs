@@ -41,26 +41,19 @@ impl Rig {
         Rig { ns, mcf }
     }
 
-    /// `iface` as `ip -j link show` describes it.
-    fn link(&self, iface: &str) -> Value {
-        let out = self
-            .ns
-            .command("ip")
-            .args(["-j", "link", "show", "dev", iface])
-            .output()
-            .expect("run ip");
-        assert!(out.status.success(), "ip link show {iface}: {out:?}");
-        let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-        links[0].clone()
-    }
-
     /// The id of the XDP program on `iface`, as netlink reports it.
     fn program_on(&self, iface: &str) -> Option<u64> {
-        self.link(iface)["xdp"]["prog"]["id"].as_u64()
+        self.ns.xdp_program(iface)
     }
 
     fn ifindex(&self, iface: &str) -> u64 {
-        self.link(iface)["ifindex"].as_u64().expect("an ifindex")
+        let out = mcfilter_tests::netns::run(
+            self.ns
+                .command("ip")
+                .args(["-j", "link", "show", "dev", iface]),
+        );
+        let links: Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        links[0]["ifindex"].as_u64().expect("an ifindex")
     }
 
     /// Runs `args` with the fault injection set to abort at step `step`: whether it was killed
@@ -378,4 +371,77 @@ fn a_replace_killed_at_any_step_never_leaves_the_interface_without_a_filter() {
     });
     rig.mcf.ok(&["detach", A]);
     rig.nothing_left(0);
+}
+
+#[test]
+fn a_chained_attach_or_detach_killed_at_any_step_leaves_one_program_or_the_other() {
+    if !privileged("a_chained_attach_or_detach_killed_at_any_step_leaves_one_program_or_the_other")
+    {
+        return;
+    }
+    let rig = Rig::new("cc");
+    let peer = mcfilter_tests::xdp_filter::XdpFilter::new("ccx", &rig.ns);
+    peer.ok(&["load", A]);
+    let peer_id = rig.program_on(A).expect("xdp-filter's program");
+    // Whatever the step: the interface runs xdp-filter's program or mcfilter's (never none),
+    // and `status` lists the interface, running or not, exactly while mcfilter's state holds it.
+    let check = |step: usize| -> bool {
+        let on = rig
+            .program_on(A)
+            .expect("a program on the interface, at every step");
+        let status = rig.mcf.run(&["status", "--json"]);
+        if !status.status.success() {
+            assert_eq!(
+                on, peer_id,
+                "step {step}: status lists nothing, so xdp-filter runs"
+            );
+            return false;
+        }
+        let status: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+        let iface = &status["interfaces"][0];
+        let ours = iface["program_id"].as_u64();
+        assert_eq!(
+            iface["running"],
+            ours == Some(on),
+            "step {step}: running says whether mcfilter's program is the interface's: {status}"
+        );
+        if ours != Some(on) {
+            assert_eq!(on, peer_id, "step {step}");
+        } else {
+            assert_eq!(
+                iface["next"]["program_id"], peer_id,
+                "step {step}: {status}"
+            );
+        }
+        true
+    };
+    let attach = [
+        "attach",
+        A,
+        "--then",
+        "existing",
+        "--allow",
+        "198.18.7.0/24",
+    ];
+    rig.walk(&attach, |step, _| {
+        if check(step) {
+            // Listed: detach hands the interface back (or, if mcfilter never got onto it,
+            // leaves xdp-filter there) and removes mcfilter's state.
+            rig.mcf.ok(&["detach", A]);
+            assert!(!rig.mcf.state_dir().exists(), "step {step}");
+        }
+        // (Not listed: what the killed attach left, if anything, the next attach removes.)
+        assert_eq!(rig.program_on(A), Some(peer_id), "step {step}");
+    });
+    rig.mcf.ok(&attach);
+    rig.walk(&["detach", A], |step, _| {
+        if check(step) {
+            rig.mcf.ok(&["detach", A]);
+            assert!(!rig.mcf.state_dir().exists(), "step {step}");
+        }
+        assert_eq!(rig.program_on(A), Some(peer_id), "step {step}");
+        rig.mcf.ok(&attach);
+    });
+    rig.mcf.ok(&["detach", A]);
+    assert_eq!(rig.program_on(A), Some(peer_id));
 }

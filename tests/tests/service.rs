@@ -690,3 +690,45 @@ fn the_service_serves_everything_under_three_capabilities() {
     );
     fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn the_service_runs_in_front_of_the_program_its_config_names() {
+    if !privileged("the_service_runs_in_front_of_the_program_its_config_names") {
+        return;
+    }
+    let lab = Lab::new("sn");
+    let peer = mcfilter_tests::xdp_filter::XdpFilter::new("snx", &lab.server.ns);
+    peer.ok(&["load", IFACE]);
+    let peer_id = lab
+        .server
+        .ns
+        .xdp_program(IFACE)
+        .expect("xdp-filter's program");
+    let mcf = Mcfilter::new("sn").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("sn"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    fs::write(
+        &path,
+        format!(
+            "state_dir = \"{}\"\ndetach_on_exit = true\n[[interfaces]]\nname = \"{IFACE}\"\nthen = \"existing\"\n\n[metrics]\naddress = \"{METRICS}\"\n",
+            mcf.state_dir().display()
+        ),
+    )
+    .unwrap();
+    let service = Service::start(&lab.server.ns, &path, &dir.join("log"));
+    let status = mcf.json(&["status", "--json"]);
+    let iface = &status["interfaces"][0];
+    assert_eq!(iface["next"]["program_id"], peer_id, "{status}");
+    assert_eq!(iface["running"], true, "{status}");
+    assert_eq!(
+        lab.server.ns.xdp_program(IFACE),
+        iface["program_id"].as_u64()
+    );
+    // detach_on_exit hands the interface back to xdp-filter.
+    service.stop();
+    assert_eq!(lab.server.ns.xdp_program(IFACE), Some(peer_id));
+    assert!(!mcf.state_dir().exists());
+    peer.ok(&["unload", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}

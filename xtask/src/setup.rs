@@ -26,6 +26,8 @@ const PACKAGES: &[&str] = &[
     "time",
     "curl",
     "systemd",
+    // xdp-filter, the peer the chaining tests put mcfilter in front of.
+    "xdp-tools",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

@@ -19,6 +19,7 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         replace: args.replace,
         force: args.force,
         service: false,
+        then: args.then,
     };
     let attached = filter::attach(state, &request)?;
     if let Some(reason) = &attached.native_error {
@@ -51,6 +52,14 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
             "enforced"
         },
     ));
+    if let Some(next) = attached.next {
+        eprintln!(
+            "mcfilter: {} hands every packet it passes to program {next}{}; `mcfilter detach {}` puts that program back",
+            attached.iface,
+            filter::program_name(next).map_or_else(String::new, |name| format!(" ({name})")),
+            attached.iface,
+        );
+    }
     // Other ways in: interfaces that deliver to a protected listener without the filter.
     if let Ok(status) = crate::status::status(state) {
         for warning in super::exposure_warnings(&status) {

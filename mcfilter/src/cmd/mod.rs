@@ -44,7 +44,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 String::new()
             };
-            say(&format!("detached from {}{tail}", detached.iface))
+            let now = match detached.hand_back {
+                filter::HandBack::Nothing => String::new(),
+                filter::HandBack::Next(id) => format!(
+                    "; program {id}{} runs there again",
+                    filter::program_name(id).map_or_else(String::new, |name| format!(" ({name})"))
+                ),
+                filter::HandBack::LeftAlone => {
+                    "; mcfilter's program was no longer there (another tool replaced it), so the interface was left as it is".to_owned()
+                }
+            };
+            say(&format!("detached from {}{now}{tail}", detached.iface))
         }
         Command::Allow(command) => allow::run(&state, command),
         Command::Policy(args) => policy::run(&state, args),

@@ -76,6 +76,7 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
         ("program id", Align::Right),
         ("build", Align::Left),
         ("managed by", Align::Left),
+        ("then", Align::Left),
     ]);
     for iface in &status.interfaces {
         let name = if iface.present {
@@ -91,6 +92,13 @@ pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
             iface.program_id.to_string(),
             iface.build.clone().unwrap_or_else(|| "earlier".into()),
             if iface.service { "service" } else { "cli" }.into(),
+            match &iface.next {
+                None => "-".into(),
+                Some(next) => match &next.name {
+                    Some(name) => format!("{} ({name})", next.program_id),
+                    None => next.program_id.to_string(),
+                },
+            },
         ]);
     }
     // The summary's header row is empty: skip it.

@@ -1,0 +1,485 @@
+//! Chaining (`attach --then`): mcfilter in front of another XDP program, which gets every packet
+//! mcfilter passes through a tail call. The next program sits in slot 0 of the loaded object's
+//! one-slot program array (`mcf_next`, one per interface, pinned as `next_<ifindex>`), and the
+//! loader sets the program's `CHAINED` global so only a chained program holds the tail call.
+//!
+//! An interface has one XDP slot, and the other tool attached its program there through netlink
+//! (a bpf_link cannot replace a netlink attachment). So a chained mcfilter is attached through
+//! netlink too, its program pinned as `prog_<ifindex>`, and every swap is one atomic netlink
+//! replace that names the program it expects (XDP_FLAGS_REPLACE, Linux 5.7): putting mcfilter
+//! in front, upgrading it (`--replace`), and handing the interface back to the next program on
+//! `detach`, in the same mode. There is no moment with neither program, and a swap that finds
+//! another program than it expects changes nothing.
+//!
+//! Kernel facts: a program array takes only programs the kernel can tail-call from the programs
+//! using it: the same type (XDP), both JITed or both not, and the same `xdp.frags` support
+//! (Linux 5.18); a failed tail call falls through, and mcfilter then passes the packet.
+
+use std::{fmt, os::fd::AsFd as _, path::PathBuf, str::FromStr};
+
+use aya::{
+    maps::{MapData, ProgramArray},
+    programs::{ProgramFd, ProgramInfo, Xdp, loaded_programs},
+};
+use aya_obj::generated::bpf_prog_type;
+use mcfilter_common::{PROGRAM_NAME, PROGRAM_NAME_IP, map_names};
+
+use mcfilter_common::IfaceInfo;
+
+use super::{AttachRequest, Attachment, Mode, load_program, loaded, record_replaced, this_build};
+use crate::{
+    Error,
+    maps::Maps,
+    netlink::{self, XDP_FLAGS_REPLACE, XDP_FLAGS_UPDATE_IF_NOEXIST, XdpMode},
+    pin::StateDir,
+    sys,
+};
+
+/// The program `attach --then` puts behind mcfilter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// The program attached to the interface now (by another tool, through netlink).
+    Existing,
+    /// A loaded program, by id (`id:N`).
+    Id(u32),
+    /// A program pinned in bpffs, by path.
+    Pin(PathBuf),
+}
+
+impl FromStr for Next {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "existing" {
+            return Ok(Next::Existing);
+        }
+        if let Some(id) = text.strip_prefix("id:") {
+            return match id.parse() {
+                Ok(id) if id > 0 => Ok(Next::Id(id)),
+                _ => Err(format!("'{id}' is not a program id (id:N, N > 0)")),
+            };
+        }
+        if text.starts_with('/') {
+            return Ok(Next::Pin(PathBuf::from(text)));
+        }
+        Err(format!(
+            "'{text}' is not `existing`, `id:N` or the absolute path of a pinned program"
+        ))
+    }
+}
+
+impl fmt::Display for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Next::Existing => f.write_str("existing"),
+            Next::Id(id) => write!(f, "id:{id}"),
+            Next::Pin(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// The program a chained mcfilter hands its passed packets to, found and checked.
+pub(super) struct NextProgram {
+    pub fd: ProgramFd,
+    pub id: u32,
+    /// The program on the interface now, which mcfilter replaces (`--then existing`), and its
+    /// mode; `None` when the interface has no program.
+    replaces: Option<XdpMode>,
+}
+
+/// Why mcfilter cannot run in front of a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unchainable {
+    NotXdp,
+    Offloaded,
+    OwnProgram,
+    OtherMode,
+    Refused,
+    Occupied,
+}
+
+impl Unchainable {
+    pub fn why(self) -> &'static str {
+        match self {
+            Unchainable::NotXdp => "it is not an XDP program",
+            Unchainable::Offloaded => {
+                "it is offloaded to the NIC, where mcfilter cannot run in front of it"
+            }
+            Unchainable::OwnProgram => "it is mcfilter's own program",
+            Unchainable::OtherMode => {
+                "it runs in another XDP mode than --mode asks for (mcfilter takes the mode of the program it replaces)"
+            }
+            Unchainable::Refused => {
+                "the kernel cannot tail-call it from mcfilter (its xdp.frags support or its JIT differs)"
+            }
+            Unchainable::Occupied => {
+                "the interface has another XDP program already; `--then existing` chains to that one"
+            }
+        }
+    }
+}
+
+/// Finds and checks `--then`'s program for interface `ifindex`, before anything changes.
+pub(super) fn resolve(
+    next: &Next,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<NextProgram, Error> {
+    let refuse = |why| Error::Unchainable {
+        iface: req.iface.clone(),
+        next: next.to_string(),
+        why,
+    };
+    let attached = netlink::attached(ifindex).map_err(|err| req.link_error(err.to_string()))?;
+    let (info, replaces) = match next {
+        Next::Existing => {
+            let (id, mode) = attached.ok_or_else(|| Error::NothingToChain {
+                iface: req.iface.clone(),
+            })?;
+            (by_id(id)?, Some(mode))
+        }
+        Next::Id(id) => (by_id(*id)?, None),
+        Next::Pin(path) => (
+            ProgramInfo::from_pin(path).map_err(|_| Error::NoSuchProgram {
+                next: next.to_string(),
+            })?,
+            None,
+        ),
+    };
+    if replaces.is_none() && attached.is_some() {
+        return Err(refuse(Unchainable::Occupied));
+    }
+    if info.program_type() != bpf_prog_type::BPF_PROG_TYPE_XDP {
+        return Err(refuse(Unchainable::NotXdp));
+    }
+    if matches!(info.name_as_str(), Some(PROGRAM_NAME | PROGRAM_NAME_IP)) {
+        return Err(refuse(Unchainable::OwnProgram));
+    }
+    match (replaces, req.mode) {
+        (Some(XdpMode::Hardware), _) => return Err(refuse(Unchainable::Offloaded)),
+        (Some(XdpMode::Driver), Mode::Skb) | (Some(XdpMode::Skb), Mode::Native) => {
+            return Err(refuse(Unchainable::OtherMode));
+        }
+        _ => {}
+    }
+    Ok(NextProgram {
+        fd: info.fd().map_err(|err| req.attach_error(err))?,
+        id: info.id(),
+        replaces,
+    })
+}
+
+fn by_id(id: u32) -> Result<ProgramInfo, Error> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|info| info.id() == id)
+        .ok_or(Error::NoSuchProgram {
+            next: Next::Id(id).to_string(),
+        })
+}
+
+/// Attaches a program that chains to `next`: through netlink, with its program pinned (netlink
+/// holds no link). The records and the program's pin come first, the swap on the interface
+/// last; a failure undoes them, and the interface keeps the program it had.
+pub(super) fn attach_program(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    state: &StateDir,
+    maps: &mut Maps,
+    req: &AttachRequest,
+    ifindex: u32,
+    next: &NextProgram,
+) -> Result<(Attachment, Option<String>, u32), Error> {
+    let attach_err = |err| req.attach_error(err);
+    load_program(ebpf, name, req)?;
+    set_next(ebpf, next, req)?;
+    crate::fault::step();
+    let program = loaded(ebpf, name, req)?;
+    let prog_id = program.info().map_err(attach_err)?.id();
+    let record = |maps: &mut Maps, attachment: Attachment| {
+        maps.record_iface(
+            ifindex,
+            IfaceInfo {
+                name: sys::name_to_bytes(&req.iface),
+                mode: attachment.code(),
+                prog_id,
+            },
+        )
+    };
+    let first_mode = match (next.replaces, req.mode) {
+        (Some(mode), _) => attachment(mode),
+        (None, Mode::Skb) => Attachment::Skb,
+        (None, Mode::Auto | Mode::Native) => Attachment::Native,
+    };
+    record(maps, first_mode)?;
+    crate::fault::step();
+    crate::maps::set_iface_meta(state, ifindex, this_build(req.service, next.id))?;
+    crate::fault::step();
+    let undo = |maps: &mut Maps| {
+        let _ = crate::pin::remove_pin(&state.program(ifindex));
+        let _ = maps.forget_iface(ifindex);
+        let _ = crate::maps::forget_iface_meta(state, ifindex);
+    };
+    if let Err(err) = program.pin(state.program(ifindex)) {
+        undo(maps);
+        return Err(req.link_error(format!("pinning the program: {err}")));
+    }
+    crate::fault::step();
+    let made = match attach(program, next, req, ifindex) {
+        Ok(made) => made,
+        Err(err) => {
+            undo(maps);
+            return Err(err);
+        }
+    };
+    crate::fault::step();
+    if made != first_mode {
+        record(maps, made)?;
+    }
+    Ok((made, None, prog_id))
+}
+
+/// Swaps this build's program in on a chained interface (`--replace`): one netlink replace that
+/// expects mcfilter's program there, then the new program's pin takes the old one's place by a
+/// rename, so the state never lacks a pinned program for the interface.
+pub(super) fn replace_program(
+    ebpf: &mut aya::Ebpf,
+    name: &str,
+    state: &StateDir,
+    maps: &mut Maps,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<(Attachment, Option<String>, u32), Error> {
+    let attach_err = |err| req.attach_error(err);
+    let link_err = |err: String| req.link_error(err);
+    let program = load_program(ebpf, name, req)?;
+    let prog_id = program.info().map_err(attach_err)?.id();
+    let made = replace(state, program, req, ifindex)?;
+    crate::fault::step();
+    // bpffs names cannot hold a dot.
+    let fresh_pin = state.path().join(format!("prog_new_{ifindex}"));
+    crate::pin::remove_pin(&fresh_pin)?;
+    program
+        .pin(&fresh_pin)
+        .map_err(|err| link_err(format!("pinning the program: {err}")))?;
+    crate::fault::step();
+    std::fs::rename(&fresh_pin, state.program(ifindex))
+        .map_err(|err| link_err(format!("pinning the program: {err}")))?;
+    crate::fault::step();
+    record_replaced(state, maps, req, ifindex, prog_id)?;
+    Ok((made, None, prog_id))
+}
+
+/// Puts `next` into the loaded object's program array: the kernel refuses a program it could
+/// not tail-call.
+fn set_next(ebpf: &mut aya::Ebpf, next: &NextProgram, req: &AttachRequest) -> Result<(), Error> {
+    let map = ebpf
+        .map_mut(map_names::NEXT)
+        .ok_or_else(|| req.link_error("the object has no program array".into()))?;
+    let mut array: ProgramArray<&mut MapData> =
+        ProgramArray::try_from(map).map_err(|err| Error::Map {
+            name: map_names::NEXT,
+            err,
+        })?;
+    array.set(0, &next.fd, 0).map_err(|_| Error::Unchainable {
+        iface: req.iface.clone(),
+        next: format!("id:{}", next.id),
+        why: Unchainable::Refused,
+    })
+}
+
+/// Attaches `program` in front of `next` through netlink: one atomic replace of the program
+/// there now, or, on an interface with none, an attach that fails if one appeared meanwhile.
+fn attach(
+    program: &Xdp,
+    next: &NextProgram,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<Attachment, Error> {
+    let ours = program.fd().map_err(|err| req.attach_error(err))?;
+    let swap_err = |err| Error::ChainSwap {
+        iface: req.iface.clone(),
+        err,
+    };
+    if let Some(mode) = next.replaces {
+        let flag = mode.flag().ok_or_else(|| Error::Unchainable {
+            iface: req.iface.clone(),
+            next: Next::Existing.to_string(),
+            why: Unchainable::Offloaded,
+        })?;
+        netlink::attach_xdp(
+            ifindex,
+            ours.as_fd(),
+            flag | XDP_FLAGS_REPLACE,
+            Some(next.fd.as_fd()),
+        )
+        .map_err(swap_err)?;
+        return Ok(attachment(mode));
+    }
+    let modes: &[XdpMode] = match req.mode {
+        Mode::Auto => &[XdpMode::Driver, XdpMode::Skb],
+        Mode::Native => &[XdpMode::Driver],
+        Mode::Skb => &[XdpMode::Skb],
+    };
+    let mut last = None;
+    for &mode in modes {
+        let flag = mode.flag().unwrap_or_default();
+        match netlink::attach_xdp(
+            ifindex,
+            ours.as_fd(),
+            flag | XDP_FLAGS_UPDATE_IF_NOEXIST,
+            None,
+        ) {
+            Ok(()) => return Ok(attachment(mode)),
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => last = Some(err),
+            Err(err) => return Err(swap_err(err)),
+        }
+    }
+    Err(last.map_or_else(
+        || req.link_error("no XDP mode to try".into()),
+        |_| Error::NativeUnsupported {
+            iface: req.iface.clone(),
+        },
+    ))
+}
+
+/// Swaps `program` in for the chained program on `ifindex` (`attach --replace`): the one
+/// pinned in the state, or whichever of mcfilter's programs netlink reports there (a replace
+/// killed between the swap and the pin leaves the new one there and the old one pinned).
+fn replace(
+    state: &StateDir,
+    program: &Xdp,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<Attachment, Error> {
+    let swap_err = |err| Error::ChainSwap {
+        iface: req.iface.clone(),
+        err,
+    };
+    let (id, mode) = netlink::attached(ifindex)
+        .map_err(swap_err)?
+        .ok_or_else(|| Error::ChainBroken {
+            iface: req.iface.clone(),
+        })?;
+    let running = by_id(id).map_err(|_| Error::ChainBroken {
+        iface: req.iface.clone(),
+    })?;
+    let pinned = ProgramInfo::from_pin(state.program(ifindex)).ok();
+    let ours = pinned.as_ref().is_some_and(|pinned| pinned.id() == id)
+        || matches!(running.name_as_str(), Some(PROGRAM_NAME | PROGRAM_NAME_IP));
+    let flag = mode
+        .flag()
+        .filter(|_| ours)
+        .ok_or_else(|| Error::ChainBroken {
+            iface: req.iface.clone(),
+        })?;
+    let expected = running.fd().map_err(|err| req.attach_error(err))?;
+    let new = program.fd().map_err(|err| req.attach_error(err))?;
+    netlink::attach_xdp(
+        ifindex,
+        new.as_fd(),
+        flag | XDP_FLAGS_REPLACE,
+        Some(expected.as_fd()),
+    )
+    .map_err(swap_err)?;
+    Ok(attachment(mode))
+}
+
+/// What `detach` left running on the interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandBack {
+    /// No XDP program (mcfilter's link is gone).
+    Nothing,
+    /// The program mcfilter chained to (this id), in mcfilter's place.
+    Next(u32),
+    /// Whatever another tool put in place of mcfilter's chained program: left as it is.
+    LeftAlone,
+}
+
+/// Hands a chained interface back to its next program: one atomic netlink replace that expects
+/// mcfilter's program, in the same mode. `next` is the next program's id (recorded at attach).
+pub(super) fn hand_back(
+    state: &StateDir,
+    iface: &str,
+    ifindex: u32,
+    next: u32,
+) -> Result<HandBack, Error> {
+    let swap_err = |err| Error::ChainSwap {
+        iface: iface.to_owned(),
+        err,
+    };
+    let ours = ProgramInfo::from_pin(state.program(ifindex)).map_err(|err| Error::Link {
+        iface: iface.to_owned(),
+        err: err.to_string(),
+    })?;
+    let Some((id, mode)) = netlink::attached(ifindex).map_err(swap_err)? else {
+        return Ok(HandBack::LeftAlone);
+    };
+    if id != ours.id() {
+        return Ok(HandBack::LeftAlone);
+    }
+    let flag = mode.flag().unwrap_or_default() | XDP_FLAGS_REPLACE;
+    let ours_fd = ours.fd().map_err(|err| Error::Link {
+        iface: iface.to_owned(),
+        err: err.to_string(),
+    })?;
+    // The next program lives as long as the program array holds it, so it is there to find.
+    let next_fd = by_id(next).and_then(|info| {
+        info.fd().map_err(|err| Error::Link {
+            iface: iface.to_owned(),
+            err: err.to_string(),
+        })
+    })?;
+    netlink::attach_xdp(ifindex, next_fd.as_fd(), flag, Some(ours_fd.as_fd())).map_err(swap_err)?;
+    Ok(HandBack::Next(next))
+}
+
+/// The id of the program netlink reports on `ifindex` now, if any.
+pub fn running(ifindex: u32) -> Option<u32> {
+    netlink::attached(ifindex).ok().flatten().map(|(id, _)| id)
+}
+
+/// The name of loaded program `id`, if it is loaded and named.
+pub fn program_name(id: u32) -> Option<String> {
+    by_id(id)
+        .ok()
+        .and_then(|info| info.name_as_str().map(str::to_owned))
+}
+
+fn attachment(mode: XdpMode) -> Attachment {
+    match mode {
+        XdpMode::Skb => Attachment::Skb,
+        XdpMode::Driver | XdpMode::Hardware => Attachment::Native,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Next;
+
+    #[test]
+    fn next_programs_are_named_as_on_the_command_line() {
+        for (text, next) in [
+            ("existing", Next::Existing),
+            ("id:7", Next::Id(7)),
+            (
+                "/sys/fs/bpf/lb/prog",
+                Next::Pin("/sys/fs/bpf/lb/prog".into()),
+            ),
+        ] {
+            assert_eq!(text.parse::<Next>(), Ok(next.clone()));
+            assert_eq!(next.to_string(), text);
+        }
+        for bad in [
+            "",
+            "id:",
+            "id:0",
+            "id:-1",
+            "id:x",
+            "relative/path",
+            "Existing",
+        ] {
+            assert!(bad.parse::<Next>().is_err(), "{bad}");
+        }
+    }
+}
