@@ -53,8 +53,8 @@ pub mod map_names {
     pub const RECENT: &str = "mcf_recent";
     /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
     pub const EVENTS: &str = "mcf_events";
-    /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with the second
-    /// (of the coarse monotonic clock) it was dropped in.
+    /// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with the time
+    /// (the coarse monotonic clock in units of 2^30 ns) it was dropped at.
     pub const FRAGS: &str = "mcf_frags";
     /// `Array<u32>` indexed by [`frag_timeout_slot`](super::frag_timeout_slot): how many
     /// seconds `mcf_frags` remembers a dropped datagram, the kernel's reassembly timeouts
@@ -75,11 +75,11 @@ pub const fn frag_timeout_slot(family: u8) -> u32 {
     (family == FAMILY_V6) as u32
 }
 
-/// The XDP program for Ethernet-framed interfaces: its function name in the object.
 /// The global the loader sets to 1 in a program that chains to the next one (`attach --then`):
 /// read-only data, so the verifier drops the tail call from programs that do not chain.
 pub const CHAINED_GLOBAL: &str = "CHAINED";
 
+/// The XDP program for Ethernet-framed interfaces: its function name in the object.
 pub const PROGRAM_NAME: &str = "mcfilter";
 /// The XDP program for interfaces whose packets start at the IP header (link type `none`: TUN,
 /// WireGuard): the same verdict path, entered at the IP header.

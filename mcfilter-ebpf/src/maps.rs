@@ -26,6 +26,21 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "mcf_next")]
 pub static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// Each CPU's reading of the coarse clock for the current jiffy (see `frag::now_units`). Not
+/// pinned: a cache, one per loaded program.
+#[map(name = "mcf_frag_clock")]
+pub static FRAG_CLOCK: PerCpuArray<FragClock> = PerCpuArray::with_max_entries(1, 0);
+
+/// A value of `FRAG_CLOCK`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FragClock {
+    /// The jiffy in which `units` was read.
+    pub jiffies: u64,
+    /// The coarse clock then, in the fragment cache's units.
+    pub units: u64,
+}
+
 /// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]
 pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);

@@ -6,7 +6,8 @@ use std::{collections::BTreeSet, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    maps::ProgramArray,
+    programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use mcfilter::{maps::Maps, pin::StateDir};
 use mcfilter_common::{Counter, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
@@ -38,6 +39,7 @@ impl Harness {
             policy,
             dry_run,
             mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+            None,
         )
     }
 
@@ -50,12 +52,33 @@ impl Harness {
             policy,
             false,
             mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+            None,
         )
     }
 
     /// A harness whose per-source map holds `sources` entries.
     pub fn with_sources_capacity(policy: &Policy, sources: u32) -> Self {
-        Self::build(mcfilter::EBPF_OBJECT, PROGRAM_NAME, policy, false, sources)
+        Self::build(
+            mcfilter::EBPF_OBJECT,
+            PROGRAM_NAME,
+            policy,
+            false,
+            sources,
+            None,
+        )
+    }
+
+    /// The program as `attach --then` loads it: chained to `next`, which gets every packet it
+    /// passes (a tail call).
+    pub fn chained(policy: &Policy, next: &ProgramFd) -> Self {
+        Self::build(
+            mcfilter::EBPF_OBJECT,
+            PROGRAM_NAME,
+            policy,
+            false,
+            mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+            Some(next),
+        )
     }
 
     /// Another build of the program (the benchmark's baseline), whose maps and policy have the
@@ -67,6 +90,7 @@ impl Harness {
             policy,
             false,
             mcfilter_common::DEFAULT_SOURCES_CAPACITY,
+            None,
         )
     }
 
@@ -76,6 +100,7 @@ impl Harness {
         policy: &Policy,
         dry_run: bool,
         sources_capacity: u32,
+        next: Option<&ProgramFd>,
     ) -> Self {
         let dir = PathBuf::from("/sys/fs/bpf").join(crate::unique("mcfh"));
         let state = StateDir::new(&dir);
@@ -83,7 +108,11 @@ impl Harness {
         state.create().expect("create state dir");
         // Removes the pins if anything below panics (the harness's own Drop covers the rest).
         let cleanup = PinsGuard(dir.clone());
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if next.is_some() {
+            loader.override_global(mcfilter_common::CHAINED_GLOBAL, &1u8, true);
+        }
+        let mut ebpf = loader
             .default_map_pin_directory(&dir)
             .map_max_entries(mcfilter_common::map_names::SOURCES, sources_capacity)
             .load(object)
@@ -94,6 +123,13 @@ impl Harness {
             .try_into()
             .expect("an XDP program");
         xdp.load().expect("the verifier accepts the program");
+        if let Some(next) = next {
+            let map = ebpf
+                .map_mut(mcfilter_common::map_names::NEXT)
+                .expect("the next program's array");
+            let mut array = ProgramArray::try_from(map).expect("a program array");
+            array.set(0, next, 0).expect("the next program");
+        }
         let mut maps = Maps::open_loaded(&state).expect("open pinned maps");
         let config = mcfilter::filter::Policy {
             ports: policy.ports.clone(),
@@ -287,6 +323,17 @@ impl Floor {
             .expect("an XDP program");
         program.load().expect("load the floor program");
         Floor { ebpf }
+    }
+
+    /// The floor program, for a program to chain to.
+    pub fn program_fd(&self) -> &ProgramFd {
+        let program: &Xdp = self
+            .ebpf
+            .program("floor")
+            .expect("floor program")
+            .try_into()
+            .expect("an XDP program");
+        program.fd().expect("loaded")
     }
 
     /// Average nanoseconds per run of `frame`, repeated `repeat` times.

@@ -251,8 +251,8 @@ fn the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout() {
     if !privileged("the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout") {
         return;
     }
-    /// Seconds; the program keeps time in whole seconds, so an entry lives between one second
-    /// less and this long.
+    /// Seconds; the program keeps time in units of 2^30 ns, so an entry lives between one unit
+    /// (about 1.07 s) less and this long.
     const TIMEOUT: u64 = 2;
     let lab = Lab::new("fx");
     let client = lab.host("fxc", 31);

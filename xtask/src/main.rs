@@ -262,7 +262,14 @@ fn baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
             "mcfilter",
         ])
         .args(["--message-format", "json"])
-        .env("CARGO_TARGET_DIR", root.join("target"))
+        // A target dir of its own: cargo gives a workspace package the same build dirs wherever
+        // its sources are, so in the main target dir the baseline's build script would write
+        // its object where this build's is, and this build, finding its build script's run
+        // fresh, would embed the baseline's program and compare it with itself.
+        .env(
+            "CARGO_TARGET_DIR",
+            root.join("target/bench/baseline-target"),
+        )
         .current_dir(&worktree)
         .output()
         .context("building the baseline")?;

@@ -437,5 +437,51 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         rows.push(row(name, "udp_port", 2, &timing));
     }
 
+    // The tail call of `attach --then`: a passed packet in a program chained to the XDP_PASS
+    // floor, against the same program unchained, run for run.
+    {
+        let policy = policy();
+        let unchained = Harness::new(&policy);
+        let chained = Harness::chained(&policy, floor.program_fd());
+        let frame = v4(DENIED_V4, IPPROTO_UDP, &udp(1, 53, &[0; 32]));
+        let pairs: Vec<(u64, u64)> = (0..opts.runs)
+            .map(|_| {
+                (
+                    chained.time(&frame, opts.repeat),
+                    unchained.time(&frame, opts.repeat),
+                )
+            })
+            .collect();
+        let tail_call = Baseline::of(&pairs);
+        let base = median(
+            (0..opts.runs)
+                .map(|_| floor.time(&frame, opts.repeat))
+                .collect(),
+        );
+        let theirs = median(
+            (0..opts.runs)
+                .map(|_| xdp_filter.program.time(&frame, opts.repeat))
+                .collect(),
+        );
+        let timing = Timing {
+            ours: median(pairs.iter().map(|p| p.0).collect()),
+            base,
+            theirs,
+            before: None,
+        };
+        let name = "udp4 other port, chained to an XDP_PASS program";
+        let mut chained_row = row(name, "not_protected", 10, &timing);
+        println!(
+            "\nThe tail call to the next program (`attach --then`): {:+} ns per passed packet (median of {} paired runs: chained {} ns, unchained {} ns; the chained time includes the next program's own run)",
+            tail_call.change,
+            opts.runs,
+            median(pairs.iter().map(|p| p.0).collect()),
+            tail_call.ns
+        );
+        chained_row["unchained_ns"] = json!(tail_call.ns);
+        chained_row["tail_call_ns"] = json!(tail_call.change);
+        rows.push(chained_row);
+    }
+
     serde_json::Value::Array(rows)
 }
