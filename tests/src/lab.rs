@@ -7,6 +7,7 @@ use std::{
     io::{self, ErrorKind},
     mem::size_of,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    os::fd::{AsFd, AsRawFd as _},
     time::{Duration, Instant},
 };
 
@@ -262,11 +263,51 @@ pub fn pending(socket: &UdpSocket) -> bool {
     !matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
 }
 
+/// What a watcher's socket may hold: hundreds of the largest packets.
+const WATCHER_BUFFER: usize = 64 << 20;
+
+/// setsockopt with a byte-string value.
+pub fn set_option(socket: &impl AsFd, level: i32, name: i32, value: &[u8]) {
+    // SAFETY: a valid socket and a buffer of the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_fd().as_raw_fd(),
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as u32,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "setsockopt({level}, {name}): {}",
+        io::Error::last_os_error()
+    );
+}
+
+/// Sets a socket's send or receive buffer (`SO_SNDBUFFORCE`, `SO_RCVBUFFORCE`: root may go past
+/// `net.core.wmem_max` and `rmem_max`) to `bytes`, and stops the kernel from tuning it.
+pub fn force_buffer(socket: &impl AsFd, option: i32, bytes: usize) {
+    let bytes = i32::try_from(bytes).expect("a buffer size under 2 GiB");
+    set_option(socket, libc::SOL_SOCKET, option, &bytes.to_ne_bytes());
+}
+
 /// The largest packet interface `iface` of `ns` received while it was watched: a packet socket
 /// sees what the stack gets, after XDP (and after GRO in skb mode).
 pub struct LargestReceived {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<usize>,
+    so_far: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Largest>,
+}
+
+/// What a [`LargestReceived`] saw.
+#[derive(Debug, Clone, Copy)]
+pub struct Largest {
+    /// The largest received packet's length.
+    pub bytes: usize,
+    /// Packets the watcher's socket had no room for.
+    pub missed: u32,
 }
 
 impl LargestReceived {
@@ -301,21 +342,24 @@ impl LargestReceived {
                 tv_sec: 0,
                 tv_usec: 100_000,
             };
-            // SAFETY: a valid timeval for the length given.
-            let rc = unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVTIMEO,
-                    (&raw const timeout).cast(),
-                    size_of::<libc::timeval>() as u32,
+            // SAFETY: timeval is plain data; the bytes are read as what they are.
+            let timeout = unsafe {
+                std::slice::from_raw_parts(
+                    (&raw const timeout).cast::<u8>(),
+                    size_of::<libc::timeval>(),
                 )
             };
-            assert_eq!(rc, 0, "SO_RCVTIMEO: {}", io::Error::last_os_error());
+            set_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, timeout);
+            // A packet socket takes a packet only while what it holds is under its buffer's
+            // size: one 185 KB packet nearly fills the default. A watcher that falls behind
+            // (a busy machine) must not miss the packets it is there to see.
+            force_buffer(&fd, libc::SO_RCVBUFFORCE, WATCHER_BUFFER);
             fd
         });
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stopped = stop.clone();
+        let so_far = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let largest_so_far = so_far.clone();
         let thread = std::thread::spawn(move || {
             let mut largest = 0;
             let mut buf = [0u8; 64];
@@ -337,15 +381,42 @@ impl LargestReceived {
                 };
                 if len > 0 && from.sll_pkttype != libc::PACKET_OUTGOING {
                     largest = largest.max(len as usize);
+                    largest_so_far.fetch_max(largest, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            largest
+            // SAFETY: tpacket_stats is plain data; zero is a valid starting value.
+            let mut stats: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+            let mut stats_len = size_of::<libc::tpacket_stats>() as u32;
+            // SAFETY: `stats` is valid for the length given.
+            let rc = unsafe {
+                libc::getsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    libc::SOL_PACKET,
+                    libc::PACKET_STATISTICS,
+                    (&raw mut stats).cast(),
+                    &raw mut stats_len,
+                )
+            };
+            assert_eq!(rc, 0, "PACKET_STATISTICS: {}", io::Error::last_os_error());
+            Largest {
+                bytes: largest,
+                missed: stats.tp_drops,
+            }
         });
-        LargestReceived { stop, thread }
+        LargestReceived {
+            stop,
+            so_far,
+            thread,
+        }
     }
 
-    /// Stops watching; the largest packet's length in bytes.
-    pub fn largest(self) -> usize {
+    /// The largest packet's length so far.
+    pub fn so_far(&self) -> usize {
+        self.so_far.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops watching; the largest packet's length, and how many packets the watcher missed.
+    pub fn largest(self) -> Largest {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().expect("the watcher")
     }

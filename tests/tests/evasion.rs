@@ -2,14 +2,11 @@
 //! fragments, sent for real through a lab of namespaces. Delivery is read on real sockets;
 //! what the stack cannot deliver is judged by mcfilter's own counters.
 
-use std::{
-    net::{IpAddr, UdpSocket},
-    os::fd::AsRawFd as _,
-};
+use std::net::IpAddr;
 
 use mcfilter_tests::{
     cli::Mcfilter,
-    lab::{self, DIRECT_IFACE, DIRECT_SERVER_V4, Host, IFACE, Lab, pending, receive},
+    lab::{self, DIRECT_IFACE, DIRECT_SERVER_V4, Host, IFACE, Lab, pending, receive, set_option},
     packet::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth_tagged, fragments,
         ipv4, udp, udp_checksummed,
@@ -108,26 +105,6 @@ fn vlan_tagged_frames_are_judged_by_the_packet_inside() {
     );
     s.mcf.ok(&["detach", DIRECT_IFACE]);
     s.mcf.ok(&["detach", IFACE]);
-}
-
-/// setsockopt with a byte-string value.
-fn set_option(socket: &UdpSocket, level: i32, name: i32, value: &[u8]) {
-    // SAFETY: a valid socket and a buffer of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            name,
-            value.as_ptr().cast(),
-            value.len() as u32,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "setsockopt({level}, {name}): {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 #[test]
