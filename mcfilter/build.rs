@@ -11,6 +11,7 @@ fn main() -> anyhow::Result<()> {
     // `-Z build-std=core` is needed for bpfel-unknown-none. On a stable toolchain aya-build
     // passes it when RUSTC_BOOTSTRAP=1; set it for the nested cargo unless the caller chose.
     println!("cargo:rerun-if-env-changed=RUSTC_BOOTSTRAP");
+    println!("cargo:rustc-env=MCFILTER_COMMIT={}", commit());
     if std::env::var_os("RUSTC_BOOTSTRAP").is_none() {
         // SAFETY: build scripts are single-threaded at this point.
         unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
@@ -35,4 +36,28 @@ fn main() -> anyhow::Result<()> {
         }],
         Toolchain::Custom(TOOLCHAIN),
     )
+}
+
+/// The commit this is built from, for `mcfilter --version`: `MCFILTER_COMMIT` when set (a
+/// build from a source archive), else git's short hash, else `unknown`.
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=MCFILTER_COMMIT");
+    if let Ok(commit) = std::env::var("MCFILTER_COMMIT") {
+        return commit;
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    // A new commit or checkout changes one of these.
+    for path in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", path]) {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".to_owned())
 }

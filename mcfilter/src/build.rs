@@ -44,6 +44,17 @@ impl fmt::Display for Shown {
     }
 }
 
+/// `mcfilter --version`'s line: the version, the commit built from, and the XDP object's hash
+/// (the `+` part of a build, as `status` shows it).
+pub fn version_line() -> String {
+    format!(
+        "{} (commit {}, XDP program {:016x})",
+        env!("CARGO_PKG_VERSION"),
+        env!("MCFILTER_COMMIT"),
+        this().object
+    )
+}
+
 /// `build` as text.
 pub fn show(build: Build) -> String {
     Shown(build).to_string()

@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "MCFILTER_VERBOSE")]
     pub verbose: bool,
 
+    /// One JSON object on stdout instead of text: what a command shows, what a change did,
+    /// or `{"error": ...}` when it fails
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,10 +42,7 @@ pub enum Command {
     /// Attach the filter to an interface (the first attach creates the shared policy)
     Attach(AttachArgs),
     /// Detach the filter from an interface (the last detach removes all state)
-    Detach {
-        /// Interface name, as given to attach
-        iface: String,
-    },
+    Detach(DetachArgs),
     /// Show or change the allow-list of TCP sources, live
     #[command(subcommand)]
     Allow(AllowCommand),
@@ -50,10 +52,10 @@ pub enum Command {
     /// Show counters by reason and the busiest dropped sources
     Stats(StatsArgs),
     /// Show where the filter is attached and its policy
-    Status(JsonArgs),
+    Status,
     /// Check this host's exposure: what listens on the protected ports, where, whether the
     /// filter covers it; exit status 0 (clean), 3 (warnings) or 4 (a high finding)
-    Audit(JsonArgs),
+    Audit,
     /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
     Completions {
         #[arg(value_enum)]
@@ -115,10 +117,20 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
-    /// JSON instead of a line
+pub struct DetachArgs {
+    /// Interface name, as given to attach
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub iface: Option<String>,
+    /// Every interface the filter is attached to (none attached is not an error)
     #[arg(long)]
-    pub json: bool,
+    pub all: bool,
+    /// Succeed, doing nothing, when the interface is not attached
+    #[arg(long)]
+    pub if_attached: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
     /// Dry-run (count what would be dropped, pass it) on, or off to enforce
     #[arg(long, value_enum, value_name = "on|off")]
     pub dry_run: Option<OnOff>,
@@ -167,18 +179,20 @@ pub enum AllowCommand {
         cidrs: Vec<IpNet>,
     },
     /// Remove CIDRs (all must be on the list, else nothing changes)
+    #[command(visible_aliases = ["delete", "rm"])]
     Del {
         #[arg(required = true, value_name = "CIDR", value_parser = allow::parse_cidr)]
         cidrs: Vec<IpNet>,
+        /// Remove those on the list, ignore the others
+        #[arg(long)]
+        if_present: bool,
     },
     /// List the allow-list, canonical and sorted
-    List(JsonArgs),
+    #[command(visible_alias = "ls")]
+    List,
     /// Suggest allow-list entries: sources whose TCP to a protected port was (or, in dry-run,
     /// would have been) dropped, busiest first, as CIDRs ready for `allow add` or a file
     Suggest {
-        /// A JSON array of CIDR strings
-        #[arg(long)]
-        json: bool,
         /// How many sources at most
         #[arg(long, value_name = "N", default_value_t = 50)]
         top: usize,
@@ -197,9 +211,6 @@ pub enum AllowCommand {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// One JSON object instead of tables
-    #[arg(long)]
-    pub json: bool,
     /// How many of the busiest sources to list
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub top: usize,
@@ -221,13 +232,6 @@ pub fn parse_interval(text: &str) -> Result<f64, String> {
             "'{text}' is not an interval; use 0.1 to 3600 seconds"
         )),
     }
-}
-
-#[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// JSON instead of a table
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// A protected port: 1 to 65535.

@@ -1,19 +1,27 @@
 //! `mcfilter`: parse the command line, run it, report an error once.
 //!
 //! Exit status: 0 on success (and when stdout is a closed pipe), 1 when the command fails, 2 for
-//! a usage error. Every error is one line on stderr: `mcfilter: ...`.
+//! a usage error. Every error is one line on stderr: `mcfilter: ...`; with `--json`, also one
+//! JSON object on stdout: `{"error": "..."}`.
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory as _, Parser as _, error::ErrorKind};
+use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind};
 use mcfilter::{cli::Cli, cmd};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // The version line is known at run time: it names the embedded program's hash.
+    let version: &'static str = Box::leak(mcfilter::build::version_line().into_boxed_str());
+    let parsed = Cli::command()
+        .version(version)
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
     let verbose = cli.verbose;
+    let json = cli.json;
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if cmd::is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -21,9 +29,17 @@ fn main() -> ExitCode {
             if verbose && let Some(log) = cmd::verifier_log(&err) {
                 eprintln!("{log}");
             }
-            eprintln!("mcfilter: {}", one_line(&format!("{err:#}")));
+            report_error(&one_line(&format!("{err:#}")), json);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error's one line on stderr, and as JSON on stdout when the command line asked for JSON.
+fn report_error(message: &str, json: bool) {
+    eprintln!("mcfilter: {message}");
+    if json {
+        let _ = mcfilter::output::print_json(&serde_json::json!({ "error": message }));
     }
 }
 
@@ -58,9 +74,17 @@ fn usage_error(err: clap::Error) -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let message = message.trim_start_matches("error: ");
-    eprintln!(
-        "mcfilter: {message} (see `{} --help`)",
-        subcommand_path(std::env::args().skip(1))
+    // The command line did not parse, so `--json` is looked for among its words.
+    let json = std::env::args()
+        .skip(1)
+        .take_while(|arg| arg != "--")
+        .any(|arg| arg == "--json");
+    report_error(
+        &format!(
+            "{message} (see `{} --help`)",
+            subcommand_path(std::env::args().skip(1))
+        ),
+        json,
     );
     ExitCode::from(2)
 }

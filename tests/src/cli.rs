@@ -104,7 +104,8 @@ impl Mcfilter {
         serde_json::from_str(&out).unwrap_or_else(|err| panic!("{args:?}: bad JSON {out:?}: {err}"))
     }
 
-    /// Runs `args`, which must fail with one line on stderr; returns (exit code, that line).
+    /// Runs `args`, which must fail with one line on stderr (and, with `--json`, that line as a
+    /// JSON error on stdout); returns (exit code, that line).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let output = self.run(args);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -114,7 +115,17 @@ impl Mcfilter {
             1,
             "one line on stderr, got {stderr:?}"
         );
-        assert!(output.stdout.is_empty(), "nothing on stdout on failure");
+        if args.contains(&"--json") {
+            // The same line, as `{"error": ...}` for scripts.
+            let error: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("a JSON error on stdout");
+            assert_eq!(
+                error["error"].as_str().map(|e| format!("mcfilter: {e}")),
+                Some(stderr.trim_end().to_owned())
+            );
+        } else {
+            assert!(output.stdout.is_empty(), "nothing on stdout on failure");
+        }
         (
             output.status.code().unwrap_or(-1),
             stderr.trim_end().to_owned(),

@@ -8,7 +8,7 @@ use std::{
 
 use mcfilter_tests::{
     cli::{Mcfilter, binary},
-    lab::{IFACE, Lab},
+    lab::{self, IFACE, Lab},
     netns::NetNs,
     privileged,
 };
@@ -619,4 +619,168 @@ fn a_state_another_build_made_with_another_layout_is_refused() {
     assert_eq!(status, serde_json::json!([]));
     mcf.ok(&["detach", "lo"]);
     assert!(!mcf.state_dir().exists());
+}
+
+#[test]
+fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
+    if !privileged("every_command_speaks_json_and_scripts_can_repeat_themselves") {
+        return;
+    }
+    let lab = Lab::new("jz");
+    let mcf = Mcfilter::new("jz").in_netns(&lab.server.ns);
+    // The flag before the subcommand, as bpftool and nft take it.
+    let attached = mcf.json(&["--json", "attach", IFACE, "--allow", "198.18.0.10"]);
+    assert_eq!(attached["action"], "attached", "{attached}");
+    assert_eq!(attached["iface"], IFACE);
+    assert_eq!(attached["created_state"], true);
+    assert_eq!(attached["ports"], serde_json::json!([11211]));
+    assert_eq!(
+        attached["allow_added"],
+        serde_json::json!(["198.18.0.10/32"])
+    );
+    assert!(attached["program_id"].as_u64().unwrap() > 0);
+    assert!(matches!(attached["mode"].as_str(), Some("native" | "skb")));
+
+    // Changes say what they did.
+    let added = mcf.json(&["allow", "add", "198.18.0.10", "2001:db8::/64", "--json"]);
+    assert_eq!(
+        added,
+        serde_json::json!({"added": ["2001:db8::/64"], "removed": [], "unchanged": ["198.18.0.10/32"]})
+    );
+    // Aliases from nft, ufw and bpftool.
+    assert_eq!(
+        mcf.json(&["allow", "ls", "--json"]),
+        serde_json::json!(["198.18.0.10/32", "2001:db8::/64"])
+    );
+    assert_eq!(mcf.ok(&["allow", "rm", "2001:db8::/64"]), "allow-list -1\n");
+    mcf.ok(&["allow", "add", "2001:db8::/64"]);
+    assert_eq!(
+        mcf.json(&["--json", "allow", "delete", "2001:db8::/64"]),
+        serde_json::json!({"added": [], "removed": ["2001:db8::/64"], "unchanged": []})
+    );
+    // Idempotent forms: what is already done is not an error.
+    assert_eq!(
+        mcf.json(&[
+            "--json",
+            "allow",
+            "del",
+            "--if-present",
+            "2001:db8::/64",
+            "198.18.0.10"
+        ]),
+        serde_json::json!({"added": [], "removed": ["198.18.0.10/32"], "unchanged": ["2001:db8::/64"]})
+    );
+    assert_eq!(
+        mcf.ok(&["allow", "del", "--if-present", "198.18.0.10"]),
+        "allow-list -0 (1 not on the list)\n"
+    );
+    assert_eq!(
+        mcf.json(&["--json", "detach", "--if-attached", "lo"]),
+        serde_json::json!({"detached": [], "state_removed": false})
+    );
+    assert_eq!(
+        mcf.ok(&["detach", "--if-attached", "nosuch0"]),
+        "nothing to detach: mcfilter is not attached there\n"
+    );
+
+    // Errors: one line on stderr as always, and one JSON object on stdout.
+    let out = mcf.run(&["--json", "allow", "del", "198.18.9.9"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let error: Value = serde_json::from_slice(&out.stdout).expect("a JSON error");
+    assert_eq!(
+        error["error"].as_str().map(|e| format!("mcfilter: {e}\n")),
+        Some(stderr.clone().into_owned())
+    );
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("not on the allow-list")
+    );
+    let usage = mcf.run(&["allow", "add", "not-a-cidr", "--json"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&usage.stdout).expect("a JSON usage error");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an IPv4 or IPv6 CIDR"),
+        "{error}"
+    );
+
+    // Two interfaces, then `detach --all` twice: everything, then nothing.
+    let _direct = lab.direct_host("jzd", 2);
+    mcf.ok(&["attach", lab::DIRECT_IFACE]);
+    let detached = mcf.json(&["--json", "detach", "--all"]);
+    let mut names: Vec<&str> = detached["detached"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["iface"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, [IFACE, lab::DIRECT_IFACE], "{detached}");
+    assert_eq!(detached["state_removed"], true);
+    assert!(!mcf.state_dir().exists());
+    assert_eq!(
+        mcf.json(&["--json", "detach", "--all"]),
+        serde_json::json!({"detached": [], "state_removed": false})
+    );
+}
+
+#[test]
+fn stats_watch_redraws_only_on_a_terminal() {
+    if !privileged("stats_watch_redraws_only_on_a_terminal") {
+        return;
+    }
+    let lab = Lab::new("sw");
+    let mcf = Mcfilter::new("sw").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE]);
+    // stdout is a pipe here, as under `| tee` or in a log file.
+    let out = mcf.ok(&["stats", "--watch", "0.1", "--count", "2"]);
+    assert!(!out.contains('\x1b'), "escape codes in {out:?}");
+    let readings: Vec<&str> = out.lines().filter(|l| l.starts_with("# reading")).collect();
+    assert_eq!(readings.len(), 2, "{out}");
+    assert!(readings[1].starts_with("# reading 2, "), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("dropped")).count(),
+        2,
+        "each reading has its table: {out}"
+    );
+    mcf.ok(&["detach", IFACE]);
+}
+
+#[test]
+fn the_version_names_the_commit_and_the_program() {
+    let out = Command::new(binary())
+        .arg("--version")
+        .output()
+        .expect("run mcfilter");
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let expected_commit = commit.unwrap_or_else(|| "unknown".to_owned());
+    assert!(
+        line.starts_with(&format!(
+            "mcfilter {} (commit {expected_commit}, XDP program ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{line}"
+    );
+    // The program's part is the `+` part of the build that `status` shows.
+    let hash = line
+        .trim_end()
+        .trim_end_matches(')')
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert_eq!(hash.len(), 16, "{line}");
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{line}");
 }

@@ -1,22 +1,48 @@
-//! `mcfilter allow add|del|list|replace`
+//! `mcfilter allow add|del|list|suggest|replace`
 
 use std::{collections::BTreeSet, fs, io::Read as _};
 
 use anyhow::Context as _;
+use ipnet::IpNet;
+use serde::Serialize;
 
-use crate::{allow::Recovery, cli::AllowCommand, maps::Maps, output, pin::StateDir};
+use crate::{
+    allow::{Change, Recovery},
+    cli::AllowCommand,
+    maps::Maps,
+    output,
+    pin::StateDir,
+};
 
-pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
+/// `allow add|del|replace --json`: what the change did.
+#[derive(Debug, Serialize)]
+struct Report {
+    added: Vec<String>,
+    removed: Vec<String>,
+    /// Given, and left as they were: already on the list (add), or not on it (`del
+    /// --if-present`).
+    unchanged: Vec<String>,
+}
+
+impl Report {
+    fn new(change: &Change, unchanged: impl IntoIterator<Item = IpNet>) -> Self {
+        let strings = |nets: &[IpNet]| nets.iter().map(ToString::to_string).collect();
+        Report {
+            added: strings(&change.added),
+            removed: strings(&change.removed),
+            unchanged: unchanged.into_iter().map(|net| net.to_string()).collect(),
+        }
+    }
+}
+
+pub fn run(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::Result<()> {
     // Read and validate the input before touching any state.
     let file_nets = match &command {
         AllowCommand::Replace { file } => Some(read_list(file)?),
         _ => None,
     };
     // Listing and suggesting only read: the shared lock (see `Maps::open_to_read`).
-    let reads = matches!(
-        command,
-        AllowCommand::List(_) | AllowCommand::Suggest { .. }
-    );
+    let reads = matches!(command, AllowCommand::List | AllowCommand::Suggest { .. });
     let (lock, mut maps) = if reads {
         Maps::open_to_read(state)?
     } else {
@@ -37,28 +63,50 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
         AllowCommand::Add { cidrs } => {
             let nets: BTreeSet<_> = cidrs.into_iter().collect();
             let change = allow.add(&nets)?;
+            if json {
+                let kept = nets.iter().filter(|net| !change.added.contains(net));
+                return Ok(output::print_json(&Report::new(&change, kept.copied()))?);
+            }
             super::say(&format!(
                 "allow-list +{} ({} already present)",
                 change.added.len(),
                 nets.len() - change.added.len()
             ))
         }
-        AllowCommand::Del { cidrs } => {
-            let change = allow.del(&cidrs.into_iter().collect())?;
-            super::say(&format!("allow-list -{}", change.removed.len()))
+        AllowCommand::Del { cidrs, if_present } => {
+            let mut nets: BTreeSet<_> = cidrs.into_iter().collect();
+            let mut absent = BTreeSet::new();
+            if if_present {
+                let current = allow.list()?;
+                (nets, absent) = nets.into_iter().partition(|net| current.contains(net));
+            }
+            let change = if nets.is_empty() {
+                Change::default()
+            } else {
+                allow.del(&nets)?
+            };
+            if json {
+                return Ok(output::print_json(&Report::new(&change, absent))?);
+            }
+            let absent = if absent.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} not on the list)", absent.len())
+            };
+            super::say(&format!("allow-list -{}{absent}", change.removed.len()))
         }
-        AllowCommand::List(args) => {
+        AllowCommand::List => {
             let nets: Vec<String> = allow.list()?.iter().map(ToString::to_string).collect();
             // Output can block (a pager, a full pipe): never while holding the lock.
             drop(lock);
-            if args.json {
+            if json {
                 output::print_json(&nets)?;
             } else {
                 output::print(&nets.iter().map(|n| format!("{n}\n")).collect::<String>())?;
             }
             Ok(())
         }
-        AllowCommand::Suggest { json, top, merge } => {
+        AllowCommand::Suggest { top, merge } => {
             let current = allow.list()?;
             let stats = crate::stats::read(&maps, usize::MAX)?;
             let suggested = crate::suggest::suggestions(&stats.sources, &current, top);
@@ -102,6 +150,9 @@ pub fn run(state: &StateDir, command: AllowCommand) -> anyhow::Result<()> {
         AllowCommand::Replace { .. } => {
             let nets = file_nets.unwrap_or_default();
             let change = allow.replace(&nets)?;
+            if json {
+                return Ok(output::print_json(&Report::new(&change, []))?);
+            }
             super::say(&format!(
                 "allow-list +{} -{} (now {} entries)",
                 change.added.len(),

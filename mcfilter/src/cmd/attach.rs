@@ -1,12 +1,40 @@
 //! `mcfilter attach IFACE [--mode] [--port]... [--allow]... [--dry-run]`
 
+use serde::Serialize;
+
 use crate::{
     cli::AttachArgs,
     filter::{self, AttachRequest},
+    output,
     pin::StateDir,
+    status::NextStatus,
 };
 
-pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
+/// `attach --json`: what the attach did and the policy it left.
+#[derive(Debug, Serialize)]
+struct Report {
+    /// `attached`, or `replaced` (`--replace`).
+    action: &'static str,
+    iface: String,
+    /// `native` or `skb`.
+    mode: &'static str,
+    program_id: u32,
+    /// This attach created the state (the first interface).
+    created_state: bool,
+    ports: Vec<u16>,
+    dry_run: bool,
+    drop_reflected: bool,
+    /// Allow-list entries this attach added.
+    allow_added: Vec<String>,
+    /// The program mcfilter runs in front of (`--then`).
+    next: Option<NextStatus>,
+    /// Why `--mode auto` fell back to skb mode.
+    native_error: Option<String>,
+    /// Interfaces that deliver to a protected listener without the filter.
+    warnings: Vec<String>,
+}
+
+pub fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Result<()> {
     let request = AttachRequest {
         iface: args.iface,
         mode: args.mode.into(),
@@ -22,6 +50,40 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
         then: args.then,
     };
     let attached = filter::attach(state, &request)?;
+    // Other ways in: interfaces that deliver to a protected listener without the filter.
+    let warnings = crate::status::status(state)
+        .map(|status| super::exposure_warnings(&status))
+        .unwrap_or_default();
+    if json {
+        let report = Report {
+            action: if request.replace {
+                "replaced"
+            } else {
+                "attached"
+            },
+            mode: attached.attachment.name(),
+            program_id: attached.prog_id,
+            created_state: attached.created_state,
+            dry_run: attached.dry_run,
+            drop_reflected: attached.drop_reflected,
+            allow_added: attached
+                .allow_change
+                .added
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            next: attached.next.map(|program_id| NextStatus {
+                program_id,
+                name: filter::program_name(program_id),
+            }),
+            native_error: attached.native_error,
+            warnings,
+            ports: attached.ports,
+            iface: attached.iface,
+        };
+        output::print_json(&report)?;
+        return Ok(());
+    }
     if let Some(reason) = &attached.native_error {
         eprintln!(
             "mcfilter: note: native XDP is not available on {} ({reason}); attached in skb (generic) mode",
@@ -60,11 +122,8 @@ pub fn run(state: &StateDir, args: AttachArgs) -> anyhow::Result<()> {
             attached.iface,
         );
     }
-    // Other ways in: interfaces that deliver to a protected listener without the filter.
-    if let Ok(status) = crate::status::status(state) {
-        for warning in super::exposure_warnings(&status) {
-            eprintln!("mcfilter: warning: {warning}");
-        }
+    for warning in warnings {
+        eprintln!("mcfilter: warning: {warning}");
     }
     said
 }

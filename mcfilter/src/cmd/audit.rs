@@ -1,15 +1,14 @@
-//! `mcfilter audit [--json]`: findings with severities and fixes; the exit status is the worst.
+//! `mcfilter [--json] audit`: findings with severities and fixes; the exit status is the worst.
 
 use crate::{
     audit::{self, Severity},
-    cli::JsonArgs,
     output::{self, Align, Table},
     pin::StateDir,
 };
 
-pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
+pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
     let report = audit::audit(state)?;
-    if args.json {
+    if json {
         output::print_json(&report)?;
     } else {
         let mut listeners = Table::new(&[

@@ -3,6 +3,7 @@
 mod allow;
 mod attach;
 mod audit;
+mod detach;
 mod policy;
 mod stats;
 mod status;
@@ -11,7 +12,6 @@ use std::io;
 
 use crate::{
     cli::{Cli, Command},
-    filter,
     pin::StateDir,
     sys,
 };
@@ -19,6 +19,7 @@ use crate::{
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let state = StateDir::new(&cli.state_dir);
+    let json = cli.json;
     // Generated documentation needs no privileges.
     match cli.command {
         Command::Completions { shell } => {
@@ -36,32 +37,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     sys::require_privileges()?;
     match cli.command {
-        Command::Attach(args) => attach::run(&state, args),
-        Command::Detach { iface } => {
-            let detached = filter::detach(&state, &iface)?;
-            let tail = if detached.state_removed {
-                format!("; no interface left, removed {}", state.path().display())
-            } else {
-                String::new()
-            };
-            let now = match detached.hand_back {
-                filter::HandBack::Nothing => String::new(),
-                filter::HandBack::Next(id) => format!(
-                    "; program {id}{} runs there again",
-                    filter::program_name(id).map_or_else(String::new, |name| format!(" ({name})"))
-                ),
-                filter::HandBack::LeftAlone => {
-                    "; mcfilter's program was no longer there (another tool replaced it), so the interface was left as it is".to_owned()
-                }
-            };
-            say(&format!("detached from {}{now}{tail}", detached.iface))
-        }
-        Command::Allow(command) => allow::run(&state, command),
-        Command::Policy(args) => policy::run(&state, args),
-        Command::Stats(args) => stats::run(&state, args),
-        Command::Status(args) => status::run(&state, args),
+        Command::Attach(args) => attach::run(&state, args, json),
+        Command::Detach(args) => detach::run(&state, args, json),
+        Command::Allow(command) => allow::run(&state, command, json),
+        Command::Policy(args) => policy::run(&state, args, json),
+        Command::Stats(args) => stats::run(&state, args, json),
+        Command::Status => status::run(&state, json),
         Command::Run { config } => crate::service::run(&config),
-        Command::Audit(args) => audit::run(&state, args),
+        Command::Audit => audit::run(&state, json),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
 }

@@ -7,7 +7,7 @@ use crate::{
     pin::StateDir,
 };
 
-pub fn run(state: &StateDir, args: PolicyArgs) -> anyhow::Result<()> {
+pub fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Result<()> {
     let change = PolicyChange {
         ports: (!args.ports.is_empty()).then(|| args.ports.into_iter().collect()),
         dry_run: args.dry_run.map(|switch| switch == OnOff::On),
@@ -22,7 +22,7 @@ pub fn run(state: &StateDir, args: PolicyArgs) -> anyhow::Result<()> {
         let changed = old != new;
         (new, Some(changed))
     };
-    if args.json {
+    if json {
         output::print_json(&policy)?;
         return Ok(());
     }

@@ -1,4 +1,4 @@
-//! `mcfilter stats [--json] [--top N]`
+//! `mcfilter [--json] stats [--top N] [--watch [SECS]] [--count N]`
 
 use mcfilter_common::Reason;
 
@@ -15,12 +15,12 @@ fn read(state: &StateDir, top: usize) -> anyhow::Result<stats::Stats> {
     Ok(stats::read(&maps, top)?)
 }
 
-pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
+pub fn run(state: &StateDir, args: StatsArgs, json: bool) -> anyhow::Result<()> {
     if let Some(secs) = args.watch {
-        return watch(state, &args, secs);
+        return watch(state, &args, secs, json);
     }
     let stats = read(state, args.top)?;
-    if args.json {
+    if json {
         output::print_json(&stats)?;
         return Ok(());
     }
@@ -98,25 +98,35 @@ pub fn run(state: &StateDir, args: StatsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `stats --watch`: rates from deltas of the exact counters, redrawn (or one JSON line) every
-/// `secs` seconds, until interrupted or `--count` readings.
-fn watch(state: &StateDir, args: &StatsArgs, secs: f64) -> anyhow::Result<()> {
+/// `stats --watch`: rates from deltas of the exact counters every `secs` seconds, until
+/// interrupted or `--count` readings: redrawn on a terminal, appended as plain text elsewhere
+/// (`| tee`, a log file), one JSON line each with `--json`.
+fn watch(state: &StateDir, args: &StatsArgs, secs: f64, json: bool) -> anyhow::Result<()> {
     let interval = std::time::Duration::from_secs_f64(secs);
     let mut before = read(state, args.top)?;
     let mut taken = std::time::Instant::now();
+    let started = taken;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut readings = 0u64;
     while args.count.is_none_or(|count| readings < count) {
         std::thread::sleep(interval);
         let after = read(state, args.top)?;
         let now = std::time::Instant::now();
         let rates = stats::rates(&before, &after, now.duration_since(taken).as_secs_f64());
-        if args.json {
+        readings += 1;
+        if json {
             output::print_json(&rates)?;
-        } else {
+        } else if terminal {
             output::print(&format!("\x1b[H\x1b[2J{}", render_rates(&rates)))?;
+        } else {
+            // A pipe or a file: readings one after another, no escape codes.
+            output::print(&format!(
+                "# reading {readings}, {:.1} s\n{}\n",
+                now.duration_since(started).as_secs_f64(),
+                render_rates(&rates)
+            ))?;
         }
         (before, taken) = (after, now);
-        readings += 1;
     }
     Ok(())
 }

@@ -1,16 +1,15 @@
-//! `mcfilter status [--json]`
+//! `mcfilter [--json] status`
 
 use crate::{
-    cli::JsonArgs,
     output::{self, Align, Table},
     pin::StateDir,
     status,
 };
 
-pub fn run(state: &StateDir, args: JsonArgs) -> anyhow::Result<()> {
+pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
     let mut status = status::status(state)?;
     status.warnings.extend(super::exposure_warnings(&status));
-    if args.json {
+    if json {
         output::print_json(&status)?;
         return Ok(());
     }
