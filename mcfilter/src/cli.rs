@@ -68,6 +68,10 @@ pub enum Command {
         /// The config file (TOML; see packaging/mcfilter.toml)
         #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Only check the config (and its allow files): exit 0 and say what it would do, or
+        /// exit 1 with the first problem; touches no state and needs no privileges
+        #[arg(long)]
+        check: bool,
     },
 }
 

@@ -23,6 +23,7 @@ pub mod kernel;
 pub mod maps;
 pub mod metrics;
 pub mod netlink;
+pub mod notify;
 pub mod output;
 pub mod pin;
 pub mod service;

@@ -25,6 +25,7 @@ use crate::{
     config::Config,
     filter::{self, AttachRequest},
     metrics,
+    notify::Notifier,
     pin::StateDir,
     status, sys,
 };
@@ -143,18 +144,51 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     upgrade(&config, &mut owned).context("swapping in this build's program")?;
     apply(&config, &mut owned).context("applying the config")?;
     info(&format!(
-        "applied {}: {} interface(s), ports {:?}, {} allow-list entries{}",
+        "applied {}: {}",
         config_path.display(),
-        config.interfaces.len(),
-        config.ports,
-        config.allow.len(),
-        if config.dry_run { ", dry-run" } else { "" }
+        summary(&config)
     ));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(config_path.to_owned(), config, owned))
+}
+
+/// What a config makes the service do, in a line (the log and systemd's STATUS).
+fn summary(config: &Config) -> String {
+    let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+    format!(
+        "filtering {} ({} interface(s)), ports {}, {} allow-list entries{}",
+        if names.is_empty() {
+            "nothing".to_owned()
+        } else {
+            names.join(",")
+        },
+        names.len(),
+        config
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        config.allow.len(),
+        if config.dry_run { ", dry-run" } else { "" }
+    )
+}
+
+/// `mcfilter run --check`: whether `path` is a config the service would apply (its allow files
+/// included), touching no state; the summary of what it would do.
+pub fn check(path: &Path) -> anyhow::Result<String> {
+    let config = Config::load(path).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        config.allow.len() <= config.allow_capacity as usize,
+        "config {}: {} allow-list entries do not fit maps.allow_capacity = {}",
+        path.display(),
+        config.allow.len(),
+        config.allow_capacity
+    );
+    Ok(summary(&config))
 }
 
 async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> anyhow::Result<()> {
@@ -165,6 +199,8 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
         "metrics on http://{}/metrics",
         config.metrics_addr
     ));
+    let notifier = Notifier::from_env();
+    notifier.ready(&summary(&config));
     let shared = Arc::new(Shared {
         config: Mutex::new(config),
         scrape: tokio::sync::Mutex::new(()),
@@ -188,14 +224,16 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
         tokio::select! {
             _ = drain.tick() => events.flush(),
             _ = hangup.recv() => {
-                reload(&path, &shared, &mut owned, "SIGHUP");
+                notifier.reloading();
+                notifier.ready(&reload(&path, &shared, &mut owned, "SIGHUP"));
                 events.refresh(&state_dir);
             }
             _ = poll.tick() => {
                 if watched(&path, &shared) != seen {
                     // Debounce: wait until the files have stopped changing.
                     tokio::time::sleep(DEBOUNCE).await;
-                    reload(&path, &shared, &mut owned, "file change");
+                    notifier.reloading();
+                    notifier.ready(&reload(&path, &shared, &mut owned, "file change"));
                     seen = watched(&path, &shared);
                     events.refresh(&state_dir);
                 }
@@ -204,6 +242,7 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
             _ = interrupt.recv() => break,
         }
     }
+    notifier.stopping();
     server.abort();
     events.flush();
     let config = shared.config.lock().expect("config lock").clone();
@@ -241,13 +280,13 @@ fn watched(config: &Path, shared: &Shared) -> Vec<Option<(SystemTime, u64, u64)>
 }
 
 /// Re-reads and applies the config; a config that does not validate or apply leaves the
-/// running policy in place.
-fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str) {
+/// running policy in place. Returns how the service stands now (systemd's STATUS).
+fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str) -> String {
     let new = match Config::load(path) {
         Ok(new) => new,
         Err(err) => {
             error(&format!("{err}; keeping the running policy"));
-            return;
+            return format!("reload failed, running the previous config: {err}");
         }
     };
     let old = shared.config.lock().expect("config lock").clone();
@@ -261,19 +300,21 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
     };
     match apply(&new, owned) {
         Ok(()) => {
-            info(&format!(
-                "reloaded {} ({why}): {} interface(s), ports {:?}, {} allow-list entries",
-                path.display(),
-                new.interfaces.len(),
-                new.ports,
-                new.allow.len()
-            ));
+            let summary = summary(&new);
+            info(&format!("reloaded {} ({why}): {summary}", path.display()));
             *shared.config.lock().expect("config lock") = new;
+            summary
         }
-        Err(err) => error(&format!(
-            "applying {}: {err:#}; keeping the running policy",
-            path.display()
-        )),
+        Err(err) => {
+            error(&format!(
+                "applying {}: {err:#}; keeping the running policy",
+                path.display()
+            ));
+            format!(
+                "reload failed, running the previous config: applying {}: {err:#}",
+                path.display()
+            )
+        }
     }
 }
 

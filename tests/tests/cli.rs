@@ -412,6 +412,9 @@ fn the_systemd_unit_verifies_and_grants_exactly_three_capabilities() {
     for line in [
         "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
         "AmbientCapabilities=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecReload=/usr/local/bin/mcfilter run --check --config /etc/mcfilter/mcfilter.toml",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.lines().any(|l| l == line), "the unit has {line}");

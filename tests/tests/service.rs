@@ -732,3 +732,138 @@ fn the_service_runs_in_front_of_the_program_its_config_names() {
     peer.ok(&["unload", IFACE]);
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// The next datagram the service sent to the test's notify socket.
+fn notification(socket: &std::os::unix::net::UnixDatagram, service: &Service) -> String {
+    let mut buf = [0u8; 4096];
+    match socket.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(err) => panic!("no notification ({err}): {}", service.log()),
+    }
+}
+
+#[test]
+fn the_service_speaks_systemds_readiness_protocol() {
+    if !privileged("the_service_speaks_systemds_readiness_protocol") {
+        return;
+    }
+    let lab = Lab::new("sn");
+    let mcf = Mcfilter::new("sn").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("sn"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    // Atomic replacement, as editors and config management write: one change, one reload.
+    let replace = |text: &str| {
+        let new = dir.join("mcfilter.toml.new");
+        fs::write(&new, text).unwrap();
+        fs::rename(&new, &path).unwrap();
+    };
+    replace(&config(mcf.state_dir(), &["198.18.0.10".into()], ""));
+    // The socket systemd would listen on (a path: an abstract name would be per namespace).
+    let socket_path = dir.join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let log = dir.join("service.log");
+    let child = lab
+        .server
+        .ns
+        .command(binary())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start mcfilter run");
+    let service = Service { child, log };
+    let one_entry = "STATUS=filtering eth0 (1 interface(s)), ports 11211, 1 allow-list entries";
+
+    // READY=1 once the filter is attached and the metrics answer: `systemctl start` returns
+    // then, not before.
+    assert_eq!(
+        notification(&socket, &service),
+        format!("READY=1\n{one_entry}")
+    );
+    let status = mcf.json(&["status", "--json"]);
+    assert_eq!(status["interfaces"][0]["name"], IFACE, "{status}");
+    assert_eq!(get(&lab.server.ns, "/healthz").0, 200);
+
+    // SIGHUP (what systemd sends for a reload): RELOADING=1 with the time it started, then
+    // READY=1 when it is done.
+    let before = mcfilter::notify::monotonic_usec();
+    service.signal(libc::SIGHUP);
+    let reloading = notification(&socket, &service);
+    let usec: u64 = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{reloading:?}"))
+        .parse()
+        .expect("microseconds");
+    assert!(
+        (before..=mcfilter::notify::monotonic_usec()).contains(&usec),
+        "{usec} not between {before} and now"
+    );
+    assert_eq!(
+        notification(&socket, &service),
+        format!("READY=1\n{one_entry}")
+    );
+
+    // A changed file reloads the same way; at READY=1 the new list is in force.
+    replace(&config(
+        mcf.state_dir(),
+        &["198.18.0.10".into(), "198.18.0.11".into()],
+        "",
+    ));
+    assert!(notification(&socket, &service).starts_with("RELOADING=1\n"));
+    assert_eq!(
+        notification(&socket, &service),
+        "READY=1\nSTATUS=filtering eth0 (1 interface(s)), ports 11211, 2 allow-list entries"
+    );
+    assert_eq!(
+        mcf.json(&["allow", "list", "--json"]),
+        serde_json::json!(["198.18.0.10/32", "198.18.0.11/32"])
+    );
+
+    // A config that does not validate: the reload is reported as failed and the previous
+    // policy stays.
+    replace("ports = [0]\n");
+    assert!(notification(&socket, &service).starts_with("RELOADING=1\n"));
+    let failed = notification(&socket, &service);
+    assert!(
+        failed.starts_with("READY=1\nSTATUS=reload failed, running the previous config: ")
+            && failed.contains("'0' is not a port"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        mcf.json(&["allow", "list", "--json"]),
+        serde_json::json!(["198.18.0.10/32", "198.18.0.11/32"])
+    );
+
+    // And `run --check` (the unit's first ExecReload) fails on the same file, with one line,
+    // without privileges.
+    let check = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(binary())
+        .args(["run", "--check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("'0' is not a port"),
+        "{stderr}"
+    );
+
+    // SIGTERM: STOPPING=1 before the process exits.
+    let log = service.stop();
+    let mut buf = [0u8; 64];
+    let n = socket
+        .recv(&mut buf)
+        .unwrap_or_else(|err| panic!("{err}: {log}"));
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}

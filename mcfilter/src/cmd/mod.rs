@@ -28,6 +28,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             clap_complete::generate(shell, &mut command, "mcfilter", &mut out);
             return say_raw(&out);
         }
+        Command::Run {
+            ref config,
+            check: true,
+        } => {
+            let summary = crate::service::check(config)?;
+            return if json {
+                Ok(crate::output::print_json(
+                    &serde_json::json!({ "config": config, "ok": true, "summary": summary }),
+                )?)
+            } else {
+                say(&format!("{}: ok: {summary}", config.display()))
+            };
+        }
         Command::Man => {
             let mut out = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
@@ -43,7 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(args) => policy::run(&state, args, json),
         Command::Stats(args) => stats::run(&state, args, json),
         Command::Status => status::run(&state, json),
-        Command::Run { config } => crate::service::run(&config),
+        Command::Run { config, .. } => crate::service::run(&config),
         Command::Audit => audit::run(&state, json),
         Command::Completions { .. } | Command::Man => unreachable!("handled above"),
     }
