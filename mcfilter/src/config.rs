@@ -65,6 +65,17 @@ struct FileMaps {
 struct FileMetrics {
     address: Option<String>,
     top_sources: Option<usize>,
+    sources: Option<String>,
+}
+
+/// How the metrics show the busiest dropped sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceSeries {
+    /// Aggregated into /24 and /48 prefixes, without a reason: a spoofed flood cannot grow
+    /// the series past `top_sources` (the default).
+    Prefixes,
+    /// One series per source address and reason (opt-in).
+    Exact,
 }
 
 /// One interface to filter.
@@ -94,6 +105,7 @@ pub struct Config {
     pub sources_capacity: u32,
     pub metrics_addr: SocketAddr,
     pub top_sources: usize,
+    pub source_series: SourceSeries,
     /// The service's log level, for its own messages and the program's events.
     pub log_level: log::LevelFilter,
 }
@@ -212,6 +224,15 @@ impl Config {
                 .parse()
                 .map_err(|_| format!("metrics.address '{address}' is not an address:port"))?,
             top_sources: file.metrics.top_sources.unwrap_or(20),
+            source_series: match file.metrics.sources.as_deref().unwrap_or("prefixes") {
+                "prefixes" => SourceSeries::Prefixes,
+                "exact" => SourceSeries::Exact,
+                other => {
+                    return Err(format!(
+                        "metrics.sources '{other}' is not prefixes or exact"
+                    ));
+                }
+            },
             log_level,
         })
     }

@@ -1,6 +1,7 @@
-//! Prometheus text exposition, read from the maps at scrape time (prometheus-client encodes).
-//! Counters come from the program's own exact per-CPU counters, so they equal `stats --json`.
-//! The per-source series are bounded: only the top N sources (config `metrics.top_sources`).
+//! OpenMetrics text, read from the maps at scrape time (prometheus-client encodes). Counters
+//! come from the program's own exact per-CPU counters, so they equal `stats --json`. The
+//! busiest sources are bounded: the top N (config `metrics.top_sources`) prefixes by default,
+//! or the top N addresses (`metrics.sources = "exact"`).
 
 use prometheus_client::{
     encoding::text::encode,
@@ -8,49 +9,69 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{Error, config::Config, maps::Maps, pin::StateDir, stats, status};
+use std::time::SystemTime;
+
+use crate::{
+    Error,
+    config::{Config, SourceSeries},
+    maps::Maps,
+    pin::StateDir,
+    stats, status,
+};
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The metrics text for the filter `config` describes.
-pub fn render(config: &Config) -> Result<String, Error> {
+/// The media type of what [`render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How the service's config reloads went.
+#[derive(Clone, Copy, Debug)]
+pub struct Reloads {
+    /// The last reload (or the start) applied its config.
+    pub last_successful: bool,
+    /// When a config was last applied.
+    pub last_success: SystemTime,
+}
+
+/// The metrics for the filter `config` describes, as OpenMetrics text.
+pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
     let state = StateDir::new(&config.state_dir);
     let status = status::status(&state)?;
-    let stats = {
+    let (stats, prefixes) = {
         let (_lock, maps) = Maps::open_to_read(&state)?;
-        stats::read(&maps, config.top_sources)?
+        match config.source_series {
+            SourceSeries::Prefixes => stats::read_by_prefix(&maps, config.top_sources)?,
+            SourceSeries::Exact => (stats::read(&maps, config.top_sources)?, Vec::new()),
+        }
     };
     let mut registry = Registry::with_prefix("mcfilter");
 
-    // By reason: all interfaces (the pinned totals), then each interface's program.
+    // By reason and action: all interfaces (the pinned totals), then each interface's program.
     let by_reason = |stats: &stats::Stats,
                      interface: Option<&str>,
                      packets: &Family<Labels, Counter>,
                      bytes: &Family<Labels, Counter>| {
-        for reason in mcfilter_common::Reason::ALL {
+        for (reason, action, total) in &stats.actions {
             let mut labels: Labels = vec![
                 ("reason", reason.name().to_string()),
-                (
-                    "verdict",
-                    if reason.is_drop() { "drop" } else { "pass" }.into(),
-                ),
+                ("action", action.name().to_string()),
             ];
             if let Some(interface) = interface {
                 labels.insert(0, ("interface", interface.to_string()));
             }
-            packets
-                .get_or_create(&labels)
-                .inc_by(stats.reasons.get(reason.name()).copied().unwrap_or(0));
-            bytes
-                .get_or_create(&labels)
-                .inc_by(stats.reason_bytes.get(reason.name()).copied().unwrap_or(0));
+            packets.get_or_create(&labels).inc_by(total.packets);
+            bytes.get_or_create(&labels).inc_by(total.bytes);
         }
     };
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     by_reason(&stats, None, &packets, &bytes);
-    registry.register("packets", "Packets by reason, all interfaces", packets);
-    registry.register("bytes", "Bytes by reason, all interfaces", bytes);
+    registry.register(
+        "packets",
+        "Packets by reason and action (drop, pass, would_drop: passed by dry-run), all interfaces",
+        packets,
+    );
+    registry.register("bytes", "Bytes by reason and action, all interfaces", bytes);
     let if_packets = Family::<Labels, Counter>::default();
     let if_bytes = Family::<Labels, Counter>::default();
     for iface in &status.interfaces {
@@ -60,25 +81,13 @@ pub fn render(config: &Config) -> Result<String, Error> {
     }
     registry.register(
         "interface_packets",
-        "Packets by interface and reason (since the interface was attached)",
+        "Packets by interface, reason and action (since the interface was attached)",
         if_packets,
     );
     registry.register(
         "interface_bytes",
-        "Bytes by interface and reason (since the interface was attached)",
+        "Bytes by interface, reason and action (since the interface was attached)",
         if_bytes,
-    );
-
-    let would = Family::<Labels, Counter>::default();
-    for (name, packets) in &stats.would_drop_reasons {
-        would
-            .get_or_create(&vec![("reason", name.to_string())])
-            .inc_by(*packets);
-    }
-    registry.register(
-        "would_drop_packets",
-        "Packets dry-run passed that enforcing would have dropped, by reason",
-        would,
     );
 
     let outcome = Family::<Labels, Counter>::default();
@@ -188,12 +197,13 @@ pub fn render(config: &Config) -> Result<String, Error> {
                 "build",
                 iface.build.clone().unwrap_or_else(|| "earlier".into()),
             ),
+            ("present", iface.present.to_string()),
         ])
-        .set(i64::from(iface.present));
+        .set(1);
     }
     registry.register(
         "program_info",
-        "Attached interfaces and the build of each one's program (1: the interface exists)",
+        "Attached interfaces: mode, program id, the build of its program, whether the interface exists",
         info,
     );
     let build = Family::<Labels, Gauge>::default();
@@ -201,31 +211,74 @@ pub fn render(config: &Config) -> Result<String, Error> {
         .get_or_create(&vec![("build", status.build.clone())])
         .set(1);
     registry.register("build_info", "This binary's build", build);
+    gauge(
+        &mut registry,
+        "config_last_reload_successful",
+        "1 when the last reload (or the start) applied the config, 0 when it kept the previous one",
+        i64::from(reloads.last_successful),
+    );
+    gauge(
+        &mut registry,
+        "config_last_reload_success_timestamp_seconds",
+        "When a config was last applied, in seconds since the epoch",
+        reloads
+            .last_success
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64),
+    );
 
-    let top = Family::<Labels, Gauge>::default();
-    for row in &stats.sources {
-        top.get_or_create(&vec![
-            ("source", row.source.to_string()),
-            ("reason", row.reason.into()),
-        ])
-        .set(row.packets as i64);
+    match config.source_series {
+        SourceSeries::Prefixes => {
+            let gauges = |value: fn(&stats::PrefixRow) -> u64| {
+                let family = Family::<Labels, Gauge>::default();
+                for row in &prefixes {
+                    family
+                        .get_or_create(&vec![("prefix", row.prefix.to_string())])
+                        .set(value(row) as i64);
+                }
+                family
+            };
+            registry.register(
+                "top_prefix_packets",
+                "Packets dropped from the busiest /24 and /48 prefixes",
+                gauges(|row| row.packets),
+            );
+            registry.register(
+                "top_prefix_would_drop_packets",
+                "Of the busiest prefixes' packets, those dry-run only counted",
+                gauges(|row| row.would_drop_packets),
+            );
+            registry.register(
+                "top_prefix_sources",
+                "Distinct dropped sources in each of the busiest prefixes",
+                gauges(|row| row.sources),
+            );
+        }
+        SourceSeries::Exact => {
+            let top = Family::<Labels, Gauge>::default();
+            let top_would = Family::<Labels, Gauge>::default();
+            for row in &stats.sources {
+                top.get_or_create(&vec![
+                    ("source", row.source.to_string()),
+                    ("reason", row.reason.into()),
+                ])
+                .set(row.packets as i64);
+                top_would
+                    .get_or_create(&vec![("source", row.source.to_string())])
+                    .set(row.would_drop_packets as i64);
+            }
+            registry.register(
+                "top_source_packets",
+                "Packets dropped from the busiest sources",
+                top,
+            );
+            registry.register(
+                "top_source_would_drop_packets",
+                "Of the busiest sources' packets, those dry-run only counted",
+                top_would,
+            );
+        }
     }
-    registry.register(
-        "top_source_packets",
-        "Packets dropped from the busiest sources",
-        top,
-    );
-    let top_would = Family::<Labels, Gauge>::default();
-    for row in &stats.sources {
-        top_would
-            .get_or_create(&vec![("source", row.source.to_string())])
-            .set(row.would_drop_packets as i64);
-    }
-    registry.register(
-        "top_source_would_drop_packets",
-        "Of the busiest sources' packets, those dry-run only counted",
-        top_would,
-    );
 
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");

@@ -15,7 +15,12 @@ use std::{
 };
 
 use anyhow::Context as _;
-use axum::{Router, extract::State, http::StatusCode, routing::get};
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    routing::get,
+};
 use aya_log::EbpfLogger;
 use mcfilter_common::map_names;
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,6 +45,8 @@ const EVENTS_DRAIN: Duration = Duration::from_millis(200);
 /// What the HTTP handlers need.
 struct Shared {
     config: Mutex<Config>,
+    /// How the last reload went (the metrics show it).
+    reloads: Mutex<metrics::Reloads>,
     /// One scrape at a time: a burst of scrapes queues instead of reading the maps in parallel.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -203,6 +210,10 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     notifier.ready(&summary(&config));
     let shared = Arc::new(Shared {
         config: Mutex::new(config),
+        reloads: Mutex::new(metrics::Reloads {
+            last_successful: true,
+            last_success: SystemTime::now(),
+        }),
         scrape: tokio::sync::Mutex::new(()),
     });
     let router = Router::new()
@@ -286,6 +297,7 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
         Ok(new) => new,
         Err(err) => {
             error(&format!("{err}; keeping the running policy"));
+            shared.reloads.lock().expect("reloads lock").last_successful = false;
             return format!("reload failed, running the previous config: {err}");
         }
     };
@@ -303,9 +315,14 @@ fn reload(path: &Path, shared: &Shared, owned: &mut BTreeSet<String>, why: &str)
             let summary = summary(&new);
             info(&format!("reloaded {} ({why}): {summary}", path.display()));
             *shared.config.lock().expect("config lock") = new;
+            *shared.reloads.lock().expect("reloads lock") = metrics::Reloads {
+                last_successful: true,
+                last_success: SystemTime::now(),
+            };
             summary
         }
         Err(err) => {
+            shared.reloads.lock().expect("reloads lock").last_successful = false;
             error(&format!(
                 "applying {}: {err:#}; keeping the running policy",
                 path.display()
@@ -454,14 +471,22 @@ async fn serve_http(listener: tokio::net::TcpListener, router: Router) {
     }
 }
 
-async fn serve_metrics(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+async fn serve_metrics(
+    State(shared): State<Arc<Shared>>,
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
     let _one_at_a_time = shared.scrape.lock().await;
     let config = shared.config.lock().expect("config lock").clone();
-    let rendered = tokio::task::spawn_blocking(move || metrics::render(&config)).await;
+    let reloads = *shared.reloads.lock().expect("reloads lock");
+    let rendered = tokio::task::spawn_blocking(move || metrics::render(&config, reloads)).await;
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
     match rendered {
-        Ok(Ok(text)) => (StatusCode::OK, text),
-        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
-        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
+        Ok(Ok(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+            body,
+        ),
+        Ok(Err(err)) => (StatusCode::SERVICE_UNAVAILABLE, text, format!("{err}\n")),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, text, format!("{err}\n")),
     }
 }
 

@@ -7,6 +7,7 @@ use std::{
 };
 
 use aya::maps::PerCpuValues;
+use ipnet::IpNet;
 use mcfilter_common::{
     Counter, FAMILY_V4, IpKey, MAX_REASONS, Reason, SLOT_FRAG_INSERT_FAILED,
     SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED, SourceStats, map_names, stats_slot,
@@ -25,6 +26,15 @@ use crate::{
 pub struct Total {
     pub packets: u64,
     pub bytes: u64,
+}
+
+impl From<Counter> for Total {
+    fn from(counter: Counter) -> Self {
+        Total {
+            packets: counter.packets,
+            bytes: counter.bytes,
+        }
+    }
 }
 
 impl Total {
@@ -76,6 +86,52 @@ pub struct Stats {
     pub fragments_not_recorded: u64,
     /// The busiest sources by packets, descending.
     pub sources: Vec<SourceRow>,
+    /// Packets and bytes by reason and what happened to them (the metrics' `action` label).
+    #[serde(skip)]
+    pub actions: Vec<(Reason, Action, Total)>,
+}
+
+/// What happened to the packets of a reason: dropped, passed, or passed by dry-run that
+/// enforcing would have dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Drop,
+    Pass,
+    WouldDrop,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Drop => "drop",
+            Action::Pass => "pass",
+            Action::WouldDrop => "would_drop",
+        }
+    }
+}
+
+/// The sources of one prefix (a /24 or a /48), summed: the metrics' default view of the
+/// busiest sources, whose number stays bounded when a flood's sources are spoofed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrefixRow {
+    pub prefix: IpNet,
+    pub packets: u64,
+    pub bytes: u64,
+    /// Of `packets`, those dry-run only counted.
+    pub would_drop_packets: u64,
+    /// Distinct sources seen in the prefix.
+    pub sources: u64,
+}
+
+/// The prefix a source is aggregated into: its /24 (IPv4) or /48 (IPv6).
+pub fn aggregate_prefix(source: IpAddr) -> IpNet {
+    let len = match source {
+        IpAddr::V4(_) => 24,
+        IpAddr::V6(_) => 48,
+    };
+    IpNet::new(source, len)
+        .expect("24 and 48 are valid prefix lengths")
+        .trunc()
 }
 
 /// Totals from the stats slots (each already summed over CPUs).
@@ -93,6 +149,7 @@ pub fn totals(slots: &[Counter]) -> Stats {
         sources_seen: slot(SLOT_SOURCE_INSERTED).packets,
         sources_evicted: 0,
         sources: Vec::new(),
+        actions: Vec::new(),
     };
     for reason in Reason::ALL {
         let enforced = slot(stats_slot(reason, false));
@@ -103,8 +160,17 @@ pub fn totals(slots: &[Counter]) -> Stats {
             stats
                 .would_drop_reasons
                 .insert(reason.name(), dry_run.packets);
+            stats
+                .actions
+                .push((reason, Action::Drop, Total::from(enforced)));
+            stats
+                .actions
+                .push((reason, Action::WouldDrop, Total::from(dry_run)));
         } else {
             stats.passed.add(enforced);
+            let mut passed = Total::from(enforced);
+            passed.add(dry_run);
+            stats.actions.push((reason, Action::Pass, passed));
         }
         // Dry-run passes everything, would-be drops included.
         stats.passed.add(dry_run);
@@ -273,6 +339,39 @@ pub fn source_addr(key: &IpKey) -> IpAddr {
 
 /// Reads every counter; `top` limits the sources listed.
 pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
+    let mut busiest = TopN::new(top);
+    let mut stats = read_each_source(maps, |row| busiest.push(row))?;
+    stats.sources = busiest.into_sorted();
+    Ok(stats)
+}
+
+/// The totals, and the `top` busiest prefixes ([`aggregate_prefix`]) by packets, descending
+/// (`stats.sources` stays empty).
+pub fn read_by_prefix(maps: &Maps, top: usize) -> Result<(Stats, Vec<PrefixRow>), Error> {
+    let mut prefixes: HashMap<IpNet, PrefixRow> = HashMap::new();
+    let stats = read_each_source(maps, |row| {
+        let prefix = aggregate_prefix(row.source);
+        let entry = prefixes.entry(prefix).or_insert(PrefixRow {
+            prefix,
+            packets: 0,
+            bytes: 0,
+            would_drop_packets: 0,
+            sources: 0,
+        });
+        entry.packets += row.packets;
+        entry.bytes += row.bytes;
+        entry.would_drop_packets += row.would_drop_packets;
+        entry.sources += 1;
+    })?;
+    let mut rows: Vec<PrefixRow> = prefixes.into_values().collect();
+    rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.prefix.cmp(&b.prefix)));
+    rows.truncate(top);
+    Ok((stats, rows))
+}
+
+/// The totals; every source's row goes to `each` (a source a CPU has not handed to the
+/// per-source map yet is folded into its row).
+fn read_each_source(maps: &Maps, mut each: impl FnMut(SourceRow)) -> Result<Stats, Error> {
     let mut slots = Vec::new();
     for values in maps.stats.iter() {
         slots.push(sum(&values.map_err(map_err(map_names::STATS))?));
@@ -296,8 +395,7 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
             pending.entry(cpu.key).or_default().push(cpu.stats);
         }
     }
-    // Stream the LRU map in batches, keeping only the `top` busiest sources.
-    let mut busiest = TopN::new(top);
+    // Stream the LRU map in batches.
     let mut values = Vec::new();
     let mut present = 0u64;
     batch::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
@@ -307,17 +405,16 @@ pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
         if let Some(more) = pending.remove(&key) {
             values.extend(more);
         }
-        busiest.push(fold_source(&key, &values, now));
+        each(fold_source(&key, &values, now));
     })
     .map_err(|err| Error::Map {
         name: map_names::SOURCES,
         err: aya::maps::MapError::IoError(err),
     })?;
     for (key, values) in &pending {
-        busiest.push(fold_source(key, values, now));
+        each(fold_source(key, values, now));
     }
     stats.sources_evicted = stats.sources_seen.saturating_sub(present);
-    stats.sources = busiest.into_sorted();
     Ok(stats)
 }
 

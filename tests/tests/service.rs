@@ -103,6 +103,25 @@ impl Drop for Service {
     }
 }
 
+/// The content type `http://METRICS{path}` answers with, inside `ns`.
+fn content_type(ns: &NetNs, path: &str) -> String {
+    let out = ns
+        .command("curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "2",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{content_type}",
+        ])
+        .arg(format!("http://{METRICS}{path}"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `curl http://METRICS{path}` inside `ns`: (status code, body).
 fn get(ns: &NetNs, path: &str) -> (u16, String) {
     let out = ns
@@ -226,10 +245,10 @@ fn the_service_applies_reloads_and_serves_metrics() {
     assert_eq!(code, 200, "{body}");
     let stats = mcf.json(&["stats", "--json"]);
     assert_eq!(stats["reasons"]["udp_port"], 500);
-    let series = "mcfilter_packets_total{reason=\"udp_port\",verdict=\"drop\"}";
+    let series = "mcfilter_packets_total{reason=\"udp_port\",action=\"drop\"}";
     assert_eq!(metric(&body, series), 500);
     let per_interface = format!(
-        "mcfilter_interface_packets_total{{interface=\"{IFACE}\",reason=\"udp_port\",verdict=\"drop\"}}"
+        "mcfilter_interface_packets_total{{interface=\"{IFACE}\",reason=\"udp_port\",action=\"drop\"}}"
     );
     assert_eq!(
         metric(&body, &per_interface),
@@ -241,9 +260,32 @@ fn the_service_applies_reloads_and_serves_metrics() {
         stats["dropped"]["packets"].as_u64().unwrap()
     );
     assert_eq!(metric(&body, "mcfilter_allow_entries"), 1);
-    assert!(
-        body.contains(&format!("source=\"{}\"", attacker.v4)),
-        "top sources: {body}"
+    // The busiest sources by prefix: the attacker's and the denied client's IPv4 addresses
+    // share a /24.
+    let in_prefix = |start: &str| -> u64 {
+        stats["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|row| row["source"].as_str().unwrap().starts_with(start))
+            .map(|row| row["packets"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        metric(
+            &body,
+            "mcfilter_top_prefix_packets{prefix=\"198.18.0.0/24\"}"
+        ),
+        in_prefix("198.18.0."),
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "mcfilter_top_prefix_packets{prefix=\"2001:db8::/48\"}"
+        ),
+        in_prefix("2001:db8:"),
+        "{body}"
     );
 
     // Interfaces follow the file: a listed one is attached, one no longer listed detached.
@@ -658,7 +700,6 @@ fn the_service_serves_everything_under_three_capabilities() {
         "bytes",
         "interface_packets",
         "interface_bytes",
-        "would_drop_packets",
         "outcome_packets",
         "outcome_bytes",
         "sources_evicted",
@@ -672,8 +713,12 @@ fn the_service_serves_everything_under_three_capabilities() {
         "fragments_capacity",
         "dry_run",
         "program_info",
-        "top_source_packets",
-        "top_source_would_drop_packets",
+        "build_info",
+        "config_last_reload_successful",
+        "config_last_reload_success_timestamp_seconds",
+        "top_prefix_packets",
+        "top_prefix_would_drop_packets",
+        "top_prefix_sources",
     ] {
         assert!(
             body.contains(&format!("# TYPE mcfilter_{family} ")),
@@ -683,7 +728,7 @@ fn the_service_serves_everything_under_three_capabilities() {
     assert_eq!(
         metric(
             &body,
-            "mcfilter_interface_packets_total{interface=\"lo\",reason=\"udp_port\""
+            "mcfilter_interface_packets_total{interface=\"lo\",reason=\"udp_port\",action=\"drop\"}"
         ),
         6,
         "{body}"
@@ -864,6 +909,121 @@ fn the_service_speaks_systemds_readiness_protocol() {
         .recv(&mut buf)
         .unwrap_or_else(|err| panic!("{err}: {log}"));
     assert_eq!(&buf[..n], b"STOPPING=1");
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
+    if !privileged("metrics_are_openmetrics_and_say_what_happened_to_each_packet") {
+        return;
+    }
+    let lab = Lab::new("om");
+    let attacker = lab.host("omx", 66);
+    let mcf = Mcfilter::new("om").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("om"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    let dry_run = config(mcf.state_dir(), &[], "dry_run = true");
+    fs::write(&path, &dry_run).unwrap();
+    let service = Service::start(&lab.server.ns, &path, &dir.join("service.log"));
+
+    // Dry-run passes what it would drop: the action says so, not the reason's usual verdict.
+    attacker.send_udp(&[lab.server.v4.into()], PORT, b"stats\r\n", 50);
+    lab::settle();
+    assert_eq!(
+        content_type(&lab.server.ns, "/metrics"),
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let (code, body) = get(&lab.server.ns, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body.lines().last(), Some("# EOF"), "{body}");
+    for (action, want) in [("would_drop", 50), ("drop", 0)] {
+        assert_eq!(
+            metric(
+                &body,
+                &format!("mcfilter_packets_total{{reason=\"udp_port\",action=\"{action}\"}}")
+            ),
+            want,
+            "{action}: {body}"
+        );
+    }
+    assert_eq!(
+        metric(
+            &body,
+            "mcfilter_packets_total{reason=\"not_protected\",action=\"pass\"}"
+        ) + metric(
+            &body,
+            "mcfilter_packets_total{reason=\"not_ip\",action=\"pass\"}"
+        ),
+        mcf.json(&["stats", "--json"])["passed"]["packets"]
+            .as_u64()
+            .unwrap()
+            - 50,
+        "what passed for its own reasons: {body}"
+    );
+    // Sources by prefix, without addresses or reasons: bounded under a spoofed flood.
+    let prefix = "prefix=\"198.18.0.0/24\"";
+    assert_eq!(
+        metric(&body, &format!("mcfilter_top_prefix_packets{{{prefix}}}")),
+        50
+    );
+    assert_eq!(
+        metric(
+            &body,
+            &format!("mcfilter_top_prefix_would_drop_packets{{{prefix}}}")
+        ),
+        50
+    );
+    assert_eq!(
+        metric(&body, &format!("mcfilter_top_prefix_sources{{{prefix}}}")),
+        1
+    );
+    assert!(!body.contains("source=\""), "no per-address series: {body}");
+    assert_eq!(metric(&body, "mcfilter_config_last_reload_successful"), 1);
+    let applied = metric(
+        &body,
+        "mcfilter_config_last_reload_success_timestamp_seconds",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!((now - 60..=now).contains(&applied), "{applied} vs {now}");
+
+    // A reload that fails: 0, and the time of the last good one stays.
+    fs::write(&path, "ports = [0]\n").unwrap();
+    service.signal(libc::SIGHUP);
+    service.wait_log("keeping the running policy", 1);
+    let (_, body) = get(&lab.server.ns, "/metrics");
+    assert_eq!(metric(&body, "mcfilter_config_last_reload_successful"), 0);
+    assert_eq!(
+        metric(
+            &body,
+            "mcfilter_config_last_reload_success_timestamp_seconds"
+        ),
+        applied
+    );
+
+    // Exact per-source series, opted into.
+    fs::write(&path, format!("{dry_run}sources = \"exact\"\n")).unwrap();
+    service.signal(libc::SIGHUP);
+    service.wait_log("reloaded", 1);
+    let (_, body) = get(&lab.server.ns, "/metrics");
+    assert_eq!(metric(&body, "mcfilter_config_last_reload_successful"), 1);
+    assert_eq!(
+        metric(
+            &body,
+            &format!(
+                "mcfilter_top_source_packets{{source=\"{}\",reason=\"udp_port\"}}",
+                attacker.v4
+            )
+        ),
+        50,
+        "{body}"
+    );
+    assert!(!body.contains("mcfilter_top_prefix"), "{body}");
+    service.stop();
     mcf.ok(&["detach", IFACE]);
     fs::remove_dir_all(dir).unwrap();
 }
