@@ -37,6 +37,7 @@ struct File {
     #[serde(default)]
     detach_on_exit: bool,
     log_level: Option<String>,
+    log_format: Option<String>,
     reflection: Option<String>,
     #[serde(default)]
     maps: FileMaps,
@@ -66,6 +67,15 @@ struct FileMetrics {
     address: Option<String>,
     top_sources: Option<usize>,
     sources: Option<String>,
+}
+
+/// How the service writes its log lines (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `mcfilter: info: ...`; under journald, with the priority prefix it reads (`<6>`).
+    Text,
+    /// One JSON object a line (`{"ts":..,"level":"info","message":".."}`), for log pipelines.
+    Json,
 }
 
 /// How the metrics show the busiest dropped sources.
@@ -108,6 +118,7 @@ pub struct Config {
     pub source_series: SourceSeries,
     /// The service's log level, for its own messages and the program's events.
     pub log_level: log::LevelFilter,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -234,6 +245,11 @@ impl Config {
                 }
             },
             log_level,
+            log_format: match file.log_format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => return Err(format!("log_format '{other}' is not text or json")),
+            },
         })
     }
 }

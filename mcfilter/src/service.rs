@@ -27,7 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     Error,
-    config::Config,
+    config::{Config, LogFormat},
     filter::{self, AttachRequest},
     metrics,
     notify::Notifier,
@@ -67,20 +67,51 @@ fn error(message: &str) {
     log::error!("{message}");
 }
 
-/// Log lines as `mcfilter: <level>: <message>` on stderr (journald adds the time).
-fn init_logging(level: log::LevelFilter) {
+/// Log lines on stderr: `mcfilter: <level>: <message>` (journald adds the time), with the
+/// priority prefix journald reads (`<3>` error ... `<7>` debug) when stderr is its stream
+/// (`JOURNAL_STREAM`), or one JSON object a line (`log_format = "json"`).
+fn init_logging(level: log::LevelFilter, format: LogFormat) {
     use std::io::Write as _;
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = env_logger::Builder::new()
         .filter_level(level)
-        .format(|out, record| {
-            writeln!(
-                out,
-                "mcfilter: {}: {}",
-                record.level().as_str().to_lowercase(),
-                record.args()
-            )
+        .format(move |out, record| match format {
+            LogFormat::Json => {
+                let ts = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0.0, |since| since.as_secs_f64());
+                let line = serde_json::json!({
+                    "ts": (ts * 1000.0).round() / 1000.0,
+                    "level": record.level().as_str().to_lowercase(),
+                    "message": record.args().to_string(),
+                });
+                writeln!(out, "{line}")
+            }
+            LogFormat::Text => {
+                let priority = if journal {
+                    format!("<{}>", journal_priority(record.level()))
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    out,
+                    "{priority}mcfilter: {}: {}",
+                    record.level().as_str().to_lowercase(),
+                    record.args()
+                )
+            }
         })
         .try_init();
+}
+
+/// syslog's priority for a log level, as journald reads it from a `<N>` prefix.
+fn journal_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
 }
 
 /// The programs' events (aya-log records), read from the ring buffer every program of the
@@ -146,7 +177,7 @@ fn events_reader(state: &StateDir) -> anyhow::Result<Option<EbpfLogger<&'static 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path).map_err(anyhow::Error::msg)?;
-    init_logging(config.log_level);
+    init_logging(config.log_level, config.log_format);
     let mut owned = BTreeSet::new();
     upgrade(&config, &mut owned).context("swapping in this build's program")?;
     apply(&config, &mut owned).context("applying the config")?;

@@ -407,7 +407,7 @@ fn completions_and_the_man_page_come_from_the_cli_model() {
 }
 
 #[test]
-fn the_systemd_unit_verifies_and_grants_exactly_three_capabilities() {
+fn the_systemd_unit_verifies_is_hardened_and_grants_exactly_three_capabilities() {
     let unit = include_str!("../../packaging/mcfilter.service");
     for line in [
         "CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN",
@@ -437,12 +437,29 @@ fn the_systemd_unit_verifies_and_grants_exactly_three_capabilities() {
         .collect();
     let path = dir.join("mcfilter.service");
     fs::write(&path, copy).unwrap();
-    let out = Command::new(analyze)
+    let out = Command::new(&analyze)
         .arg("verify")
         .arg(&path)
         .output()
         .unwrap();
     assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    // Hardened as far as the service can live with: exposure 3.0 or lower.
+    let out = Command::new(&analyze)
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.split("Overall exposure level for mcfilter.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|level| level.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {out:?}"));
+    assert!(exposure <= 3.0, "exposure {exposure}:\n{text}");
     fs::remove_dir_all(dir).unwrap();
 }
 

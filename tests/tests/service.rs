@@ -28,20 +28,27 @@ struct Service {
 }
 
 impl Service {
-    fn start(ns: &NetNs, config: &Path, log: &Path) -> Self {
+    /// Starts `mcfilter run --config CONFIG` in `ns` with `env` added, its stderr in `log`.
+    fn spawn(ns: &NetNs, config: &Path, log: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         let child = ns
             .command(binary())
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(fs::File::create(log).expect("log file"))
             .spawn()
             .expect("start mcfilter run");
-        let service = Service {
+        Service {
             child,
             log: log.to_owned(),
-        };
+        }
+    }
+
+    /// Starts the service and waits (bounded) until `/healthz` says it is healthy.
+    fn start(ns: &NetNs, config: &Path, log: &Path) -> Self {
+        let service = Self::spawn(ns, config, log, &[]);
         let deadline = Instant::now() + Duration::from_secs(10);
         while get(ns, "/healthz").0 != 200 {
             assert!(
@@ -635,7 +642,8 @@ fn the_service_serves_everything_under_three_capabilities() {
     if !privileged("the_service_serves_everything_under_three_capabilities") {
         return;
     }
-    // The unit's capability set, as an unprivileged user in a bpffs of its own: the service
+    // The unit's capability set and sandbox (all but the system call filter and what needs
+    // systemd itself), as an unprivileged user in a bpffs of its own: the service
     // attaches to the namespace's loopback, five datagrams from one source to the protected
     // port are dropped, then one from another (sent from one CPU: a source's run of packets
     // enters the per-source map, and is logged, when its CPU sees another source), the program's event about the new source reaches the
@@ -657,11 +665,22 @@ fn the_service_serves_everything_under_three_capabilities() {
     let script = format!(
         r#"
         ip link set lo up && ip addr add 198.18.0.1/32 dev lo && ip addr add 198.18.0.2/32 dev lo || exit 91
+        # The unit's sandbox, as far as a mount namespace plays it: ProtectProc=invisible (a
+        # proc of its own), ProtectKernelTunables (/sys and /proc/sys read-only, bpffs not),
+        # PrivateDevices (a /dev with the pseudo-devices only), UMask=0077, NoNewPrivileges.
+        mount -t proc -o hidepid=invisible proc /proc || exit 92
+        mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys || exit 93
+        mount -o remount,bind,ro /sys || exit 94
+        mount -t tmpfs -o mode=0755,nosuid,noexec tmpfs /dev || exit 95
+        for dev in null:3 zero:5 random:8 urandom:9; do
+            mknod -m 0666 /dev/${{dev%:*}} c 1 ${{dev#*:}} || exit 96
+        done
+        umask 0077
         # Not through nobody_with, a function: $! must be the service (timeout forwards the
         # TERM below to it, and ends it in 120 s if nothing else does).
         caps=+bpf,+perfmon,+net_admin
-        timeout 120 setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=$caps \
-            --ambient-caps=$caps "$MCF" run --config {config} >/dev/null 2>{log} &
+        timeout 120 setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
+            --inh-caps=$caps --ambient-caps=$caps "$MCF" run --config {config} >/dev/null 2>{log} &
         pid=$!
         health() {{ curl --silent --max-time 2 --output /dev/null --write-out '%{{http_code}}' http://127.0.0.1:9912/healthz; }}
         i=0; until [ "$(health)" = 200 ] || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.1; done
@@ -810,20 +829,12 @@ fn the_service_speaks_systemds_readiness_protocol() {
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let log = dir.join("service.log");
-    let child = lab
-        .server
-        .ns
-        .command(binary())
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start mcfilter run");
-    let service = Service { child, log };
+    let service = Service::spawn(
+        &lab.server.ns,
+        &path,
+        &dir.join("service.log"),
+        &[("NOTIFY_SOCKET", socket_path.as_os_str())],
+    );
     let one_entry = "STATUS=filtering eth0 (1 interface(s)), ports 11211, 1 allow-list entries";
 
     // READY=1 once the filter is attached and the metrics answer: `systemctl start` returns
@@ -1024,6 +1035,69 @@ fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
     );
     assert!(!body.contains("mcfilter_top_prefix"), "{body}");
     service.stop();
+    mcf.ok(&["detach", IFACE]);
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_service_logs_levels_journald_keeps_or_json() {
+    if !privileged("the_service_logs_levels_journald_keeps_or_json") {
+        return;
+    }
+    let lab = Lab::new("lg");
+    let mcf = Mcfilter::new("lg").in_netns(&lab.server.ns);
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("lg"));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("mcfilter.toml");
+    let log = dir.join("service.log");
+    let text = config(mcf.state_dir(), &[], "");
+
+    // Under journald (JOURNAL_STREAM set): each line has the syslog priority of its level.
+    fs::write(&path, &text).unwrap();
+    let service = Service::spawn(
+        &lab.server.ns,
+        &path,
+        &log,
+        &[("JOURNAL_STREAM", std::ffi::OsStr::new("8:1234"))],
+    );
+    service.wait_log("metrics on", 1);
+    fs::write(&path, "ports = [0]\n").unwrap();
+    service.signal(libc::SIGHUP);
+    service.wait_log("keeping the running policy", 1);
+    let lines = service.stop();
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("<6>mcfilter: info: applied ")),
+        "{lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .any(|l| l.starts_with("<3>mcfilter: error: ")
+                && l.ends_with("keeping the running policy")),
+        "{lines}"
+    );
+    assert!(
+        lines.lines().all(|l| l.starts_with('<')),
+        "every line has its priority: {lines}"
+    );
+
+    // log_format = "json": one object a line.
+    fs::write(&path, config(mcf.state_dir(), &[], "log_format = \"json\"")).unwrap();
+    let service = Service::spawn(&lab.server.ns, &path, &log, &[]);
+    service.wait_log("metrics on", 1);
+    let lines = service.stop();
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert!(
+        records.iter().any(|r| r["level"] == "info"
+            && r["message"].as_str().unwrap().starts_with("applied ")
+            && r["ts"].as_f64().unwrap() > 1.7e9),
+        "{lines}"
+    );
     mcf.ok(&["detach", IFACE]);
     fs::remove_dir_all(dir).unwrap();
 }
