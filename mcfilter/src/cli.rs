@@ -61,8 +61,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout
-    Man,
+    /// Print the man page (roff) to stdout, or write every page (one per subcommand, and
+    /// mcfilter.toml(5)) into a directory
+    Man {
+        /// Write all the pages here instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run as a service: apply a config file, serve metrics, reload on SIGHUP or change
     Run {
         /// The config file (TOML; see packaging/mcfilter.toml)

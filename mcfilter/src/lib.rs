@@ -20,6 +20,7 @@ pub mod exposure;
 pub mod fault;
 pub mod filter;
 pub mod kernel;
+pub mod man;
 pub mod maps;
 pub mod metrics;
 pub mod netlink;

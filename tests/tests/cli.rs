@@ -382,7 +382,7 @@ fn concurrent_allow_changes_lose_no_update() {
 }
 
 #[test]
-fn completions_and_the_man_page_come_from_the_cli_model() {
+fn completions_and_the_man_pages_come_from_the_cli_model() {
     // No privileges needed: these only print.
     let run = |args: &[&str]| {
         let out = Command::new(binary())
@@ -397,6 +397,57 @@ fn completions_and_the_man_page_come_from_the_cli_model() {
         man.contains(".TH mcfilter 1") && man.contains("attach"),
         "{man}"
     );
+    // Every page: one per subcommand and mcfilter.toml(5), each with its exit status, and
+    // each one man renders without a warning.
+    let dir = std::env::temp_dir().join(mcfilter_tests::unique("mp"));
+    run(&["man", "--dir", dir.to_str().unwrap()]);
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for page in [
+        "mcfilter.1",
+        "mcfilter-attach.1",
+        "mcfilter-detach.1",
+        "mcfilter-allow.1",
+        "mcfilter-allow-add.1",
+        "mcfilter-allow-del.1",
+        "mcfilter-policy.1",
+        "mcfilter-stats.1",
+        "mcfilter-status.1",
+        "mcfilter-audit.1",
+        "mcfilter-run.1",
+        "mcfilter.toml.5",
+    ] {
+        assert!(names.iter().any(|n| n == page), "no {page} in {names:?}");
+    }
+    for name in &names {
+        let path = dir.join(name);
+        let text = fs::read_to_string(&path).unwrap();
+        if name.ends_with(".1") {
+            assert!(text.contains(".SH \"EXIT STATUS\""), "{name}");
+        }
+        let rendered = Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&path)
+            .env("MANWIDTH", "80")
+            .output()
+            .expect("man (man-db) is installed by cargo xtask setup");
+        assert!(
+            rendered.status.success() && rendered.stderr.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&rendered.stderr)
+        );
+    }
+    let audit = fs::read_to_string(dir.join("mcfilter-audit.1")).unwrap();
+    assert!(audit.contains("high finding"), "audit's exit status 4");
+    let config = fs::read_to_string(dir.join("mcfilter.toml.5")).unwrap();
+    assert!(
+        config.contains("allow_capacity") && config.contains("log_format"),
+        "the config page has every key"
+    );
+    fs::remove_dir_all(dir).unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let script = run(&["completions", shell]);
         assert!(

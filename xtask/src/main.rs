@@ -3,6 +3,7 @@
 //! rustfmt and clippy on every crate.
 
 mod kernels;
+mod package;
 mod setup;
 mod tally;
 mod util;
@@ -53,6 +54,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build a Debian package (target/package/mcfilter_VERSION_ARCH.deb) from the release
+    /// binary, and check it in a scratch root
+    Package,
     /// Inside a kernel-matrix guest: mount bpffs, load virtio_net, run the plan in OUT
     #[command(hide = true)]
     KernelGuest {
@@ -72,6 +76,16 @@ enum Command {
     },
 }
 
+/// `cargo` arguments that build the release binary (without the test-only features).
+const RELEASE_MCFILTER: &[&str] = &[
+    "build",
+    "--release",
+    "--package",
+    "mcfilter",
+    "--bin",
+    "mcfilter",
+];
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -82,6 +96,7 @@ fn main() -> ExitCode {
         Command::Demo => demo(),
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
         Command::Bench { baseline, args } => bench(baseline.as_deref(), &args),
+        Command::Package => package::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -176,9 +191,27 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
         .env("MCFILTER_BIN", &bin)
         .run_tee(|line| tally.read(line))
         .context("privileged tests failed")
+        .and_then(|()| package_check(&bin, &mut tally))
         .and_then(|()| kernels::run(&guests, &bin, &mut tally));
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
+}
+
+/// Tier 5: the Debian package, built around the binary under test, installed into a scratch
+/// root and checked (see [`package::check`]); reported like a test.
+fn package_check(bin: &std::path::Path, tally: &mut Tally) -> anyhow::Result<()> {
+    let out = workspace_root()?.join("target/tmp/package");
+    let result = package::build(bin, &out).and_then(|deb| package::check(&deb, &out.join("root")));
+    let name = "package::the_deb_installs_into_a_scratch_root_runs_and_verifies";
+    let (verdict, passed, failed) = match &result {
+        Ok(()) => ("ok", 1, 0),
+        Err(_) => ("FAILED", 0, 1),
+    };
+    println!("test {name} ... {verdict}");
+    let summary = format!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored");
+    println!("{summary}");
+    tally.read(&summary);
+    result.context("the package check failed")
 }
 
 fn bench(baseline: Option<&str>, args: &[String]) -> anyhow::Result<()> {
@@ -186,14 +219,7 @@ fn bench(baseline: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     setup::debian_packages(setup::BENCH_PACKAGES)?;
     let baseline = baseline.map(baseline_object).transpose()?;
     Cmd::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "mcfilter",
-            "--bin",
-            "mcfilter",
-        ])
+        .args(RELEASE_MCFILTER)
         .args(["--package", "mcfilter-tests", "--bin", "mcfilter-bench"])
         .run()?;
     let release = workspace_root()?.join("target/release");
@@ -253,14 +279,7 @@ fn baseline_object(rev: &str) -> anyhow::Result<std::path::PathBuf> {
         .arg_str(rev)
         .run()?;
     let built = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--package",
-            "mcfilter",
-            "--bin",
-            "mcfilter",
-        ])
+        .args(RELEASE_MCFILTER)
         .args(["--message-format", "json"])
         // A target dir of its own: cargo gives a workspace package the same build dirs wherever
         // its sources are, so in the main target dir the baseline's build script would write

@@ -26,6 +26,9 @@ const PACKAGES: &[&str] = &[
     "time",
     "curl",
     "systemd",
+    // The man page check (`man --warnings`) and the package check (objdump, dpkg-deb).
+    "man-db",
+    "binutils",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
 ];

@@ -41,10 +41,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 say(&format!("{}: ok: {summary}", config.display()))
             };
         }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut out)?;
-            return say_raw(&out);
+        Command::Man { dir: None } => return say_raw(&crate::man::main_page()?),
+        Command::Man { dir: Some(dir) } => {
+            let names = crate::man::write_pages(&dir)?;
+            return say(&format!("wrote {} pages to {}", names.len(), dir.display()));
         }
         _ => {}
     }
@@ -58,7 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status => status::run(&state, json),
         Command::Run { config, .. } => crate::service::run(&config),
         Command::Audit => audit::run(&state, json),
-        Command::Completions { .. } | Command::Man => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 
