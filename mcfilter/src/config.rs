@@ -97,6 +97,10 @@ pub struct Interface {
     pub then: Option<crate::filter::Next>,
 }
 
+/// The environment variable that replaces `metrics.address`: a DaemonSet binds each node's
+/// metrics to that node's address (`$(HOST_IP):9911`), which one ConfigMap cannot name.
+pub const METRICS_ADDRESS_ENV: &str = "MCFILTER_METRICS_ADDRESS";
+
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -123,11 +127,19 @@ pub struct Config {
 
 impl Config {
     /// Reads and validates `path`; allow files are read relative to the config's directory.
+    /// [`METRICS_ADDRESS_ENV`], when set, replaces `metrics.address`.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|err| format!("cannot read config {}: {err}", path.display()))?;
-        Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
-            .map_err(|err| format!("config {}: {err}", path.display()))
+        let mut config = Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|err| format!("config {}: {err}", path.display()))?;
+        if let Some(address) = std::env::var_os(METRICS_ADDRESS_ENV) {
+            let address = address.to_string_lossy();
+            config.metrics_addr = address
+                .parse()
+                .map_err(|_| format!("{METRICS_ADDRESS_ENV} '{address}' is not an address:port"))?;
+        }
+        Ok(config)
     }
 
     /// Validates config text; `base` resolves relative allow-file paths.

@@ -250,6 +250,8 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     let router = Router::new()
         .route("/metrics", get(serve_metrics))
         .route("/healthz", get(serve_health))
+        .route("/readyz", get(serve_health))
+        .route("/livez", get(serve_live))
         .with_state(shared.clone());
     let server = tokio::spawn(serve_http(listener, router));
 
@@ -521,6 +523,12 @@ async fn serve_metrics(
     }
 }
 
+/// `/livez`: the process answers (Kubernetes' liveness: restart it when it does not).
+async fn serve_live() -> &'static str {
+    "ok\n"
+}
+
+/// `/healthz` and `/readyz`: every configured interface has the filter (Kubernetes' readiness).
 async fn serve_health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let config = shared.config.lock().expect("config lock").clone();
     let checked = tokio::task::spawn_blocking(move || health(&config)).await;

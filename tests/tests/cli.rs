@@ -855,3 +855,62 @@ fn the_version_names_the_commit_and_the_program() {
     assert_eq!(hash.len(), 16, "{line}");
     assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{line}");
 }
+
+#[test]
+fn the_kubernetes_manifests_validate_and_their_config_checks() {
+    // No privileges needed. Every manifest against the Kubernetes schemas (offline, strict:
+    // an unknown field fails), on the oldest and the newest version the schemas cover here.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes");
+    let manifests: Vec<std::path::PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    assert!(!manifests.is_empty());
+    for version in ["1.29.0", "1.37.0"] {
+        let out = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--strict", "-k", version])
+            .args(&manifests)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "kubernetes-validate (cargo xtask setup installs it) against {version}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The ConfigMap's config is one the service accepts, with the metrics address the
+    // DaemonSet sets per node; a bad address is refused in one line.
+    let daemonset = fs::read_to_string(dir.join("daemonset.yaml")).unwrap();
+    let toml: String = daemonset
+        .lines()
+        .skip_while(|line| line.trim() != "mcfilter.toml: |")
+        .skip(1)
+        .take_while(|line| line.starts_with("    "))
+        .map(|line| format!("{}\n", &line[4..]))
+        .collect();
+    assert!(toml.contains("[[interfaces]]"), "{toml}");
+    let config = std::env::temp_dir()
+        .join(mcfilter_tests::unique("k8"))
+        .with_extension("toml");
+    fs::write(&config, toml).unwrap();
+    let check = |address: &str| {
+        Command::new(binary())
+            .args(["--json", "run", "--check", "--config"])
+            .arg(&config)
+            .env("MCFILTER_METRICS_ADDRESS", address)
+            .output()
+            .expect("run mcfilter")
+    };
+    let good = check("198.18.0.1:9911");
+    assert!(good.status.success(), "{good:?}");
+    let bad = check("$(HOST_IP):9911");
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.lines().count() == 1 && stderr.contains("MCFILTER_METRICS_ADDRESS"),
+        "{stderr}"
+    );
+    fs::remove_file(config).unwrap();
+}

@@ -949,6 +949,9 @@ fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
     let (code, body) = get(&lab.server.ns, "/metrics");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body.lines().last(), Some("# EOF"), "{body}");
+    // Kubernetes' probes: alive (the process answers), ready (the filter is attached).
+    assert_eq!(get(&lab.server.ns, "/livez"), (200, "ok\n".to_owned()));
+    assert_eq!(get(&lab.server.ns, "/readyz").0, 200);
     for (action, want) in [("would_drop", 50), ("drop", 0)] {
         assert_eq!(
             metric(

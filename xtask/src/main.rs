@@ -2,6 +2,7 @@
 //! (idempotently), `test` runs every test tier, `demo` runs the embedded lab, `lint` runs
 //! rustfmt and clippy on every crate.
 
+mod image;
 mod kernels;
 mod package;
 mod setup;
@@ -57,6 +58,9 @@ enum Command {
     /// Build a Debian package (target/package/mcfilter_VERSION_ARCH.deb) from the release
     /// binary, and check it in a scratch root
     Package,
+    /// Build the container image (an OCI layout in target/image/oci) from the release binary,
+    /// offline, and check it
+    Image,
     /// Inside a kernel-matrix guest: mount bpffs, load virtio_net, run the plan in OUT
     #[command(hide = true)]
     KernelGuest {
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
         Command::Bench { baseline, args } => bench(baseline.as_deref(), &args),
         Command::Package => package::run(),
+        Command::Image => image::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -191,27 +196,47 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
         .env("MCFILTER_BIN", &bin)
         .run_tee(|line| tally.read(line))
         .context("privileged tests failed")
-        .and_then(|()| package_check(&bin, &mut tally))
+        .and_then(|()| packaging_checks(&bin, &mut tally))
         .and_then(|()| kernels::run(&guests, &bin, &mut tally));
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
 }
 
-/// Tier 5: the Debian package, built around the binary under test, installed into a scratch
-/// root and checked (see [`package::check`]); reported like a test.
-fn package_check(bin: &std::path::Path, tally: &mut Tally) -> anyhow::Result<()> {
-    let out = workspace_root()?.join("target/tmp/package");
-    let result = package::build(bin, &out).and_then(|deb| package::check(&deb, &out.join("root")));
-    let name = "package::the_deb_installs_into_a_scratch_root_runs_and_verifies";
-    let (verdict, passed, failed) = match &result {
-        Ok(()) => ("ok", 1, 0),
-        Err(_) => ("FAILED", 0, 1),
-    };
-    println!("test {name} ... {verdict}");
-    let summary = format!("test result: {verdict}. {passed} passed; {failed} failed; 0 ignored");
-    println!("{summary}");
-    tally.read(&summary);
-    result.context("the package check failed")
+/// Tier 5: the Debian package and the container image, built around the binary under test and
+/// checked (see [`package::check`], [`image::check`]); reported like tests.
+fn packaging_checks(bin: &std::path::Path, tally: &mut Tally) -> anyhow::Result<()> {
+    let out = workspace_root()?.join("target/tmp");
+    let package = package::build(bin, &out.join("package"))
+        .and_then(|deb| package::check(&deb, &out.join("package/root")));
+    let image = image::build(bin, &out.join("image"))
+        .and_then(|layout| image::check(&layout, &out.join("image/check")));
+    let mut failed = Vec::new();
+    for (name, result) in [
+        (
+            "package::the_deb_installs_into_a_scratch_root_runs_and_verifies",
+            package,
+        ),
+        (
+            "image::the_image_holds_only_what_mcfilter_needs_and_runs_it",
+            image,
+        ),
+    ] {
+        let (verdict, passed, failures) = match result {
+            Ok(()) => ("ok", 1, 0),
+            Err(err) => {
+                eprintln!("xtask: {name}: {err:#}");
+                failed.push(name);
+                ("FAILED", 0, 1)
+            }
+        };
+        println!("test {name} ... {verdict}");
+        let summary =
+            format!("test result: {verdict}. {passed} passed; {failures} failed; 0 ignored");
+        println!("{summary}");
+        tally.read(&summary);
+    }
+    anyhow::ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
+    Ok(())
 }
 
 fn bench(baseline: Option<&str>, args: &[String]) -> anyhow::Result<()> {

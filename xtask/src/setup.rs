@@ -29,6 +29,8 @@ const PACKAGES: &[&str] = &[
     // The man page check (`man --warnings`) and the package check (objdump, dpkg-deb).
     "man-db",
     "binutils",
+    // The image check (an OCI image assembled offline).
+    "umoci",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
 ];
@@ -40,6 +42,7 @@ pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "ethtool", "nftabl
 pub fn run() -> anyhow::Result<()> {
     rust_src()?;
     debian_packages(PACKAGES)?;
+    python_tools()?;
     bpf_linker()?;
     bpffs()
 }
@@ -87,6 +90,34 @@ pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+}
+
+/// kubernetes-validate, from PyPI (its Kubernetes schemas are inside: it validates offline),
+/// for the manifest test.
+const KUBERNETES_VALIDATE: &str = "1.37.0";
+
+fn python_tools() -> anyhow::Result<()> {
+    let version = Cmd::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output();
+    if version
+        .as_deref()
+        .is_some_and(|v| v.contains(KUBERNETES_VALIDATE))
+    {
+        step("kubernetes-validate", "present");
+        return Ok(());
+    }
+    step("kubernetes-validate", "installing");
+    Cmd::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--root-user-action=ignore",
+        ])
+        .arg_str(&format!("kubernetes-validate=={KUBERNETES_VALIDATE}"))
         .run()
 }
 
