@@ -718,6 +718,12 @@ fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
         added,
         serde_json::json!({"added": ["2001:db8::/64"], "removed": [], "unchanged": ["198.18.0.10/32"]})
     );
+    // No service manages this state: a change by hand warns of nothing.
+    let quiet = mcf.run(&["allow", "add", "198.18.0.10"]);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
     // Aliases from nft, ufw and bpftool.
     assert_eq!(
         mcf.json(&["allow", "ls", "--json"]),

@@ -846,6 +846,16 @@ fn the_service_speaks_systemds_readiness_protocol() {
     let status = mcf.json(&["status", "--json"]);
     assert_eq!(status["interfaces"][0]["name"], IFACE, "{status}");
     assert_eq!(get(&lab.server.ns, "/healthz").0, 200);
+    // A change by hand to the service's state says that the next reload undoes it.
+    let by_hand = mcf.run(&["allow", "add", "198.18.0.99"]);
+    assert!(by_hand.status.success());
+    let stderr = String::from_utf8_lossy(&by_hand.stderr);
+    assert!(
+        stderr.contains("`mcfilter run` manages this state")
+            && stderr.contains("puts its config's allow-list back"),
+        "{stderr}"
+    );
+    mcf.ok(&["allow", "del", "198.18.0.99"]);
 
     // SIGHUP (what systemd sends for a reload): RELOADING=1 with the time it started, then
     // READY=1 when it is done.

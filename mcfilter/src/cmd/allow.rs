@@ -36,6 +36,18 @@ impl Report {
 }
 
 pub fn run(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::Result<()> {
+    let changes = matches!(
+        command,
+        AllowCommand::Add { .. } | AllowCommand::Del { .. } | AllowCommand::Replace { .. }
+    );
+    run_command(state, command, json)?;
+    if changes {
+        super::warn_if_the_service_manages(state, "allow-list");
+    }
+    Ok(())
+}
+
+fn run_command(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::Result<()> {
     // Read and validate the input before touching any state.
     let file_nets = match &command {
         AllowCommand::Replace { file } => Some(read_list(file)?),

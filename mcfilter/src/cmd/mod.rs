@@ -77,6 +77,19 @@ fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {
         .unwrap_or_else(|err| vec![format!("the listeners could not be checked: {err}")])
 }
 
+/// A change made by hand to a state the service manages lasts until its next reload, which
+/// applies its config again: say so (on stderr) after `allow` and `policy` changes.
+fn warn_if_the_service_manages(state: &StateDir, what: &str) {
+    let managed = crate::status::status(state)
+        .map(|status| status.interfaces.iter().any(|iface| iface.service))
+        .unwrap_or(false);
+    if managed {
+        eprintln!(
+            "mcfilter: warning: `mcfilter run` manages this state: its next reload (SIGHUP, or a change to its config or allow files) puts its config's {what} back; change the config to keep this"
+        );
+    }
+}
+
 fn say(line: &str) -> anyhow::Result<()> {
     crate::output::print(&format!("{line}\n"))?;
     Ok(())

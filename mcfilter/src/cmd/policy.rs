@@ -22,6 +22,9 @@ pub fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Result<()>
         let changed = old != new;
         (new, Some(changed))
     };
+    if changed.is_some() {
+        super::warn_if_the_service_manages(state, "policy");
+    }
     if json {
         output::print_json(&policy)?;
         return Ok(());
