@@ -277,8 +277,25 @@ fn mcfilter_chains_to_a_program_by_id_and_hands_it_the_interface() {
 
 /// A socket filter (`r0 = 0; exit`), loaded with bpf(2): a program that is not XDP.
 fn socket_filter() -> OwnedFd {
-    /// BPF_ALU64 | BPF_MOV | BPF_K to r0 with imm 0, then BPF_JMP | BPF_EXIT.
-    const INSNS: [u64; 2] = [0xb7, 0x95];
+    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+    load_program(BPF_PROG_TYPE_SOCKET_FILTER, 0, 0)
+}
+
+/// An XDP program that passes everything (`r0 = XDP_PASS; exit`) and declares `xdp.frags`
+/// support (BPF_F_XDP_HAS_FRAGS), which mcfilter's program does not: the kernel lets neither
+/// tail-call the other.
+fn xdp_with_frags() -> OwnedFd {
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+    const XDP_PASS: u32 = 2;
+    load_program(BPF_PROG_TYPE_XDP, BPF_F_XDP_HAS_FRAGS, XDP_PASS)
+}
+
+/// Loads `r0 = r0_value; exit` as a program of `prog_type` with `prog_flags`, with bpf(2).
+fn load_program(prog_type: u32, prog_flags: u32, r0_value: u32) -> OwnedFd {
+    // BPF_ALU64 | BPF_MOV | BPF_K to r0 (the immediate in the upper 32 bits), then BPF_JMP |
+    // BPF_EXIT.
+    let insns: [u64; 2] = [0xb7 | (u64::from(r0_value) << 32), 0x95];
     const LICENSE: &[u8] = b"GPL\0";
     /// The head of `union bpf_attr` for BPF_PROG_LOAD; the rest stays zero.
     #[repr(C)]
@@ -297,12 +314,12 @@ fn socket_filter() -> OwnedFd {
         tail: [u64; 8],
     }
     const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
     let attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_SOCKET_FILTER,
-        insn_cnt: INSNS.len() as u32,
-        insns: INSNS.as_ptr() as u64,
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
         license: LICENSE.as_ptr() as u64,
+        prog_flags,
         ..ProgLoad::default()
     };
     // SAFETY: bpf(2) reads `attr` (and the instructions and license it points to, which
@@ -317,7 +334,7 @@ fn socket_filter() -> OwnedFd {
     };
     assert!(
         fd >= 0,
-        "load a socket filter: {}",
+        "load a program of type {prog_type}: {}",
         std::io::Error::last_os_error()
     );
     // SAFETY: the kernel just returned this descriptor; nothing else owns it.
@@ -383,6 +400,21 @@ fn programs_mcfilter_cannot_run_in_front_of_are_refused_with_one_line() {
             &format!("id:{}", program_id(&filter)),
         ],
         "it is not an XDP program",
+    );
+    let frags = xdp_with_frags();
+    refused(
+        &[
+            "attach",
+            IFACE,
+            "--then",
+            &format!("id:{}", program_id(&frags)),
+        ],
+        "cannot tail-call it from mcfilter (its xdp.frags support",
+    );
+    assert_eq!(
+        lab.server.ns.xdp_program(IFACE),
+        None,
+        "the refused chain left the interface as it was"
     );
     let (code, _) = mcf.fails(&["attach", IFACE, "--then", "everything"]);
     assert_eq!(code, 2, "a usage error");
