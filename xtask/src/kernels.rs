@@ -98,10 +98,13 @@ struct Step {
 /// verdict table, the generated-frame comparison (with fewer frames) and the IP-framed one, and
 /// the per-CPU counters through BPF_PROG_TEST_RUN; the namespace end-to-end tests of the
 /// datapath (native and skb mode, allowed and denied clients with live allow-list changes,
-/// exact per-source stats); and the kernel suite (native XDP on virtio_net, the full allow-list
-/// trie, batched map operations, the events ring, the verifier's headroom). The rest (the
-/// table with an indexed list, dry-run, policy toggles, detach, TUN devices, BIG TCP) exercises
-/// mcfilter's own code more than the kernel's and runs on the host.
+/// exact per-source stats); chaining to another XDP program by id (the program array, the tail
+/// call and the atomic netlink swaps, whose rules differ between kernels); and the kernel suite
+/// (native XDP on virtio_net, the full allow-list trie, batched map operations, the events
+/// ring, the verifier's headroom). The rest (the table with an indexed list, dry-run, policy
+/// toggles, detach, TUN devices, BIG TCP, chaining to xdp-filter, which on 6.1 would load
+/// libxdp's dispatcher) exercises mcfilter's own code more than the kernel's and runs on the
+/// host.
 fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
     let exe = |name: &str| {
         executables
@@ -128,6 +131,10 @@ fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
                 "allowed_clients_use_memcached_and_the_allow_list_changes_live",
                 "stats_count_exactly_the_packets_a_source_sent",
             ]),
+        },
+        Step {
+            exe: exe("chain")?,
+            args: tests(&["mcfilter_chains_to_a_program_by_id_and_hands_it_the_interface"]),
         },
         Step {
             exe: exe("kernels")?,
