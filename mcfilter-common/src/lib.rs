@@ -4,7 +4,7 @@
 //! Everything here is plain old data: `#[repr(C)]`, `Copy`, no `bool` or `Option`, explicit `_pad`
 //! fields and a compile-time size check, so the kernel and userspace agree on every byte.
 //! Reason codes are append-only: a code, once released, keeps its number and meaning.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 /// Names of the maps in the eBPF object; also the file names of their pins in the state dir.
 pub mod map_names {
@@ -73,6 +73,38 @@ pub const DEFAULT_FRAG_TIMEOUT_SECS: u32 = 30;
 #[inline(always)]
 pub const fn frag_timeout_slot(family: u8) -> u32 {
     (family == FAMILY_V6) as u32
+}
+
+/// The global the loader sets to the kernel's jiffies per second ([`FragClock::hz`]): read-only
+/// data, read only when a fragment-cache entry is written.
+pub const FRAG_HZ_GLOBAL: &str = "FRAG_HZ";
+
+/// The fragment cache keeps time in units of `2^FRAG_UNIT_SHIFT` jiffies: 64 ms at 1000 HZ,
+/// 256 ms at Debian's 250, 640 ms at 100. An entry lives at most its timeout and less than a
+/// unit less; its 32-bit expiry wraps after 2^31 units (4.4 years at 1000 HZ) without a
+/// fragment of its key. A constant, so the program's comparison is a load and a shift.
+pub const FRAG_UNIT_SHIFT: u32 = 6;
+
+/// How this kernel counts jiffies, for the fragment cache, which reads time as jiffies: one
+/// load of a kernel variable, where the nanosecond clocks cost a helper call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragClock {
+    /// Jiffies per second: the kernel's `CONFIG_HZ`.
+    pub hz: u32,
+}
+
+impl FragClock {
+    /// Debian's `CONFIG_HZ`: what a program loaded without the global set assumes.
+    pub const DEFAULT: Self = Self { hz: 250 };
+
+    /// The clock of a kernel whose coarse clocks tick every `tick_nanos` ns (the resolution
+    /// `clock_getres(CLOCK_MONOTONIC_COARSE)` reports: Linux's TICK_NSEC, `1e9 / HZ` rounded).
+    pub const fn from_tick_nanos(tick_nanos: u64) -> Self {
+        let tick = if tick_nanos == 0 { 1 } else { tick_nanos };
+        Self {
+            hz: ((1_000_000_000 + tick / 2) / tick) as u32,
+        }
+    }
 }
 
 /// The global the loader sets to 1 in a program that chains to the next one (`attach --then`):
@@ -490,4 +522,19 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::PendingSource {}
     unsafe impl aya::Pod for super::EventBudget {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FragClock;
+
+    /// Linux's TICK_NSEC for each HZ it offers gives that HZ back.
+    #[test]
+    fn the_tick_names_the_hz() {
+        for hz in [100u64, 250, 300, 1000] {
+            let tick_nsec = (1_000_000_000 + hz / 2) / hz;
+            assert_eq!(u64::from(FragClock::from_tick_nanos(tick_nsec).hz), hz);
+        }
+        assert_eq!(FragClock::from_tick_nanos(0).hz, 1_000_000_000);
+    }
 }

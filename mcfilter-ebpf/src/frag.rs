@@ -5,33 +5,36 @@
 //! An entry lives as long as the kernel would wait for the datagram's fragments (its reassembly
 //! timeout, per family, which attach writes to `FRAG_TIMEOUTS`): afterwards the IPv4 id may be
 //! reused by a later datagram of the same flow, whose fragments must not be judged by an old
-//! verdict. Time is kept in units of 2^30 ns (about 1.07 s) of the coarse monotonic clock, so
-//! an entry may expire up to one unit early.
+//! verdict. An entry holds the time it expires at, so a fragment that finds one compares it
+//! with the clock and reads nothing else; the timeout is read only when an entry is written.
+//!
+//! The clock is jiffies (one load of a kernel variable; the nanosecond clocks cost a helper
+//! call, about 20 ns), in units of `2^FRAG_UNIT_SHIFT` jiffies (see
+//! `mcfilter_common::FRAG_UNIT_SHIFT`): an entry expires up to one unit early, never late.
 
 use mcfilter_common::{
-    DEFAULT_FRAG_TIMEOUT_SECS, FragKey, Reason, SLOT_FRAG_INSERT_FAILED, frag_timeout_slot,
+    DEFAULT_FRAG_TIMEOUT_SECS, FRAG_UNIT_SHIFT, FragClock, FragKey, Reason,
+    SLOT_FRAG_INSERT_FAILED, frag_timeout_slot,
 };
 
 use aya_ebpf::{helpers::bpf_jiffies64, programs::XdpContext};
 
 use crate::{
     events,
-    maps::{FRAG_CLOCK, FRAG_TIMEOUTS, FRAGS, FragClock},
+    maps::{FRAG_TIMEOUTS, FRAGS},
     stats,
 };
 
-const NANOS_PER_SEC: u64 = 1_000_000_000;
-/// The cache's time unit, 2^30 ns: a timestamp is one shift of the clock. (Whole seconds would
-/// take a 64-bit division per fragment: BPF has no multiply-high to divide by a constant with,
-/// and the division cost about 20 ns a fragment.)
-const UNIT_SHIFT: u32 = 30;
+/// The kernel's jiffies per second, set by the loader (`FRAG_HZ_GLOBAL`).
+#[unsafe(no_mangle)]
+static FRAG_HZ: u32 = FragClock::DEFAULT.hz;
 
 /// The verdict for a later fragment.
 #[inline(always)]
 pub fn later(key: &FragKey) -> Reason {
     // SAFETY: the value is a plain u32 only ever written whole by `remember`.
     match unsafe { FRAGS.get(key) } {
-        Some(&dropped_at) if !expired(key, dropped_at) => Reason::FragmentOfDropped,
+        Some(&expires_at) if live(expires_at, now()) => Reason::FragmentOfDropped,
         _ => Reason::LaterFragment,
     }
 }
@@ -45,8 +48,9 @@ pub fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
     // SAFETY: the value is a plain u32 only ever written whole here.
     let known = unsafe { FRAGS.get(key) }.copied();
     if reason.is_drop() {
-        let live = known.is_some_and(|dropped_at| !expired(key, dropped_at));
-        if !live && FRAGS.insert(key, now_units(), 0).is_err() {
+        if !known.is_some_and(|expires_at| live(expires_at, now()))
+            && FRAGS.insert(key, expiry(key), 0).is_err()
+        {
             stats::bump(SLOT_FRAG_INSERT_FAILED, 1, bytes);
             events::fragment_cache_full(ctx, stats::now());
         }
@@ -55,40 +59,37 @@ pub fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
     }
 }
 
-/// Whether an entry written at `dropped_at` has outlived its family's reassembly timeout.
+/// Whether an entry that expires at `expires_at` still holds at `now` (both in units).
 #[inline(always)]
-fn expired(key: &FragKey, dropped_at: u32) -> bool {
+fn live(expires_at: u32, now: u32) -> bool {
+    // Wrapping, like the clock: the two are less than 2^31 units apart either way.
+    (expires_at.wrapping_sub(now) as i32) > 0
+}
+
+/// When an entry written now expires, in units: after the key's family's reassembly timeout,
+/// rounded down to a unit, so the entry lives at most as long as the kernel waits and less
+/// than one unit less.
+#[inline(always)]
+fn expiry(key: &FragKey) -> u32 {
     let secs = match FRAG_TIMEOUTS.get(frag_timeout_slot(key.family)) {
         Some(&secs) if secs != 0 => secs,
         _ => DEFAULT_FRAG_TIMEOUT_SECS,
     };
-    // The timeout in units, rounded up: an entry then lives at least one unit less than the
-    // timeout, and at most as long.
-    let timeout = (u64::from(secs) * NANOS_PER_SEC).div_ceil(1 << UNIT_SHIFT) as u32;
-    now_units().wrapping_sub(dropped_at) >= timeout
+    // SAFETY: a plain read of a static; volatile so the compiler keeps the load whose value
+    // the loader sets.
+    let hz = unsafe { core::ptr::read_volatile(&FRAG_HZ) };
+    (jiffies().wrapping_add(u64::from(secs) * u64::from(hz)) >> FRAG_UNIT_SHIFT) as u32
 }
 
-/// The coarse monotonic clock in units of 2^30 ns (wraps after 146 years of uptime).
-///
-/// Reading that clock costs about 20 ns a call on this project's machines (more than the rest
-/// of a fragment's path), but it only moves on a timer tick, when jiffies do: each CPU keeps
-/// the value it read for the current jiffy, and a burst of fragments pays one cheap jiffies
-/// read each (Linux 5.5). A fragment that arrives after a quiet spell finds a new jiffy and
-/// reads the clock, so it is never judged by a stale time.
+/// The clock now, in units.
 #[inline(always)]
-fn now_units() -> u32 {
+fn now() -> u32 {
+    (jiffies() >> FRAG_UNIT_SHIFT) as u32
+}
+
+/// Jiffies since boot (Linux 5.5; inlined by the verifier into a load).
+#[inline(always)]
+fn jiffies() -> u64 {
     // SAFETY: `bpf_jiffies64` has no preconditions.
-    let jiffies = unsafe { bpf_jiffies64() };
-    let Some(cached) = FRAG_CLOCK.get_ptr_mut(0) else {
-        // Unreachable: index 0 of a one-entry array always exists.
-        return (stats::now() >> UNIT_SHIFT) as u32;
-    };
-    // SAFETY: this CPU's slot of a per-CPU array, which nothing else touches while this
-    // program runs on this CPU (XDP runs with preemption off).
-    let cached: &mut FragClock = unsafe { &mut *cached };
-    if cached.jiffies != jiffies {
-        cached.jiffies = jiffies;
-        cached.units = stats::now() >> UNIT_SHIFT;
-    }
-    cached.units as u32
+    unsafe { bpf_jiffies64() }
 }

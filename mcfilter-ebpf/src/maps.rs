@@ -26,21 +26,6 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "mcf_next")]
 pub static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// Each CPU's reading of the coarse clock for the current jiffy (see `frag::now_units`). Not
-/// pinned: a cache, one per loaded program.
-#[map(name = "mcf_frag_clock")]
-pub static FRAG_CLOCK: PerCpuArray<FragClock> = PerCpuArray::with_max_entries(1, 0);
-
-/// A value of `FRAG_CLOCK`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct FragClock {
-    /// The jiffy in which `units` was read.
-    pub jiffies: u64,
-    /// The coarse clock then, in the fragment cache's units.
-    pub units: u64,
-}
-
 /// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]
 pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
@@ -91,7 +76,7 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
 #[map(name = "mcf_iface_meta")]
 pub static IFACE_META: HashMap<u32, IfaceMeta> = HashMap::pinned(MAX_IFACES, 0);
 
-/// Datagrams whose first fragment was dropped (value: the second it was dropped in). Shared by
+/// Datagrams whose first fragment was dropped (value: when the entry expires, see `frag`). Shared by
 /// all CPUs, since the fragments of one datagram may arrive on different ones; LRU, so it stays
 /// bounded.
 #[map(name = "mcf_frags")]

@@ -240,7 +240,9 @@ fn attach_locked(
     // A chained interface's program holds the tail call and its own program array, pinned (a
     // replace keeps the array, and so the next program).
     let chained = next.is_some() || (req.replace && state.program(ifindex).exists());
+    let clock = crate::kernel::frag_clock();
     let mut loader = EbpfLoader::new();
+    loader.override_global(mcfilter_common::FRAG_HZ_GLOBAL, &clock.hz, true);
     if chained {
         loader
             .override_global(mcfilter_common::CHAINED_GLOBAL, &CHAINED, true)
@@ -304,6 +306,13 @@ fn attach_locked(
         }
         None => attach_program(&mut ebpf, program, state, &mut maps, req, ifindex),
     };
+    if attached.is_ok() && req.replace {
+        // The program is swapped in already: a cache that cannot be emptied is worth a warning,
+        // not a failed attach.
+        if let Err(err) = maps.forget_fragments() {
+            log::warn!("{}: the fragment cache was not emptied: {err}", req.iface);
+        }
+    }
     match attached {
         Ok((attachment, native_error, prog_id)) => Ok(Attached {
             iface: req.iface.clone(),

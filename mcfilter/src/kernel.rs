@@ -33,6 +33,25 @@ pub fn reassembly_timeouts() -> [u32; 2] {
     })
 }
 
+/// How this kernel's jiffies count time, for the fragment cache: from the resolution of its
+/// coarse clocks (one tick, Linux's TICK_NSEC); Debian's 250 HZ if that cannot be read.
+pub fn frag_clock() -> mcfilter_common::FragClock {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `res` is a valid timespec for the call to write.
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } == 0;
+    let nanos = u64::try_from(res.tv_sec)
+        .ok()
+        .zip(u64::try_from(res.tv_nsec).ok())
+        .map(|(secs, nanos)| secs * 1_000_000_000 + nanos);
+    match nanos {
+        Some(nanos) if ok && nanos > 0 => mcfilter_common::FragClock::from_tick_nanos(nanos),
+        _ => mcfilter_common::FragClock::DEFAULT,
+    }
+}
+
 /// A kernel feature the program or the CLI uses.
 #[derive(Clone, Copy, Debug)]
 pub struct Feature {
@@ -60,6 +79,11 @@ pub const FEATURES: &[Feature] = &[
         name: "LPM trie maps",
         since: "4.11",
         probe: Probe::Map(MapType::LpmTrie),
+    },
+    Feature {
+        name: "the bpf_jiffies64 helper in XDP",
+        since: "5.5",
+        probe: Probe::XdpHelper(BpfHelper::BPF_FUNC_jiffies64),
     },
     Feature {
         name: "the BPF ring buffer",
@@ -143,6 +167,13 @@ mod tests {
     #[test]
     fn an_empty_log_says_so() {
         assert_eq!(verifier_reason(""), "no verifier output");
+    }
+
+    /// The HZ read from the coarse clock's resolution is one Linux offers.
+    #[test]
+    fn the_kernels_hz_is_read_from_its_tick() {
+        let hz = frag_clock().hz;
+        assert!([100, 250, 300, 1000].contains(&hz), "HZ {hz}");
     }
 
     #[test]

@@ -137,6 +137,21 @@ impl Maps {
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<(), Error> {
         gone(self.ifaces.remove(&ifindex)).map_err(map_err(map_names::IFACES))
     }
+
+    /// Empties the fragment cache: its entries' time base is the program's, and a replaced
+    /// program may have kept time another way. A dropped datagram's later fragments then pass,
+    /// to be freed by the kernel's reassembly timeout.
+    pub fn forget_fragments(&mut self) -> Result<(), Error> {
+        let keys = self
+            .frags
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err(map_names::FRAGS))?;
+        for key in keys {
+            gone(self.frags.remove(&key)).map_err(map_err(map_names::FRAGS))?;
+        }
+        Ok(())
+    }
 }
 
 /// Each attached interface's metadata (its program's build, whether the service manages it),

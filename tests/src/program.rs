@@ -109,6 +109,9 @@ impl Harness {
         // Removes the pins if anything below panics (the harness's own Drop covers the rest).
         let cleanup = PinsGuard(dir.clone());
         let mut loader = EbpfLoader::new();
+        // Time as attach reads it (not required: a baseline build may predate it).
+        let clock = mcfilter::kernel::frag_clock();
+        loader.override_global(mcfilter_common::FRAG_HZ_GLOBAL, &clock.hz, false);
         if next.is_some() {
             loader.override_global(mcfilter_common::CHAINED_GLOBAL, &1u8, true);
         }
