@@ -4,14 +4,17 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::Toolchain;
 
-/// The toolchain pinned in rust-toolchain.toml: its LLVM (22) matches bpf-linker's.
-const TOOLCHAIN: &str = "1.95.0";
-
 fn main() -> anyhow::Result<()> {
     // `-Z build-std=core` is needed for bpfel-unknown-none. On a stable toolchain aya-build
     // passes it when RUSTC_BOOTSTRAP=1; set it for the nested cargo unless the caller chose.
     println!("cargo:rerun-if-env-changed=RUSTC_BOOTSTRAP");
     println!("cargo:rustc-env=MCFILTER_COMMIT={}", commit());
+    // The toolchain rust-toolchain.toml pins (its LLVM, 22, matches bpf-linker's), as rustup
+    // resolved it for this build: the nested cargo of the eBPF build uses the same.
+    println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").context(
+        "RUSTUP_TOOLCHAIN is not set: build through rustup, which reads rust-toolchain.toml",
+    )?;
     if std::env::var_os("RUSTC_BOOTSTRAP").is_none() {
         // SAFETY: build scripts are single-threaded at this point.
         unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
@@ -34,7 +37,7 @@ fn main() -> anyhow::Result<()> {
             root_dir: root_dir.as_str(),
             ..Default::default()
         }],
-        Toolchain::Custom(TOOLCHAIN),
+        Toolchain::Custom(&toolchain),
     )
 }
 

@@ -111,7 +111,9 @@ pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
         place("usr/share/doc/mcfilter/copyright")?,
         format!(
             "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\
-             Upstream-Name: mcfilter\nSource: {}\n\nFiles: *\nLicense: MIT or Apache-2.0\n",
+             Upstream-Name: mcfilter\nSource: {}\n\nFiles: *\nLicense: MIT or Apache-2.0\n\n\
+             Files: mcfilter-ebpf/*\nComment: the XDP program, built into /usr/bin/mcfilter\n\
+             License: MIT or GPL-2\n",
             env!("CARGO_PKG_REPOSITORY")
         ),
     )?;

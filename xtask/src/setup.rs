@@ -9,8 +9,6 @@ use anyhow::{Context as _, bail};
 
 use crate::util::Cmd;
 
-/// The toolchain pinned in rust-toolchain.toml.
-const TOOLCHAIN: &str = "1.95.0";
 /// The bpf-linker release that links LLVM 22 bitcode.
 const BPF_LINKER_VERSION: &str = "0.13";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
@@ -52,8 +50,13 @@ fn step(name: &str, state: &str) {
 }
 
 fn rust_src() -> anyhow::Result<()> {
+    // The toolchain rust-toolchain.toml pins, as rustup resolved it for `cargo xtask`.
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").context(
+        "RUSTUP_TOOLCHAIN is not set: run `cargo xtask` through rustup, which reads rust-toolchain.toml",
+    )?;
+    let toolchain = toolchain.as_str();
     let installed = Cmd::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", TOOLCHAIN])
+        .args(["component", "list", "--installed", "--toolchain", toolchain])
         .output()
         .context("rustup is needed to add rust-src")?;
     if installed.lines().any(|l| l.starts_with("rust-src")) {
@@ -62,7 +65,7 @@ fn rust_src() -> anyhow::Result<()> {
     }
     step("rust-src", "installing");
     Cmd::new("rustup")
-        .args(["component", "add", "rust-src", "--toolchain", TOOLCHAIN])
+        .args(["component", "add", "rust-src", "--toolchain", toolchain])
         .run()
 }
 
