@@ -1,4 +1,4 @@
-//! mcfilter's library: everything the CLI does, usable from tests and (later) the service.
+//! mcfilter's library: everything the CLI and the service (`mcfilter run`) do, usable from tests.
 //!
 //! - [`pin`]: the state dir on bpffs, its lock and cleanup;
 //! - [`maps`]: typed handles on the pinned maps;

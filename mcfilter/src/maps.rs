@@ -233,7 +233,7 @@ pub fn check_layout(state: &StateDir, object: &[u8]) -> Result<(), Error> {
         found: "an object that does not parse".into(),
         expected: err.to_string(),
     })?;
-    for name in crate::pin::MAP_PINS {
+    for &name in crate::pin::map_pins() {
         let path = state.map(name);
         if !path.exists() {
             continue;

@@ -2,10 +2,13 @@
 //! cleanup. Layout (all bpffs pins):
 //!
 //! ```text
-//! <state-dir>/mcf_config mcf_allow mcf_allow_hosts mcf_allow_state mcf_stats mcf_sources
-//!             mcf_recent mcf_events mcf_frags mcf_frag_timeouts mcf_ifaces    maps (by name)
-//! <state-dir>/link_<ifindex>                                          one XDP link per interface
-//! <state-dir>_lock/                            the lock (a directory: bpffs holds no files)
+//! <state-dir>/mcf_*            the maps the program pins by name (`map_pins`): policy, allow-list
+//!                              and its index, counters, sources, fragments, interface records
+//! <state-dir>/mcf_logs         the events ring every program of the state shares
+//! <state-dir>/link_<ifindex>   one XDP link per interface
+//! <state-dir>/if_stats_<ifindex>                 each interface's own counters
+//! <state-dir>/prog_<ifindex>, next_<ifindex>     a chained interface's program and its next one
+//! <state-dir>_lock/            the lock (a directory: bpffs holds no files)
 //! ```
 //!
 //! The CLI holds no state of its own: every command finds everything here.
@@ -29,6 +32,7 @@ use std::{
         },
     },
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -55,22 +59,23 @@ const LOG_RING: &str = "mcf_logs";
 /// How long a command waits for another to release the state lock before it gives up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 
-/// Every map pinned in the state dir.
-pub const MAP_PINS: [&str; 13] = [
-    map_names::CONFIG,
-    map_names::ALLOW,
-    map_names::ALLOW_HOSTS,
-    map_names::ALLOW_STATE,
-    map_names::STATS,
-    map_names::SOURCES,
-    map_names::PENDING,
-    map_names::RECENT,
-    map_names::EVENTS,
-    map_names::FRAGS,
-    map_names::FRAG_TIMEOUTS,
-    map_names::IFACES,
-    map_names::IFACE_META,
-];
+/// Every map pinned in the state dir: the maps this build's program pins by name, read from
+/// its object once, so the list and the program cannot disagree. Sorted by name.
+pub fn map_pins() -> &'static [&'static str] {
+    static PINS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    PINS.get_or_init(|| {
+        // The object is this binary's own, built with it: it parses, or nothing would work.
+        let object = aya_obj::Object::parse(crate::EBPF_OBJECT).expect("this build's object");
+        let mut names: Vec<&'static str> = object
+            .maps
+            .iter()
+            .filter(|(_, map)| map.pinning() == aya_obj::maps::PinningType::ByName)
+            .map(|(name, _)| &*Box::leak(name.clone().into_boxed_str()))
+            .collect();
+        names.sort_unstable();
+        names
+    })
+}
 
 /// A state dir on bpffs.
 #[derive(Clone, Debug)]
@@ -402,7 +407,7 @@ impl StateDir {
         );
         pins.push(self.log_ring());
         pins.extend(
-            MAP_PINS
+            map_pins()
                 .iter()
                 .filter(|&&name| name != map_names::CONFIG)
                 .map(|name| self.map(name)),
@@ -490,4 +495,35 @@ fn mount_bpffs(path: &Path) -> Result<(), Error> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The program pins exactly the shared maps; each interface's own maps and the events ring
+    /// are pinned by path at attach.
+    #[test]
+    fn the_pinned_maps_are_read_from_the_program() {
+        let mut expected = vec![
+            map_names::CONFIG,
+            map_names::ALLOW,
+            map_names::ALLOW_HOSTS,
+            map_names::ALLOW_STATE,
+            map_names::STATS,
+            map_names::SOURCES,
+            map_names::PENDING,
+            map_names::RECENT,
+            map_names::EVENTS,
+            map_names::FRAGS,
+            map_names::FRAG_TIMEOUTS,
+            map_names::IFACES,
+            map_names::IFACE_META,
+        ];
+        expected.sort_unstable();
+        assert_eq!(map_pins(), expected.as_slice());
+        for unpinned in [map_names::NEXT, map_names::IFACE_STATS, map_names::LOGS] {
+            assert!(!map_pins().contains(&unpinned), "{unpinned}");
+        }
+    }
 }

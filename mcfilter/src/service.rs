@@ -160,7 +160,7 @@ impl Events {
 fn events_reader(state: &StateDir) -> anyhow::Result<Option<EbpfLogger<&'static dyn log::Log>>> {
     // Held while loading: no detach removes the state meanwhile.
     let _lock = state.prepare_and_lock_shared()?;
-    if !crate::pin::MAP_PINS
+    if !crate::pin::map_pins()
         .iter()
         .all(|name| state.map(name).exists())
         || !state.log_ring().exists()
