@@ -31,7 +31,7 @@ mod policy;
 
 pub use chain::{HandBack, Next, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
-pub use policy::{Policy, PolicyChange, change_policy, policy, set_allow_list};
+pub use policy::{Policy, PolicyChange, change_policy, parse_port, policy, set_allow_list};
 
 use crate::{
     EBPF_OBJECT, Error,
@@ -212,12 +212,14 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
     if result.is_err() {
         if fresh {
             // Nothing of a failed first attach stays behind.
-            let _ = state.remove();
+            undone(&req.iface, "removing the new state", state.remove());
         } else if !state.holds(ifindex) {
             // Nor the counters and the next program's array that loading pinned for an
             // interface that did not get the filter.
-            let _ = crate::pin::remove_pin(&state.iface_stats(ifindex));
-            let _ = crate::pin::remove_pin(&state.next(ifindex));
+            let iface_stats = crate::pin::remove_pin(&state.iface_stats(ifindex));
+            undone(&req.iface, "unpinning its counters", iface_stats);
+            let next = crate::pin::remove_pin(&state.next(ifindex));
+            undone(&req.iface, "unpinning its next program's array", next);
         }
     }
     result
@@ -291,7 +293,11 @@ fn attach_locked(
     let allow_change = match maps.allow.add(&req.allow) {
         Ok(change) => change,
         Err(err) => {
-            let _ = maps.set_config(&old_config);
+            undone(
+                &req.iface,
+                "restoring the policy",
+                maps.set_config(&old_config),
+            );
             return Err(err);
         }
     };
@@ -328,8 +334,16 @@ fn attach_locked(
             next: next.map(|next| next.id),
         }),
         Err(err) => {
-            let _ = maps.allow.undo(&allow_change);
-            let _ = maps.set_config(&old_config);
+            undone(
+                &req.iface,
+                "restoring the allow-list",
+                maps.allow.undo(&allow_change),
+            );
+            undone(
+                &req.iface,
+                "restoring the policy",
+                maps.set_config(&old_config),
+            );
             Err(err)
         }
     }
@@ -420,8 +434,13 @@ fn attach_program(
     crate::fault::step();
     // If pinning fails, dropping the link detaches the program again.
     if let Err(err) = fd_link.pin(state.link(ifindex)) {
-        let _ = maps.forget_iface(ifindex);
-        let _ = crate::maps::forget_iface_meta(state, ifindex);
+        undone(
+            &req.iface,
+            "forgetting its record",
+            maps.forget_iface(ifindex),
+        );
+        let meta = crate::maps::forget_iface_meta(state, ifindex);
+        undone(&req.iface, "forgetting its build record", meta);
         return Err(link_err(format!("pinning: {err}")));
     }
     crate::fault::step();
@@ -449,8 +468,24 @@ fn replace_program(
     drop(program.take_link(link_id).map_err(attach_err)?);
     let prog_id = program.info().map_err(attach_err)?.id();
     let info = record_replaced(state, maps, req, ifindex, prog_id)?;
-    let attachment = Attachment::from_code(info.mode).unwrap_or(Attachment::Native);
+    let attachment = Attachment::from_code(info.mode).unwrap_or_else(|| {
+        log::warn!(
+            "{}: the state records mode {} for it, which this build does not know; reporting native",
+            req.iface,
+            info.mode
+        );
+        Attachment::Native
+    });
     Ok((attachment, None, prog_id))
+}
+
+/// A step of undoing a failed attach: a failure is said (it leaves pins or records behind,
+/// which the next attach or detach removes), and the attach's own error is still the one
+/// returned.
+pub(crate) fn undone<E: std::fmt::Display>(iface: &str, step: &str, result: Result<(), E>) {
+    if let Err(err) = result {
+        log::warn!("{iface}: undoing the failed attach: {step}: {err}");
+    }
 }
 
 /// Records program `prog_id` as the one a replace swapped in on `ifindex`, keeping the rest of

@@ -49,6 +49,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     sys::require_privileges()?;
+    if !matches!(cli.command, Command::Run { .. }) {
+        cli_logging();
+    }
     match cli.command {
         Command::Attach(args) => attach::run(&state, args, json),
         Command::Detach(args) => detach::run(&state, args, json),
@@ -62,7 +65,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// A one-line report of what a changing command did.
+/// The library's warnings (an undo step of a failed attach that failed too, a cache a
+/// replace could not empty) on stderr like the CLI's own: `mcfilter: warning: ...`. Only
+/// mcfilter's: aya's debugging lines stay out. `run` sets up the service's logging instead.
+fn cli_logging() {
+    use std::io::Write as _;
+    let logger = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("mcfilter", log::LevelFilter::Warn)
+        .format(|out, record| {
+            let level = record.level().as_str().to_lowercase();
+            writeln!(out, "mcfilter: {level}: {}", record.args())
+        })
+        .try_init();
+    // Set once per process; a second call (none today) keeps the first.
+    drop(logger);
+}
+
 /// What `status` and `attach` warn about beyond the state: protected listeners that an
 /// interface without the filter delivers to (see [`crate::exposure`]).
 fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {

@@ -216,9 +216,15 @@ pub(super) fn attach_program(
     crate::maps::set_iface_meta(state, ifindex, this_build(req.service, next.id))?;
     crate::fault::step();
     let undo = |maps: &mut Maps| {
-        let _ = crate::pin::remove_pin(&state.program(ifindex));
-        let _ = maps.forget_iface(ifindex);
-        let _ = crate::maps::forget_iface_meta(state, ifindex);
+        let program = crate::pin::remove_pin(&state.program(ifindex));
+        super::undone(&req.iface, "unpinning its program", program);
+        super::undone(
+            &req.iface,
+            "forgetting its record",
+            maps.forget_iface(ifindex),
+        );
+        let meta = crate::maps::forget_iface_meta(state, ifindex);
+        super::undone(&req.iface, "forgetting its build record", meta);
     };
     if let Err(err) = program.pin(state.program(ifindex)) {
         undo(maps);
