@@ -6,7 +6,7 @@ use aya_ebpf::programs::XdpContext;
 use aya_log_ebpf::{info, warn};
 use mcfilter_common::{EVENTS_PER_SECOND, FAMILY_V4, IpKey, SLOT_EVENTS_SUPPRESSED};
 
-use crate::{maps::EVENTS, stats};
+use crate::{counters, maps::EVENTS};
 
 const SECOND_NS: u64 = 1_000_000_000;
 
@@ -26,7 +26,7 @@ fn budget(now: u64) -> bool {
         budget.logged += 1;
         true
     } else {
-        stats::bump(SLOT_EVENTS_SUPPRESSED, 1, 0);
+        counters::bump(SLOT_EVENTS_SUPPRESSED, 1, 0);
         false
     }
 }

@@ -20,9 +20,8 @@ use mcfilter_common::{
 use aya_ebpf::{helpers::bpf_jiffies64, programs::XdpContext};
 
 use crate::{
-    events,
+    counters, events,
     maps::{FRAG_TIMEOUTS, FRAGS},
-    stats,
 };
 
 /// The kernel's jiffies per second, set by the loader (`FRAG_HZ_GLOBAL`).
@@ -51,8 +50,8 @@ pub fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
         if !known.is_some_and(|expires_at| live(expires_at, now()))
             && FRAGS.insert(key, expiry(key), 0).is_err()
         {
-            stats::bump(SLOT_FRAG_INSERT_FAILED, 1, bytes);
-            events::fragment_cache_full(ctx, stats::now());
+            counters::bump(SLOT_FRAG_INSERT_FAILED, 1, bytes);
+            events::fragment_cache_full(ctx, counters::now());
         }
     } else if known.is_some() {
         let _ = FRAGS.remove(key);

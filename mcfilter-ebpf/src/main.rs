@@ -9,6 +9,7 @@
 // runs with RUSTC_BOOTSTRAP=1 for `-Z build-std`).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod counters;
 mod cursor;
 mod events;
 mod frag;

@@ -2,28 +2,17 @@
 //! packets in an LRU map (bounded under spoofed floods) whose failed inserts are themselves
 //! counted.
 
-use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use mcfilter_common::{
     Counter, IpKey, PendingSource, Reason, SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED,
     SourceStats, recent_slot, stats_slot,
 };
 
 use crate::{
+    counters::{bump, now},
     events,
-    maps::{IFACE_STATS, PENDING, RECENT, SOURCES, STATS},
+    maps::{IFACE_STATS, PENDING, RECENT, SOURCES},
 };
-
-/// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
-#[inline(always)]
-pub fn bump(slot: u32, packets: u64, bytes: u64) {
-    if let Some(counter) = STATS.get_ptr_mut(slot) {
-        // SAFETY: a per-CPU array value of this CPU; XDP runs with preemption off, so nothing
-        // else writes it concurrently.
-        let counter: &mut Counter = unsafe { &mut *counter };
-        counter.packets += packets;
-        counter.bytes += bytes;
-    }
-}
 
 /// Counts one packet of `bytes` under `reason`, and under its source when it is (or, in dry-run,
 /// would be) dropped. Per-source counts are write-combined: each CPU keeps its latest source in
@@ -35,7 +24,7 @@ pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, sourc
     let slot = stats_slot(reason, dry_run);
     bump(slot, 1, bytes);
     if let Some(counter) = IFACE_STATS.get_ptr_mut(slot) {
-        // SAFETY: as in `bump`.
+        // SAFETY: as in `counters::bump`.
         let counter: &mut Counter = unsafe { &mut *counter };
         counter.packets += 1;
         counter.bytes += bytes;
@@ -47,7 +36,7 @@ pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, sourc
     let Some(pending) = PENDING.get_ptr_mut(0) else {
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; see `bump`.
+    // SAFETY: this CPU's slot of a per-CPU array; see `counters::bump`.
     let pending: &mut PendingSource = unsafe { &mut *pending };
     let stats = &mut pending.stats;
     let dry = u64::from(dry_run);
@@ -77,14 +66,6 @@ pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, sourc
 /// Packets of one source between two clock reads in a run (a power of two).
 const CLOCK_EVERY: u64 = 64;
 
-/// The coarse monotonic clock (jiffies resolution, Linux 5.11): enough for "last seen", and a
-/// fraction of the cost of bpf_ktime_get_ns, which reads the clocksource.
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions.
-    unsafe { bpf_ktime_get_coarse_ns() }
-}
-
 /// Takes a CPU's pending counts for `key` (a run of its packets ended): a source that sent
 /// more than one packet, or was seen before on this CPU, goes into the LRU map; a one-off waits
 /// in its slot of the per-CPU table of recent sources, so one-off spoofed sources cost no LRU
@@ -94,7 +75,7 @@ fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
     let Some(slot) = RECENT.get_ptr_mut(recent_slot(key)) else {
         return;
     };
-    // SAFETY: this CPU's slot of a per-CPU array; see `bump`.
+    // SAFETY: this CPU's slot of a per-CPU array; see `counters::bump`.
     let slot: &mut PendingSource = unsafe { &mut *slot };
     if slot.stats.packets != 0 && slot.key == *key {
         let mut total = *add;
@@ -123,7 +104,7 @@ fn merge(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
 fn admit(ctx: &XdpContext, key: &IpKey, add: &SourceStats) {
     match SOURCES.get_ptr_mut(key) {
         Some(stats) => {
-            // SAFETY: this CPU's slot of a per-CPU map value; see `bump`.
+            // SAFETY: this CPU's slot of a per-CPU map value; see `counters::bump`.
             let stats: &mut SourceStats = unsafe { &mut *stats };
             stats.packets += add.packets;
             stats.bytes += add.bytes;
