@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
 
-use crate::{allow, filter::Mode, pin::DEFAULT_STATE_DIR};
+use crate::{
+    allow,
+    filter::{Mode, parse_port},
+    pin::DEFAULT_STATE_DIR,
+};
 
 /// Protects memcached hosts at line rate: an XDP filter that drops UDP to the protected ports
 /// and TCP from sources outside the allow-list.
@@ -243,14 +247,6 @@ pub fn parse_interval(text: &str) -> Result<f64, String> {
     }
 }
 
-/// A protected port: 1 to 65535.
-pub fn parse_port(text: &str) -> Result<u16, String> {
-    match text.trim().parse::<u32>() {
-        Ok(port @ 1..=65535) => Ok(port as u16),
-        _ => Err(format!("'{text}' is not a port; use 1 to 65535")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
@@ -260,15 +256,6 @@ mod tests {
     #[test]
     fn the_cli_model_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn ports_are_1_to_65535() {
-        assert_eq!(parse_port("11211"), Ok(11211));
-        assert_eq!(parse_port("65535"), Ok(65535));
-        for bad in ["0", "65536", "-1", "memcache", ""] {
-            assert!(parse_port(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The service's config file (TOML): one validated model shared with the CLI flags. Every
-//! value goes through the same parsers as the flags (`cli::parse_port`, `allow::parse_cidr`),
+//! value goes through the same parsers as the flags (`filter::parse_port`, `allow::parse_cidr`),
 //! unknown keys are errors that name the key, and loading reads the allow-list files too, so
 //! a config that loads is a config that applies. `packaging/mcfilter.toml` documents every key.
 
@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
 use serde::Deserialize;
 
-use crate::{DEFAULT_PORT, allow, cli, filter::Mode, pin::DEFAULT_STATE_DIR};
+use crate::{DEFAULT_PORT, allow, filter::Mode, pin::DEFAULT_STATE_DIR};
 
 /// Where `mcfilter run` looks without `--config`.
 pub const DEFAULT_CONFIG: &str = "/etc/mcfilter/mcfilter.toml";
@@ -181,7 +181,9 @@ impl Config {
             Some(ports) if ports.is_empty() => return Err("ports must not be empty".into()),
             Some(ports) => ports
                 .iter()
-                .map(|p| cli::parse_port(&p.to_string()).map_err(|err| format!("ports: {err}")))
+                .map(|p| {
+                    crate::filter::parse_port(&p.to_string()).map_err(|err| format!("ports: {err}"))
+                })
                 .collect::<Result<_, _>>()?,
         };
         let mut allow = BTreeSet::new();

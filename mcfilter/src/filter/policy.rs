@@ -105,9 +105,26 @@ pub fn set_allow_list(
     Maps::open(state)?.allow.replace(nets)
 }
 
+/// A protected port: 1 to 65535, as the command line and the config give it.
+pub fn parse_port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u32>() {
+        Ok(port @ 1..=65535) => Ok(port as u16),
+        _ => Err(format!("'{text}' is not a port; use 1 to 65535")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_are_1_to_65535() {
+        assert_eq!(parse_port("11211"), Ok(11211));
+        assert_eq!(parse_port("65535"), Ok(65535));
+        for bad in ["0", "65536", "-1", "memcache", ""] {
+            assert!(parse_port(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_policy_survives_the_config_round_trip() {
