@@ -152,6 +152,17 @@ impl Harness {
         }
     }
 
+    /// The loaded program as the kernel reports it (sizes, the verifier's instruction count).
+    pub fn info(&self) -> aya::programs::ProgramInfo {
+        let program: &Xdp = self
+            .ebpf
+            .program(self.program)
+            .expect("program in object")
+            .try_into()
+            .expect("an XDP program");
+        program.info().expect("the program's info")
+    }
+
     /// Runs `frame` once; returns the XDP action.
     pub fn run(&self, frame: &[u8]) -> u32 {
         test_run(&self.ebpf, self.program, frame, 1).return_value
@@ -230,13 +241,7 @@ impl Harness {
 
     /// How many instructions the verifier processed to accept the program (Linux 5.16+).
     pub fn verified_instructions(&self) -> Option<u32> {
-        let program: &Xdp = self
-            .ebpf
-            .program(self.program)
-            .expect("program in object")
-            .try_into()
-            .expect("an XDP program");
-        program.info().ok()?.verified_instruction_count()
+        self.info().verified_instruction_count()
     }
 
     /// The loaded object, for what the harness does not wrap (its events' ring buffer).
