@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
-use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
+use mcfilter_common::DEFAULT_ALLOW_CAPACITY;
 
 use crate::{
     allow,
@@ -123,10 +123,10 @@ pub struct AttachArgs {
     #[arg(long, value_name = "NEXT", conflicts_with_all = ["replace", "force"],
           value_parser = |text: &str| text.parse::<crate::filter::Next>())]
     pub then: Option<crate::filter::Next>,
-    /// Per-source counter capacity (LRU), used when this attach creates the state
-    #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_SOURCES_CAPACITY,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub sources_capacity: u32,
+    /// Per-source counter capacity (LRU), used when this attach creates the state [default:
+    /// what 24 MiB holds with this host's possible CPUs, at most 65536]
+    #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sources_capacity: Option<u32>,
 }
 
 #[derive(Debug, Args)]

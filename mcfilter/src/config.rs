@@ -10,7 +10,7 @@ use std::{
 };
 
 use ipnet::IpNet;
-use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY};
+use mcfilter_common::DEFAULT_ALLOW_CAPACITY;
 use serde::Deserialize;
 
 use crate::{DEFAULT_PORT, allow, filter::Mode, pin::DEFAULT_STATE_DIR};
@@ -243,7 +243,7 @@ impl Config {
             sources_capacity: positive(
                 "sources_capacity",
                 file.maps.sources_capacity,
-                DEFAULT_SOURCES_CAPACITY,
+                crate::memory::default_sources_capacity_here(),
             )?,
             metrics_addr: address
                 .parse()

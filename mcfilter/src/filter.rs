@@ -21,9 +21,7 @@ use aya::{
     },
 };
 use ipnet::IpNet;
-use mcfilter_common::{
-    DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY, IfaceInfo, IfaceMeta, map_names, xdp_mode,
-};
+use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, IfaceInfo, IfaceMeta, map_names, xdp_mode};
 
 mod chain;
 mod detach;
@@ -125,7 +123,7 @@ impl AttachRequest {
             dry_run: false,
             drop_reflected: false,
             allow_capacity: DEFAULT_ALLOW_CAPACITY,
-            sources_capacity: DEFAULT_SOURCES_CAPACITY,
+            sources_capacity: crate::memory::default_sources_capacity_here(),
             replace: false,
             force: false,
             service: false,

@@ -22,6 +22,7 @@ pub mod filter;
 pub mod kernel;
 pub mod man;
 pub mod maps;
+pub mod memory;
 pub mod metrics;
 pub mod netlink;
 pub mod notify;

@@ -182,6 +182,12 @@ pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
     );
     gauge(
         &mut registry,
+        "kernel_memory_bytes",
+        "Kernel memory of the maps pinned in the state (memlock)",
+        i64::try_from(status.kernel_memory.total_bytes).unwrap_or(i64::MAX),
+    );
+    gauge(
+        &mut registry,
         "dry_run",
         "1 when dropping is off (shadow mode)",
         i64::from(status.dry_run),

@@ -72,6 +72,8 @@ pub struct Status {
     /// How long a dropped datagram is remembered, in seconds: the kernel's reassembly timeouts
     /// (IPv4, IPv6) when the last attach read them; `null` for a state made by an older build.
     pub fragments_timeouts_secs: Option<[u32; 2]>,
+    /// What the state's maps cost the kernel (see [`crate::memory`]).
+    pub kernel_memory: crate::memory::KernelMemory,
     /// Configuration problems worth fixing, one sentence each with the fix.
     pub warnings: Vec<String>,
 }
@@ -147,6 +149,8 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             running,
         });
     }
+    let ifindexes: Vec<u32> = interfaces.iter().map(|iface| iface.ifindex).collect();
+    let kernel_memory = crate::memory::kernel_memory(state, &ifindexes)?;
     warnings.extend(ephemeral_port_warnings(
         &config.protected_ports().collect::<Vec<_>>(),
         read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
@@ -166,6 +170,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         fragments_entries: crate::batch::count(IterableMap::map(&maps.frags)).map_err(Error::Io)?,
         fragments_capacity: maps.frags_capacity,
         fragments_timeouts_secs: crate::maps::frag_timeouts(state)?,
+        kernel_memory,
         warnings,
     })
 }

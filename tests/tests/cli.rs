@@ -204,6 +204,76 @@ fn json_output_keeps_its_contract() {
     mcf.ok(&["detach", IFACE]);
 }
 
+/// `status` shows what the state's maps cost the kernel (fdinfo's `memlock`, what `bpftool map
+/// show` prints), and the per-CPU maps cost what `mcfilter::memory`'s formula says for this
+/// host's possible CPUs: the formula that sizes the per-source map by default, so that an
+/// attach on a 64-CPU host stays under 64 MiB.
+#[test]
+fn status_shows_the_kernel_memory_the_formula_predicts() {
+    if !privileged("status_shows_the_kernel_memory_the_formula_predicts") {
+        return;
+    }
+    use mcfilter::memory;
+    use mcfilter_common::{IpKey, PendingSource, RECENT_SLOTS, SourceStats};
+    let lab = Lab::new("km");
+    let mcf = Mcfilter::new("km").in_netns(&lab.server.ns);
+    mcf.ok(&["attach", IFACE]);
+    let status = mcf.json(&["status", "--json"]);
+    let cpus = memory::possible_cpus();
+    let memory = &status["kernel_memory"];
+    assert_eq!(memory["possible_cpus"], cpus);
+    let capacity = memory::default_sources_capacity(cpus);
+    assert_eq!(
+        status["sources_capacity"], capacity,
+        "the default is derived"
+    );
+    let bpftool = |pin: &str| -> u64 {
+        let shown = Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned", pin])
+            .output()
+            .expect("bpftool");
+        let shown: Value = serde_json::from_slice(&shown.stdout).expect("bpftool's JSON");
+        shown["bytes_memlock"].as_u64().expect("bytes_memlock")
+    };
+    let state = mcf.state_dir();
+    for (map, predicted) in [
+        (
+            "mcf_sources",
+            memory::percpu_hash_bytes(capacity, size_of::<IpKey>(), size_of::<SourceStats>(), cpus),
+        ),
+        (
+            "mcf_recent",
+            memory::percpu_array_bytes(RECENT_SLOTS, size_of::<PendingSource>(), cpus),
+        ),
+    ] {
+        let shown = memory["maps"][map].as_u64().expect("a map's bytes");
+        assert_eq!(
+            shown,
+            bpftool(&format!("{}/{map}", state.display())),
+            "{map}"
+        );
+        // The formula leaves out the map's header (under 2 KiB).
+        assert!(
+            (shown - 2048..=shown).contains(&predicted),
+            "{map}: the kernel says {shown} B, the formula {predicted} B"
+        );
+    }
+    let total: u64 = memory["maps"]
+        .as_object()
+        .expect("maps")
+        .values()
+        .map(|bytes| bytes.as_u64().expect("bytes"))
+        .sum();
+    assert_eq!(memory["total_bytes"], total);
+    let text = mcf.ok(&["status"]);
+    assert!(
+        text.lines().any(|line| line.starts_with("kernel memory")
+            && line.contains(&format!("{cpus} possible CPUs"))),
+        "{text}"
+    );
+    mcf.ok(&["detach", IFACE]);
+}
+
 #[test]
 fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
     if !privileged("state_dir_comes_from_the_flag_in_either_position_or_the_environment") {

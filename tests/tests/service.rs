@@ -730,6 +730,7 @@ fn the_service_serves_everything_under_three_capabilities() {
         "sources_capacity",
         "fragments_entries",
         "fragments_capacity",
+        "kernel_memory_bytes",
         "dry_run",
         "program_info",
         "build_info",

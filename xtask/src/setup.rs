@@ -31,6 +31,8 @@ const PACKAGES: &[&str] = &[
     "umoci",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
+    // The kernel-memory test reads `bpftool map show` next to `status`.
+    "bpftool",
 ];
 const BPFFS: &str = "/sys/fs/bpf";
 

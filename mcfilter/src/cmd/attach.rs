@@ -43,7 +43,9 @@ pub fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Result<()>
         dry_run: args.dry_run,
         drop_reflected: args.drop_reflected,
         allow_capacity: args.allow_capacity,
-        sources_capacity: args.sources_capacity,
+        sources_capacity: args
+            .sources_capacity
+            .unwrap_or_else(crate::memory::default_sources_capacity_here),
         replace: args.replace,
         force: args.force,
         service: false,

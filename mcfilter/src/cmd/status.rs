@@ -64,6 +64,7 @@ pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
                 ),
             },
         ),
+        ("kernel memory", kernel_memory(&status.kernel_memory)),
     ] {
         summary.row(vec![key.into(), value]);
     }
@@ -110,4 +111,22 @@ pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
         .collect();
     output::print(&format!("{summary}\n{}{warnings}", ifaces.render()))?;
     Ok(())
+}
+
+/// The kernel memory line: the total and the three largest maps.
+fn kernel_memory(memory: &crate::memory::KernelMemory) -> String {
+    let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    let mut maps: Vec<(&String, &u64)> = memory.maps.iter().collect();
+    maps.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let largest: Vec<String> = maps
+        .iter()
+        .take(3)
+        .map(|(name, bytes)| format!("{name} {}", mib(**bytes)))
+        .collect();
+    format!(
+        "{} for {} possible CPUs ({}, ...)",
+        mib(memory.total_bytes),
+        memory.possible_cpus,
+        largest.join(", ")
+    )
 }
