@@ -181,101 +181,82 @@ impl Config {
     }
 }
 
-/// Why a packet got its verdict. The value is the index into the stats array; append only.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
+/// Generates [`Reason`], its list and its two views (name, verdict) from one table, so a reason
+/// is added in one place: `Variant = code, "name", drop|pass;` with its doc comment.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $variant:ident = $code:literal, $name:literal, $verdict:ident; )*) => {
+        /// Why a packet got its verdict. The value is the index into the stats array; append
+        /// only.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Reason {
+            $( $(#[$doc])* $variant = $code, )*
+        }
+
+        impl Reason {
+            /// Every reason, in code order.
+            pub const ALL: [Reason; [$($code),*].len()] = [$(Reason::$variant),*];
+
+            /// Whether the policy drops packets with this reason (in dry-run they are passed).
+            pub const fn is_drop(self) -> bool {
+                reasons!(@is_drop self [] $($variant $verdict)*)
+            }
+
+            /// The stable snake_case name used in `stats` output and metrics.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Reason::$variant => $name, )*
+                }
+            }
+        }
+    };
+    // `is_drop`: a `matches!` of the variants marked `drop`, collected one by one.
+    (@is_drop $self:ident [$($drop:ident)*]) => { matches!($self, $(Reason::$drop)|*) };
+    (@is_drop $self:ident [$($drop:ident)*] $variant:ident drop $($rest:tt)*) => {
+        reasons!(@is_drop $self [$($drop)* $variant] $($rest)*)
+    };
+    (@is_drop $self:ident [$($drop:ident)*] $variant:ident pass $($rest:tt)*) => {
+        reasons!(@is_drop $self [$($drop)*] $($rest)*)
+    };
+}
+
+reasons! {
     /// Not IPv4 or IPv6 (ARP, LLDP, ...): passed untouched.
-    NotIp = 0,
+    NotIp = 0, "not_ip", pass;
     /// IP, but not TCP or UDP to a protected port (ICMP, neighbour discovery, other ports).
-    NotProtected = 1,
+    NotProtected = 1, "not_protected", pass;
     /// TCP to a protected port from an allow-listed source.
-    TcpAllowed = 2,
+    TcpAllowed = 2, "tcp_allowed", pass;
     /// UDP to a protected port: dropped whatever the source.
-    UdpPort = 3,
+    UdpPort = 3, "udp_port", drop;
     /// TCP to a protected port from a source outside the allow-list.
-    TcpNotAllowed = 4,
+    TcpNotAllowed = 4, "tcp_not_allowed", drop;
     /// A header field is invalid (IP version, IPv4 IHL below 5, total length shorter than the
     /// header): dropped.
-    Malformed = 5,
+    Malformed = 5, "malformed", drop;
     /// IPv4 or IPv6 fragment after the first, of a datagram not known to be dropped: it carries
     /// no ports, passed.
-    LaterFragment = 6,
+    LaterFragment = 6, "later_fragment", pass;
     /// IPv6 extension-header chain longer than the program walks: dropped (fail closed).
-    ExtHeaderLimit = 7,
+    ExtHeaderLimit = 7, "ext_header_limit", drop;
     /// More stacked VLAN tags than the program looks through: dropped (fail closed).
-    VlanLimit = 8,
+    VlanLimit = 8, "vlan_limit", drop;
     /// A header the program must read does not fit in the frame, or in the IP datagram's own
     /// length (which must fit in the frame): dropped.
-    Truncated = 9,
+    Truncated = 9, "truncated", drop;
     /// A first fragment too short to hold the TCP/UDP ports: dropped (and its later fragments).
-    ShortFirstFragment = 10,
+    ShortFirstFragment = 10, "short_first_fragment", drop;
     /// A later fragment of a datagram whose first fragment was dropped: dropped.
-    FragmentOfDropped = 11,
+    FragmentOfDropped = 11, "fragment_of_dropped", drop;
     /// An IPv6 extension header the program cannot look past (Mobility, HIP, Shim6,
     /// experimental): dropped (fail closed).
-    ExtHeaderUnknown = 12,
+    ExtHeaderUnknown = 12, "ext_header_unknown", drop;
     /// UDP from a protected source port (an amplified reply aimed at this host), with
     /// reflection-victim protection on: dropped.
-    Reflected = 13,
+    Reflected = 13, "reflected", drop;
 }
 
 impl Reason {
-    /// Every reason, in code order.
-    pub const ALL: [Reason; 14] = [
-        Reason::NotIp,
-        Reason::NotProtected,
-        Reason::TcpAllowed,
-        Reason::UdpPort,
-        Reason::TcpNotAllowed,
-        Reason::Malformed,
-        Reason::LaterFragment,
-        Reason::ExtHeaderLimit,
-        Reason::VlanLimit,
-        Reason::Truncated,
-        Reason::ShortFirstFragment,
-        Reason::FragmentOfDropped,
-        Reason::ExtHeaderUnknown,
-        Reason::Reflected,
-    ];
-
-    /// Whether the policy drops packets with this reason (in dry-run they are passed).
-    pub const fn is_drop(self) -> bool {
-        matches!(
-            self,
-            Reason::UdpPort
-                | Reason::TcpNotAllowed
-                | Reason::Malformed
-                | Reason::ExtHeaderLimit
-                | Reason::VlanLimit
-                | Reason::Truncated
-                | Reason::ShortFirstFragment
-                | Reason::FragmentOfDropped
-                | Reason::ExtHeaderUnknown
-                | Reason::Reflected
-        )
-    }
-
-    /// The stable snake_case name used in `stats` output and metrics.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Reason::NotIp => "not_ip",
-            Reason::NotProtected => "not_protected",
-            Reason::TcpAllowed => "tcp_allowed",
-            Reason::UdpPort => "udp_port",
-            Reason::TcpNotAllowed => "tcp_not_allowed",
-            Reason::Malformed => "malformed",
-            Reason::LaterFragment => "later_fragment",
-            Reason::ExtHeaderLimit => "ext_header_limit",
-            Reason::VlanLimit => "vlan_limit",
-            Reason::Truncated => "truncated",
-            Reason::ShortFirstFragment => "short_first_fragment",
-            Reason::FragmentOfDropped => "fragment_of_dropped",
-            Reason::ExtHeaderUnknown => "ext_header_unknown",
-            Reason::Reflected => "reflected",
-        }
-    }
-
     /// The reason with code `code`, if there is one.
     pub fn from_code(code: u32) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| *r as u32 == code)
@@ -526,7 +507,25 @@ mod pod {
 
 #[cfg(test)]
 mod tests {
-    use super::FragClock;
+    use super::{FragClock, MAX_REASONS, Reason};
+
+    /// Codes are the list's positions, names are distinct snake_case, and the stats array has
+    /// room for every code.
+    #[test]
+    fn the_reason_table_is_consistent() {
+        for (index, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
+            assert_eq!(Reason::from_code(index as u32), Some(*reason));
+            let name = reason.name();
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+            assert_eq!(Reason::ALL.iter().filter(|r| r.name() == name).count(), 1);
+        }
+        assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
+        assert!(Reason::UdpPort.is_drop() && !Reason::TcpAllowed.is_drop());
+    }
 
     /// Linux's TICK_NSEC for each HZ it offers gives that HZ back.
     #[test]
