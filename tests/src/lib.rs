@@ -32,6 +32,22 @@ pub fn privileged(test: &str) -> bool {
     false
 }
 
+/// The first line of a test that needs root: returns from the test (after [`privileged`] said
+/// why) when it cannot run, and fails under CI. The test's name comes from the function it is
+/// in, so it is never copied wrong.
+#[macro_export]
+macro_rules! privileged_test {
+    () => {{
+        fn here() {}
+        let path = ::std::any::type_name_of_val(&here);
+        let path = path.strip_suffix("::here").unwrap_or(path);
+        let test = path.rsplit("::").next().unwrap_or(path);
+        if !$crate::privileged(test) {
+            return;
+        }
+    }};
+}
+
 /// A name unique to this process and call: `<tag><pid><n>`, at most 15 characters so it also
 /// fits interface names.
 pub fn unique(tag: &str) -> String {

@@ -8,7 +8,7 @@ use mcfilter_tests::{
     lab::{self, Host, IFACE, Lab, pending, receive},
     memcache::Memcached,
     packet::{ETH_P_IP, IPPROTO_TCP, NOT_FRAGMENTED, eth, forged_memcached_request, ipv4, tcp_syn},
-    privileged,
+    privileged_test,
 };
 
 const PORT: u16 = 11211;
@@ -21,9 +21,7 @@ fn forged(lab: &Lab, victim: &Host, victim_port: u16, command: &[u8]) -> Vec<u8>
 
 #[test]
 fn a_reflection_victim_receives_nothing_with_protection_on() {
-    if !privileged("a_reflection_victim_receives_nothing_with_protection_on") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("rf");
     let attacker = lab.host("rfx", 66);
     let victim = lab.host("rfv", 99);
@@ -113,9 +111,7 @@ fn spoofed_syns(lab: &Lab, count: u8, each: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn shadow_mode_passes_everything_and_counts_what_enforcing_drops() {
-    if !privileged("shadow_mode_passes_everything_and_counts_what_enforcing_drops") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sh");
     let attacker = lab.host("shx", 66);
     let protected = lab.server.udp_listener(PORT);
@@ -223,9 +219,7 @@ fn findings(report: &serde_json::Value, severity: &str) -> Vec<String> {
 
 #[test]
 fn audit_finds_the_exposed_memcached_then_reports_clean_once_fixed() {
-    if !privileged("audit_finds_the_exposed_memcached_then_reports_clean_once_fixed") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("au");
     let mcf = Mcfilter::new("au").in_netns(&lab.server.ns);
 
@@ -287,9 +281,7 @@ fn audit_finds_the_exposed_memcached_then_reports_clean_once_fixed() {
 /// the fix that works for it.
 #[test]
 fn devices_that_deliver_without_the_filter_are_named() {
-    if !privileged("devices_that_deliver_without_the_filter_are_named") {
-        return;
-    }
+    privileged_test!();
     const ARPHRD_IPGRE: u16 = 778;
     let lab = Lab::new("ux");
     let ns = &lab.server.ns;

@@ -15,7 +15,7 @@ use mcfilter_tests::{
     cli::Mcfilter,
     lab::{self, Host, IFACE, Lab, pending},
     memcache::{self, Memcached},
-    privileged,
+    privileged_test,
     xdp_filter::XdpFilter,
 };
 use serde_json::Value;
@@ -85,9 +85,7 @@ fn status(mcf: &Mcfilter) -> Value {
 
 #[test]
 fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
-    if !privileged("mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("ch");
     let client = lab.host("chc", 10);
     let other = lab.host("cho", 66);
@@ -203,9 +201,7 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
 
 #[test]
 fn a_chained_program_replaced_by_another_tool_is_reported_and_left_alone() {
-    if !privileged("a_chained_program_replaced_by_another_tool_is_reported_and_left_alone") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("cg");
     let peer = XdpFilter::new("cgx", &lab.server.ns);
     peer.ok(&["load", IFACE, "--mode", "skb"]);
@@ -239,9 +235,7 @@ fn a_chained_program_replaced_by_another_tool_is_reported_and_left_alone() {
 
 #[test]
 fn mcfilter_chains_to_a_program_by_id_and_hands_it_the_interface() {
-    if !privileged("mcfilter_chains_to_a_program_by_id_and_hands_it_the_interface") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("ci");
     let other = lab.host("cio", 66);
     // A loaded XDP program attached nowhere: the benchmarks' XDP_PASS floor.
@@ -372,9 +366,7 @@ fn program_id(fd: &OwnedFd) -> u32 {
 
 #[test]
 fn programs_mcfilter_cannot_run_in_front_of_are_refused_with_one_line() {
-    if !privileged("programs_mcfilter_cannot_run_in_front_of_are_refused_with_one_line") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("cr");
     let mcf = Mcfilter::new("cr").in_netns(&lab.server.ns);
     let refused = |args: &[&str], why: &str| {

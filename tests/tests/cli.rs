@@ -10,7 +10,7 @@ use mcfilter_tests::{
     cli::{Mcfilter, binary},
     lab::{self, IFACE, Lab},
     netns::NetNs,
-    privileged,
+    privileged_test,
 };
 use serde_json::Value;
 
@@ -24,9 +24,7 @@ fn snapshot(mcf: &Mcfilter) -> (Value, Value) {
 
 #[test]
 fn bad_input_fails_with_one_line_and_changes_nothing() {
-    if !privileged("bad_input_fails_with_one_line_and_changes_nothing") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("bi");
     let mcf = Mcfilter::new("bi").in_netns(&lab.server.ns);
     mcf.ok(&[
@@ -120,9 +118,7 @@ fn bad_input_fails_with_one_line_and_changes_nothing() {
 
 #[test]
 fn commands_without_state_say_how_to_attach() {
-    if !privileged("commands_without_state_say_how_to_attach") {
-        return;
-    }
+    privileged_test!();
     let ns = NetNs::new("ns");
     let mcf = Mcfilter::new("ns").in_netns(&ns);
     for args in [
@@ -144,9 +140,7 @@ fn commands_without_state_say_how_to_attach() {
 
 #[test]
 fn json_output_keeps_its_contract() {
-    if !privileged("json_output_keeps_its_contract") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("js");
     let mcf = Mcfilter::new("js").in_netns(&lab.server.ns);
     mcf.ok(&[
@@ -210,9 +204,7 @@ fn json_output_keeps_its_contract() {
 /// attach on a 64-CPU host stays under 64 MiB.
 #[test]
 fn status_shows_the_kernel_memory_the_formula_predicts() {
-    if !privileged("status_shows_the_kernel_memory_the_formula_predicts") {
-        return;
-    }
+    privileged_test!();
     use mcfilter::memory;
     use mcfilter_common::{IpKey, PendingSource, RECENT_SLOTS, SourceStats};
     let lab = Lab::new("km");
@@ -276,9 +268,7 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
 
 #[test]
 fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
-    if !privileged("state_dir_comes_from_the_flag_in_either_position_or_the_environment") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sd");
     let mcf = Mcfilter::new("sd").in_netns(&lab.server.ns);
     let dir = mcf.state_dir().to_str().unwrap().to_owned();
@@ -315,9 +305,7 @@ fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
 
 #[test]
 fn allow_replace_makes_the_list_exactly_the_file() {
-    if !privileged("allow_replace_makes_the_list_exactly_the_file") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("rp");
     let mcf = Mcfilter::new("rp").in_netns(&lab.server.ns);
     mcf.ok(&[
@@ -346,9 +334,7 @@ fn allow_replace_makes_the_list_exactly_the_file() {
 
 #[test]
 fn auto_mode_falls_back_to_skb_and_native_mode_says_why_not() {
-    if !privileged("auto_mode_falls_back_to_skb_and_native_mode_says_why_not") {
-        return;
-    }
+    privileged_test!();
     // Loopback has no native XDP support.
     let ns = NetNs::new("fb");
     let mcf = Mcfilter::new("fb").in_netns(&ns);
@@ -379,9 +365,7 @@ fn auto_mode_falls_back_to_skb_and_native_mode_says_why_not() {
 
 #[test]
 fn a_first_attach_that_fails_leaves_no_state() {
-    if !privileged("a_first_attach_that_fails_leaves_no_state") {
-        return;
-    }
+    privileged_test!();
     let ns = NetNs::new("ff");
     let mcf = Mcfilter::new("ff").in_netns(&ns);
     let (_, line) = mcf.fails(&[
@@ -412,9 +396,7 @@ fn a_first_attach_that_fails_leaves_no_state() {
 
 #[test]
 fn concurrent_allow_changes_lose_no_update() {
-    if !privileged("concurrent_allow_changes_lose_no_update") {
-        return;
-    }
+    privileged_test!();
     let ns = NetNs::new("cc");
     let mcf = Mcfilter::new("cc").in_netns(&ns);
     let old: Vec<String> = (0..16u8).map(|i| format!("198.18.100.{i}/32")).collect();
@@ -594,9 +576,7 @@ fn which_systemd_analyze() -> Result<std::path::PathBuf, ()> {
 
 #[test]
 fn a_reader_blocked_on_its_output_never_holds_the_lock() {
-    if !privileged("a_reader_blocked_on_its_output_never_holds_the_lock") {
-        return;
-    }
+    privileged_test!();
     let ns = NetNs::new("bl");
     let mcf = Mcfilter::new("bl").in_netns(&ns);
     mcf.ok(&["attach", "lo"]);
@@ -642,9 +622,7 @@ fn a_reader_blocked_on_its_output_never_holds_the_lock() {
 
 #[test]
 fn a_link_type_mcfilter_cannot_read_is_refused() {
-    if !privileged("a_link_type_mcfilter_cannot_read_is_refused") {
-        return;
-    }
+    privileged_test!();
     // An IP tunnel's link type, given to a TUN device (this kernel has no tunnel drivers): the
     // kernel hands XDP such a device's outer headers first, which neither program reads.
     const ARPHRD_IPGRE: u16 = 778;
@@ -678,9 +656,7 @@ fn a_link_type_mcfilter_cannot_read_is_refused() {
 
 #[test]
 fn readers_share_the_lock() {
-    if !privileged("readers_share_the_lock") {
-        return;
-    }
+    privileged_test!();
     // Another reader holds the lock (a scrape, a `status` in a loop): every read command still
     // answers at once, while the reader goes on holding it.
     let ns = NetNs::new("rs");
@@ -720,9 +696,7 @@ fn readers_share_the_lock() {
 
 #[test]
 fn a_state_another_build_made_with_another_layout_is_refused() {
-    if !privileged("a_state_another_build_made_with_another_layout_is_refused") {
-        return;
-    }
+    privileged_test!();
     // A map as an older build might have left it: the fragment timeouts with 8-byte values. The
     // loader would reuse it by name without looking.
     let ns = NetNs::new("ly");
@@ -764,9 +738,7 @@ fn a_state_another_build_made_with_another_layout_is_refused() {
 
 #[test]
 fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
-    if !privileged("every_command_speaks_json_and_scripts_can_repeat_themselves") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("jz");
     let mcf = Mcfilter::new("jz").in_netns(&lab.server.ns);
     // The flag before the subcommand, as bpftool and nft take it.
@@ -879,9 +851,7 @@ fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
 
 #[test]
 fn stats_watch_redraws_only_on_a_terminal() {
-    if !privileged("stats_watch_redraws_only_on_a_terminal") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sw");
     let mcf = Mcfilter::new("sw").in_netns(&lab.server.ns);
     mcf.ok(&["attach", IFACE]);

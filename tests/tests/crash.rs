@@ -14,7 +14,7 @@ use std::{
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
 use mcfilter::fault::CRASH_AFTER_ENV;
 use mcfilter_common::{Config, IfaceInfo, IfaceMeta, IpKey, map_names};
-use mcfilter_tests::{cli::Mcfilter, netns::NetNs, privileged};
+use mcfilter_tests::{cli::Mcfilter, netns::NetNs, privileged_test};
 use serde_json::Value;
 
 /// The most steps a command may take before the walk gives up.
@@ -225,9 +225,7 @@ const ADDED: Ipv4Addr = Ipv4Addr::new(198, 18, 8, 9);
 
 #[test]
 fn a_first_attach_killed_at_any_step_filters_completely_or_not_at_all() {
-    if !privileged("a_first_attach_killed_at_any_step_filters_completely_or_not_at_all") {
-        return;
-    }
+    privileged_test!();
     let rig = Rig::new("cf");
     let attach = [A, "--port", "22122", "--allow", "198.18.7.0/24"];
     let steps = rig.walk(&[&["attach"][..], &attach].concat(), |step, _| {
@@ -255,10 +253,7 @@ fn a_first_attach_killed_at_any_step_filters_completely_or_not_at_all() {
 
 #[test]
 fn a_second_attach_killed_at_any_step_leaves_the_first_filter_and_a_whole_policy() {
-    if !privileged("a_second_attach_killed_at_any_step_leaves_the_first_filter_and_a_whole_policy")
-    {
-        return;
-    }
+    privileged_test!();
     let rig = Rig::new("cs");
     rig.mcf.ok(&["attach", A, "--allow", "198.18.7.0/24"]);
     let (old, new) = (
@@ -304,9 +299,7 @@ fn a_second_attach_killed_at_any_step_leaves_the_first_filter_and_a_whole_policy
 
 #[test]
 fn a_detach_killed_at_any_step_leaves_the_filter_or_removes_it_without_a_trace() {
-    if !privileged("a_detach_killed_at_any_step_leaves_the_filter_or_removes_it_without_a_trace") {
-        return;
-    }
+    privileged_test!();
     let rig = Rig::new("cd");
     rig.mcf.ok(&["attach", A, "--allow", "198.18.7.0/24"]);
     // Not the last interface: the other keeps its filter, the state stays.
@@ -354,9 +347,7 @@ fn a_detach_killed_at_any_step_leaves_the_filter_or_removes_it_without_a_trace()
 
 #[test]
 fn a_replace_killed_at_any_step_never_leaves_the_interface_without_a_filter() {
-    if !privileged("a_replace_killed_at_any_step_never_leaves_the_interface_without_a_filter") {
-        return;
-    }
+    privileged_test!();
     let rig = Rig::new("cr");
     rig.mcf.ok(&["attach", A, "--allow", "198.18.7.0/24"]);
     rig.walk(&["attach", A, "--replace"], |step, _| {
@@ -375,10 +366,7 @@ fn a_replace_killed_at_any_step_never_leaves_the_interface_without_a_filter() {
 
 #[test]
 fn a_chained_attach_or_detach_killed_at_any_step_leaves_one_program_or_the_other() {
-    if !privileged("a_chained_attach_or_detach_killed_at_any_step_leaves_one_program_or_the_other")
-    {
-        return;
-    }
+    privileged_test!();
     let rig = Rig::new("cc");
     let peer = mcfilter_tests::xdp_filter::XdpFilter::new("ccx", &rig.ns);
     peer.ok(&["load", A]);

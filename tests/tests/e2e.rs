@@ -11,7 +11,7 @@ use mcfilter_tests::{
     lab::{self, Host, IFACE, Lab, pending, receive},
     memcache::{self, Memcached},
     packet::{ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth, ipv4, udp},
-    privileged,
+    privileged_test,
 };
 
 const PORT: u16 = 11211;
@@ -93,16 +93,14 @@ fn udp_to_protected_port_is_never_delivered(mode: &str, tag: &str) {
 
 #[test]
 fn udp_to_protected_port_is_never_delivered_native() {
-    if privileged("udp_to_protected_port_is_never_delivered_native") {
-        udp_to_protected_port_is_never_delivered("native", "un");
-    }
+    privileged_test!();
+    udp_to_protected_port_is_never_delivered("native", "un");
 }
 
 #[test]
 fn udp_to_protected_port_is_never_delivered_skb() {
-    if privileged("udp_to_protected_port_is_never_delivered_skb") {
-        udp_to_protected_port_is_never_delivered("skb", "us");
-    }
+    privileged_test!();
+    udp_to_protected_port_is_never_delivered("skb", "us");
 }
 
 fn connects(host: &Host, server: SocketAddr) -> bool {
@@ -126,9 +124,7 @@ fn connects_within_a_second(host: &Host, server: SocketAddr) -> bool {
 
 #[test]
 fn allowed_clients_use_memcached_and_the_allow_list_changes_live() {
-    if !privileged("allowed_clients_use_memcached_and_the_allow_list_changes_live") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("tc");
     let allowed = lab.host("tca", 10);
     let denied = lab.host("tcd", 20);
@@ -197,9 +193,7 @@ fn allowed_clients_use_memcached_and_the_allow_list_changes_live() {
 
 #[test]
 fn stats_count_exactly_the_packets_a_source_sent() {
-    if !privileged("stats_count_exactly_the_packets_a_source_sent") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("st");
     let attacker = lab.host("sta", 66);
     let mcf = mcfilter(&lab, "st");
@@ -249,9 +243,7 @@ fn stats_count_exactly_the_packets_a_source_sent() {
 
 #[test]
 fn detach_leaves_no_pins_and_no_program() {
-    if !privileged("detach_leaves_no_pins_and_no_program") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("dt");
     let mcf = mcfilter(&lab, "dt");
     for mode in ["native", "skb"] {
@@ -286,9 +278,7 @@ fn xdp_on_server(lab: &Lab) -> bool {
 
 #[test]
 fn policy_changes_apply_live_to_real_traffic() {
-    if !privileged("policy_changes_apply_live_to_real_traffic") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("pc");
     let client = lab.host("pcc", 20);
     let mcf = mcfilter(&lab, "pc");
@@ -366,9 +356,7 @@ fn policy_changes_apply_live_to_real_traffic() {
 /// counters hold exactly what was written.
 #[test]
 fn tun_devices_are_filtered_from_the_ip_header() {
-    if !privileged("tun_devices_are_filtered_from_the_ip_header") {
-        return;
-    }
+    privileged_test!();
     // TUN has no native XDP (only TAP does): auto falls back to skb mode, and says so.
     for mode in ["skb", "auto"] {
         tun_filtered(mode);
@@ -503,9 +491,7 @@ fn tun_filtered(mode: &str) {
 /// iproute2 is 6.1.)
 #[test]
 fn big_tcp_packets_from_allowed_clients_pass_in_skb_mode() {
-    if !privileged("big_tcp_packets_from_allowed_clients_pass_in_skb_mode") {
-        return;
-    }
+    privileged_test!();
     use std::io::{Read, Write};
     /// Larger than 64 KiB, as in the kernel's BIG TCP tests.
     const BIG: &str = "185000";

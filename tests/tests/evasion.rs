@@ -11,7 +11,7 @@ use mcfilter_tests::{
         ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IPPROTO_UDP, NOT_FRAGMENTED, eth_tagged, fragments,
         ipv4, udp, udp_checksummed,
     },
-    privileged,
+    privileged_test,
 };
 use serde_json::Value;
 
@@ -49,9 +49,7 @@ fn delta(after: &Value, before: &Value, reason: &str) -> u64 {
 
 #[test]
 fn vlan_tagged_frames_are_judged_by_the_packet_inside() {
-    if !privileged("vlan_tagged_frames_are_judged_by_the_packet_inside") {
-        return;
-    }
+    privileged_test!();
     let s = setup("vl");
     // Straight to the server: through a bridge the outer tag would travel as metadata.
     let direct = s.lab.direct_host("vld", 30);
@@ -109,9 +107,7 @@ fn vlan_tagged_frames_are_judged_by_the_packet_inside() {
 
 #[test]
 fn ip_options_and_extension_headers_do_not_hide_the_port() {
-    if !privileged("ip_options_and_extension_headers_do_not_hide_the_port") {
-        return;
-    }
+    privileged_test!();
     let s = setup("eh");
     let protected = s.lab.server.udp_listener(PORT);
     let other = s.lab.server.udp_listener(OTHER_PORT);
@@ -150,9 +146,7 @@ fn ip_options_and_extension_headers_do_not_hide_the_port() {
 
 #[test]
 fn fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole() {
-    if !privileged("fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole") {
-        return;
-    }
+    privileged_test!();
     let s = setup("fr");
     let protected = s.lab.server.udp_listener(PORT);
     let other = s.lab.server.udp_listener(OTHER_PORT);
@@ -225,9 +219,7 @@ fn fragmented_udp_never_reaches_the_port_and_other_ports_get_it_whole() {
 /// datagram of the same flow reusing the IP id is not judged by an old verdict.
 #[test]
 fn the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout() {
-    if !privileged("the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout") {
-        return;
-    }
+    privileged_test!();
     /// Seconds; the program keeps time in units of 2^30 ns, so an entry lives at most this long
     /// and less than one unit (about 1.07 s) less.
     const TIMEOUT: u64 = 2;
@@ -298,9 +290,7 @@ fn the_fragment_cache_forgets_a_datagram_after_the_reassembly_timeout() {
 /// freed by the kernel's reassembly timeout; they never complete a datagram.
 #[test]
 fn a_replaced_program_starts_with_an_empty_fragment_cache() {
-    if !privileged("a_replaced_program_starts_with_an_empty_fragment_cache") {
-        return;
-    }
+    privileged_test!();
     let s = setup("fr");
     let protected = s.lab.server.udp_listener(PORT);
     let big: Vec<u8> = (0..4000u32).map(|i| (i % 251) as u8).collect();

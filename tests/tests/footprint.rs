@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use mcfilter_tests::{
     oracle::Policy,
-    privileged,
+    privileged_test,
     program::{Floor, Harness, XDP_PASS},
 };
 use serde::{Deserialize, Serialize};
@@ -60,9 +60,7 @@ fn footprint(harness: &Harness) -> Footprint {
 
 #[test]
 fn the_programs_footprint_grows_only_on_record() {
-    if !privileged("the_programs_footprint_grows_only_on_record") {
-        return;
-    }
+    privileged_test!();
     let policy = Policy::default();
     // Chained as `attach --then` chains: to a program that passes everything.
     let floor = Floor::load();

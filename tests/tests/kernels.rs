@@ -21,7 +21,7 @@ use mcfilter_tests::{
     netns::NetNs,
     oracle::Policy,
     packet::{IPPROTO_UDP, memcached_udp_request, udp},
-    privileged,
+    privileged_test,
     program::Harness,
 };
 use serde_json::Value;
@@ -33,9 +33,7 @@ const VERIFIER_LIMIT: u32 = 1_000_000;
 
 #[test]
 fn both_programs_verify_with_headroom() {
-    if !privileged("both_programs_verify_with_headroom") {
-        return;
-    }
+    privileged_test!();
     let release = mcfilter::kernel::release();
     let programs = [
         ("mcfilter", Harness::new(&Policy::default())),
@@ -73,9 +71,7 @@ impl log::Log for Collector {
 
 #[test]
 fn events_reach_userspace_through_the_ring_buffer() {
-    if !privileged("events_reach_userspace_through_the_ring_buffer") {
-        return;
-    }
+    privileged_test!();
     let mut harness = Harness::new(&policy());
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut logger =
@@ -150,9 +146,7 @@ fn looped_virtio_nics() -> Vec<String> {
 #[test]
 #[ignore = "needs two looped virtio_net NICs: runs inside the kernel matrix's guests (cargo xtask test)"]
 fn native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire() {
-    if !privileged("native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire") {
-        return;
-    }
+    privileged_test!();
     let nics = looped_virtio_nics();
     assert_eq!(nics.len(), 2, "two looped virtio_net NICs, found {nics:?}");
     let server = NetNs::new("vns");
@@ -232,9 +226,7 @@ fn native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire() {
 
 #[test]
 fn an_allow_list_filled_to_its_capacity_stays_all_or_nothing() {
-    if !privileged("an_allow_list_filled_to_its_capacity_stays_all_or_nothing") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("fc");
     let mcf = Mcfilter::new("fc").in_netns(&lab.server.ns);
     let first = [
@@ -294,9 +286,7 @@ fn an_allow_list_filled_to_its_capacity_stays_all_or_nothing() {
 
 #[test]
 fn a_large_allow_list_and_many_sources_go_through_batched_map_operations() {
-    if !privileged("a_large_allow_list_and_many_sources_go_through_batched_map_operations") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("bo");
     let allowed = lab.host("boa", 10);
     let denied = lab.host("bod", 20);

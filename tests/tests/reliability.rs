@@ -20,7 +20,7 @@ use mcfilter_tests::{
     load,
     memcache::{self, Memcached},
     netns::NetNs,
-    privileged,
+    privileged_test,
 };
 use serde_json::Value;
 
@@ -70,9 +70,7 @@ fn address_key(net: &str) -> Option<IpKey> {
 
 #[test]
 fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
-    if !privileged("a_killed_allow_change_leaves_the_old_or_the_new_list") {
-        return;
-    }
+    privileged_test!();
     killed_changes("kc", 0, 3);
 }
 
@@ -80,9 +78,7 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
 /// address the list does not, and is whole again once the change is settled.
 #[test]
 fn a_killed_change_of_an_indexed_allow_list_leaves_the_old_or_the_new_list() {
-    if !privileged("a_killed_change_of_an_indexed_allow_list_leaves_the_old_or_the_new_list") {
-        return;
-    }
+    privileged_test!();
     killed_changes("ki", mcfilter::allow::INDEX_ABOVE as u16 + 50, 151);
 }
 
@@ -217,9 +213,7 @@ fn status(mcf: &Mcfilter) -> Value {
 
 #[test]
 fn renamed_and_deleted_interfaces_are_tracked_and_detachable() {
-    if !privileged("renamed_and_deleted_interfaces_are_tracked_and_detachable") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("rn");
     let mcf = Mcfilter::new("rn").in_netns(&lab.server.ns);
     lab.server.ns.ip(&[
@@ -254,9 +248,7 @@ fn renamed_and_deleted_interfaces_are_tracked_and_detachable() {
 
 #[test]
 fn a_second_filter_on_an_interface_is_refused() {
-    if !privileged("a_second_filter_on_an_interface_is_refused") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("tw");
     let first = Mcfilter::new("twa").in_netns(&lab.server.ns);
     let second = Mcfilter::new("twb").in_netns(&lab.server.ns);
@@ -278,9 +270,7 @@ fn a_second_filter_on_an_interface_is_refused() {
 
 #[test]
 fn removing_the_state_dir_detaches_and_a_new_attach_works() {
-    if !privileged("removing_the_state_dir_detaches_and_a_new_attach_works") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("rm");
     let mcf = Mcfilter::new("rm").in_netns(&lab.server.ns);
     mcf.ok(&["attach", IFACE]);
@@ -305,9 +295,7 @@ fn removing_the_state_dir_detaches_and_a_new_attach_works() {
 
 #[test]
 fn state_is_root_only() {
-    if !privileged("state_is_root_only") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("pm");
     let mcf = Mcfilter::new("pm").in_netns(&lab.server.ns);
     mcf.ok(&["attach", IFACE, "--allow", "198.18.0.10"]);
@@ -353,9 +341,7 @@ fn state_is_root_only() {
 
 #[test]
 fn replace_swaps_the_program_with_no_gap_and_keeps_the_state() {
-    if !privileged("replace_swaps_the_program_with_no_gap_and_keeps_the_state") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("up");
     let allowed = lab.host("upa", 10);
     let attacker = lab.host("upx", 66);
@@ -421,9 +407,7 @@ fn replace_swaps_the_program_with_no_gap_and_keeps_the_state() {
 
 #[test]
 fn status_warns_when_the_ephemeral_range_covers_a_protected_port() {
-    if !privileged("status_warns_when_the_ephemeral_range_covers_a_protected_port") {
-        return;
-    }
+    privileged_test!();
     let ns = NetNs::new("ep");
     let mcf = Mcfilter::new("ep").in_netns(&ns);
     mcf.ok(&["attach", "lo"]);
@@ -451,9 +435,7 @@ fn status_warns_when_the_ephemeral_range_covers_a_protected_port() {
 
 #[test]
 fn bpffs_is_mounted_when_missing() {
-    if !privileged("bpffs_is_mounted_when_missing") {
-        return;
-    }
+    privileged_test!();
     // A private mount namespace without bpffs at /sys/fs/bpf: the CLI mounts it itself, with
     // nothing for group or others (mode 0700; the kernel keeps the sticky bit).
     let ns = NetNs::new("bf");
@@ -480,9 +462,7 @@ fn bpffs_is_mounted_when_missing() {
 
 #[test]
 fn allowed_clients_are_unaffected_by_floods() {
-    if !privileged("allowed_clients_are_unaffected_by_floods") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("ld");
     let allowed = lab.host("lda", 10);
     let attacker = lab.host("ldx", 66);
@@ -519,9 +499,7 @@ fn allowed_clients_are_unaffected_by_floods() {
 
 #[test]
 fn a_foreign_program_is_refused_unless_forced() {
-    if !privileged("a_foreign_program_is_refused_unless_forced") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("fo");
     let mcf = Mcfilter::new("fo").in_netns(&lab.server.ns);
     // Another tool's program, attached through netlink: the benchmark floor, via iproute2.
@@ -574,9 +552,7 @@ fn a_foreign_program_is_refused_unless_forced() {
 
 #[test]
 fn three_capabilities_are_enough_without_root() {
-    if !privileged("three_capabilities_are_enough_without_root") {
-        return;
-    }
+    privileged_test!();
     // The systemd unit's and the DaemonSet's capability set, as an unprivileged user (in a bpffs
     // of its own: the host's may be root's only).
     let script = r#"
@@ -615,9 +591,7 @@ fn three_capabilities_are_enough_without_root() {
 
 #[test]
 fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
-    if !privileged("an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("ha");
     let mcf = Mcfilter::new("ha").in_netns(&lab.server.ns);
     // What a first attach leaves when it is killed after loading the object (its maps pinned)
@@ -653,9 +627,7 @@ fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
 
 #[test]
 fn a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt() {
-    if !privileged("a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("hd");
     let mcf = Mcfilter::new("hd").in_netns(&lab.server.ns);
     mcf.ok(&[

@@ -15,7 +15,7 @@ use mcfilter_tests::{
     lab::{self, Host, IFACE, Lab},
     memcache::{self, Memcached},
     netns::NetNs,
-    privileged,
+    privileged_test,
 };
 
 const PORT: u16 = 11211;
@@ -184,9 +184,7 @@ fn becomes(host: &Host, server: SocketAddr, want: bool, limit: Duration) -> bool
 
 #[test]
 fn the_service_applies_reloads_and_serves_metrics() {
-    if !privileged("the_service_applies_reloads_and_serves_metrics") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sv");
     let allowed = lab.host("sva", 10);
     let denied = lab.host("svd", 20);
@@ -342,9 +340,7 @@ fn the_service_applies_reloads_and_serves_metrics() {
 
 #[test]
 fn stats_watch_prints_rates_from_the_counters() {
-    if !privileged("stats_watch_prints_rates_from_the_counters") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sw");
     let attacker = lab.host("swx", 66);
     let mcf = Mcfilter::new("sw").in_netns(&lab.server.ns);
@@ -387,9 +383,7 @@ fn stats_watch_prints_rates_from_the_counters() {
 
 #[test]
 fn the_service_watches_its_allow_files() {
-    if !privileged("the_service_watches_its_allow_files") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("aw");
     let mcf = Mcfilter::new("aw").in_netns(&lab.server.ns);
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("aw"));
@@ -458,9 +452,7 @@ fn the_service_watches_its_allow_files() {
 
 #[test]
 fn idle_connections_cannot_starve_the_metrics_server() {
-    if !privileged("idle_connections_cannot_starve_the_metrics_server") {
-        return;
-    }
+    privileged_test!();
     // 1,000 sockets and the test's own files: more than the default soft limit of 1,024.
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -525,9 +517,7 @@ fn idle_connections_cannot_starve_the_metrics_server() {
 
 #[test]
 fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
-    if !privileged("a_restarted_service_swaps_in_its_program_and_owns_its_interfaces") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("rs");
     let mcf = Mcfilter::new("rs").in_netns(&lab.server.ns);
     // A second interface for the service, in the server's namespace.
@@ -639,9 +629,7 @@ fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
 
 #[test]
 fn the_service_serves_everything_under_three_capabilities() {
-    if !privileged("the_service_serves_everything_under_three_capabilities") {
-        return;
-    }
+    privileged_test!();
     // The unit's capability set and sandbox (all but the system call filter and what needs
     // systemd itself), as an unprivileged user in a bpffs of its own: the service
     // attaches to the namespace's loopback, five datagrams from one source to the protected
@@ -758,9 +746,7 @@ fn the_service_serves_everything_under_three_capabilities() {
 
 #[test]
 fn the_service_runs_in_front_of_the_program_its_config_names() {
-    if !privileged("the_service_runs_in_front_of_the_program_its_config_names") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sn");
     let peer = mcfilter_tests::xdp_filter::XdpFilter::new("snx", &lab.server.ns);
     peer.ok(&["load", IFACE]);
@@ -809,9 +795,7 @@ fn notification(socket: &std::os::unix::net::UnixDatagram, service: &Service) ->
 
 #[test]
 fn the_service_speaks_systemds_readiness_protocol() {
-    if !privileged("the_service_speaks_systemds_readiness_protocol") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("sn");
     let mcf = Mcfilter::new("sn").in_netns(&lab.server.ns);
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("sn"));
@@ -937,9 +921,7 @@ fn the_service_speaks_systemds_readiness_protocol() {
 
 #[test]
 fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
-    if !privileged("metrics_are_openmetrics_and_say_what_happened_to_each_packet") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("om");
     let attacker = lab.host("omx", 66);
     let mcf = Mcfilter::new("om").in_netns(&lab.server.ns);
@@ -1055,9 +1037,7 @@ fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
 
 #[test]
 fn the_service_logs_levels_journald_keeps_or_json() {
-    if !privileged("the_service_logs_levels_journald_keeps_or_json") {
-        return;
-    }
+    privileged_test!();
     let lab = Lab::new("lg");
     let mcf = Mcfilter::new("lg").in_netns(&lab.server.ns);
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("lg"));

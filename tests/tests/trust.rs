@@ -8,7 +8,7 @@ use std::process::Output;
 
 use mcfilter_tests::{
     netns::{NetNs, script_cases as cases},
-    privileged,
+    privileged_test,
 };
 
 fn in_private_bpffs(tag: &str, script: &str) -> Output {
@@ -17,9 +17,7 @@ fn in_private_bpffs(tag: &str, script: &str) -> Output {
 
 #[test]
 fn a_state_dir_another_user_could_change_is_refused() {
-    if !privileged("a_state_dir_another_user_could_change_is_refused") {
-        return;
-    }
+    privileged_test!();
     // Each case: what nobody (or a careless root) prepared, then root's attach to it. The
     // attach must fail with one line, and leave nothing attached.
     let script = r#"
@@ -69,9 +67,7 @@ fn a_state_dir_another_user_could_change_is_refused() {
 
 #[test]
 fn only_root_can_hold_the_lock_and_waits_for_it_are_bounded() {
-    if !privileged("only_root_can_hold_the_lock_and_waits_for_it_are_bounded") {
-        return;
-    }
+    privileged_test!();
     // nobody flocks the (world-readable) bpffs root, which earlier versions locked: no command
     // waits on it. The lock dir itself nobody cannot open, nor plant before root uses it. A
     // lock another root process holds (a stuck command) fails a command after its wait.

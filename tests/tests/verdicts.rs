@@ -10,23 +10,19 @@ use mcfilter_tests::{
     generate::{mutate, random_frame},
     oracle::{Framing, Oracle, Policy},
     packet::*,
-    privileged,
+    privileged_test,
     program::{Harness, XDP_DROP, XDP_PASS},
 };
 
 #[test]
 fn verdict_table_matches_the_oracle_and_the_fixtures() {
-    if !privileged("verdict_table_matches_the_oracle_and_the_fixtures") {
-        return;
-    }
+    privileged_test!();
     check_table(policy());
 }
 
 #[test]
 fn verdict_table_holds_with_an_indexed_allow_list() {
-    if !privileged("verdict_table_holds_with_an_indexed_allow_list") {
-        return;
-    }
+    privileged_test!();
     // The table again with a list large enough for its addresses to be indexed (looked up in
     // the hash map before the trie): the fixtures' sources keep their verdicts.
     let mut large = policy();
@@ -71,9 +67,7 @@ fn check_table(policy: Policy) {
 
 #[test]
 fn drops_are_counted_by_source_with_bytes() {
-    if !privileged("drops_are_counted_by_source_with_bytes") {
-        return;
-    }
+    privileged_test!();
     let harness = Harness::new(&policy());
     let frame = v4(DENIED_V4, IPPROTO_UDP, &udp(1, 11211, b"stats\r\n"));
     for _ in 0..7 {
@@ -94,9 +88,7 @@ fn drops_are_counted_by_source_with_bytes() {
 
 #[test]
 fn dry_run_passes_but_counts_what_it_would_drop() {
-    if !privileged("dry_run_passes_but_counts_what_it_would_drop") {
-        return;
-    }
+    privileged_test!();
     let harness = Harness::with_dry_run(&policy(), true);
     let frame = v6(DENIED_V6, IPPROTO_UDP, &udp(1, 11211, b"x"));
     assert_eq!(harness.run(&frame), XDP_PASS);
@@ -111,9 +103,7 @@ fn dry_run_passes_but_counts_what_it_would_drop() {
 /// oracle. Seed from MCFILTER_SEED (default fixed), count from MCFILTER_PACKETS.
 #[test]
 fn generated_frames_match_the_oracle() {
-    if !privileged("generated_frames_match_the_oracle") {
-        return;
-    }
+    privileged_test!();
     let seed: u64 = env_or("MCFILTER_SEED", 0x6d63_6669_6c74_6572);
     let count: usize = env_or("MCFILTER_PACKETS", 200_000);
     let policy = policy();
@@ -172,9 +162,7 @@ fn generated_frames_match_the_oracle() {
 /// and by the oracle reading them as IP-framed. Every reason but the VLAN one occurs.
 #[test]
 fn ip_framed_packets_match_the_oracle() {
-    if !privileged("ip_framed_packets_match_the_oracle") {
-        return;
-    }
+    privileged_test!();
     let seed: u64 = env_or("MCFILTER_SEED", 0x6d63_6669_6c74_6572);
     let generated: usize = env_or("MCFILTER_PACKETS", 200_000) / 4;
     let policy = policy();
@@ -244,9 +232,7 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 /// size where its addresses are indexed and shrinks back.
 #[test]
 fn replace_never_drops_an_entry_on_both_lists() {
-    if !privileged("replace_never_drops_an_entry_on_both_lists") {
-        return;
-    }
+    privileged_test!();
     let common: ipnet::IpNet = "198.18.1.10/32".parse().unwrap();
     // `n` addresses of their own (/128s), the common one and a prefix.
     let list = |group: u16, n: u16| -> BTreeSet<ipnet::IpNet> {
@@ -322,9 +308,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
 /// packets still pass.
 #[test]
 fn a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact() {
-    if !privileged("a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact") {
-        return;
-    }
+    privileged_test!();
     const SOURCES: u32 = 1_000_000;
     let harness = Harness::new(&policy());
     let capacity = harness.maps().sources_capacity;

@@ -62,8 +62,61 @@ pub(crate) fn median(mut v: Vec<u64>) -> u64 {
     v[v.len() / 2]
 }
 
+/// A figure's runs: the median, and the spread (min-max) that says how far to trust it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spread {
+    pub(crate) median: u64,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+}
+
+impl Spread {
+    pub(crate) fn of(runs: Vec<u64>) -> Self {
+        let (min, max) = (
+            runs.iter().copied().min().unwrap_or_default(),
+            runs.iter().copied().max().unwrap_or_default(),
+        );
+        Spread {
+            median: median(runs),
+            min,
+            max,
+        }
+    }
+
+    pub(crate) fn json(self) -> serde_json::Value {
+        json!({"median": self.median, "min": self.min, "max": self.max})
+    }
+}
+
+impl std::fmt::Display for Spread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}-{})", self.median, self.min, self.max)
+    }
+}
+
+/// The machine the figures are of: per-packet costs, and even the ranking of classes, change
+/// with the CPU, so a run names it and is compared only with itself.
+fn machine() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map_or("unknown", |(_, model)| model.trim())
+        .to_owned();
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    json!({"cpu": model, "cpus": cpus, "kernel": mcfilter::kernel::release()})
+}
+
 fn main() {
     let opts = options();
+    let machine = machine();
+    println!(
+        "Machine: {}, {} CPUs, Linux {} (figures and rankings change with the CPU: compare within one run)\n",
+        machine["cpu"].as_str().unwrap_or_default(),
+        machine["cpus"],
+        machine["kernel"].as_str().unwrap_or_default()
+    );
     let wanted = |section: &str| opts.only.as_deref().is_none_or(|only| only == section);
     let none = || serde_json::Value::Null;
     let classes = if wanted("per-packet") {
@@ -82,7 +135,7 @@ fn main() {
         none()
     };
     let load = if wanted("load") { load::load() } else { none() };
-    let report = json!({"repeat": opts.repeat, "runs": opts.runs, "classes": classes,
+    let report = json!({"machine": machine, "repeat": opts.repeat, "runs": opts.runs, "classes": classes,
         "flood": flood, "control_plane": control, "load": load});
     if let Some(dir) = opts.json.parent() {
         std::fs::create_dir_all(dir).expect("create the JSON's directory");

@@ -12,7 +12,7 @@ use mcfilter_tests::{
 };
 use serde_json::json;
 
-use crate::{Options, median};
+use crate::{Options, Spread, median};
 
 /// `2001:db8::3`, a /128 entry of every [`allow_list`] (its fourth generated entry).
 const LISTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
@@ -107,12 +107,12 @@ impl Drop for XdpFilter {
     }
 }
 
-/// One class's medians: mcfilter, the floor, xdp-filter and, with `--baseline`, the baseline
+/// One class's runs: mcfilter, the floor, xdp-filter and, with `--baseline`, the baseline
 /// build of mcfilter.
 struct Timing {
-    ours: u64,
-    base: u64,
-    theirs: u64,
+    ours: Spread,
+    base: Spread,
+    theirs: Spread,
     before: Option<Baseline>,
 }
 
@@ -143,9 +143,10 @@ fn row(name: &str, reason: &str, allow_entries: usize, t: &Timing) -> serde_json
         theirs,
         before,
     } = *t;
-    let ratio = ours as f64 / base.max(1) as f64;
+    let ratio = ours.median as f64 / base.median.max(1) as f64;
     // How much of xdp-filter's cost over the floor mcfilter's is (target: at most 0.5).
-    let versus = ours.saturating_sub(base) as f64 / theirs.saturating_sub(base).max(1) as f64;
+    let versus = ours.median.saturating_sub(base.median) as f64
+        / theirs.median.saturating_sub(base.median).max(1) as f64;
     let baseline_columns = match before {
         Some(Baseline { ns, change }) => format!(" {ns} | {change:+} |"),
         None => String::new(),
@@ -154,8 +155,10 @@ fn row(name: &str, reason: &str, allow_entries: usize, t: &Timing) -> serde_json
         "| {name} | {reason} | {ours} | {base} | {ratio:.2} | {theirs} | {versus:.2} |{baseline_columns}"
     );
     let round = |x: f64| (x * 100.0).round() / 100.0;
-    json!({"class": name, "reason": reason, "allow_entries": allow_entries, "mcfilter_ns": ours,
-        "floor_ns": base, "ratio": round(ratio), "xdp_filter_ns": theirs,
+    json!({"class": name, "reason": reason, "allow_entries": allow_entries,
+        "mcfilter_ns": ours.median, "mcfilter_spread_ns": ours.json(),
+        "floor_ns": base.median, "floor_spread_ns": base.json(), "ratio": round(ratio),
+        "xdp_filter_ns": theirs.median, "xdp_filter_spread_ns": theirs.json(),
         "over_floor_vs_xdp_filter": round(versus), "baseline_ns": before.map(|b| b.ns),
         "change_ns": before.map(|b| b.change)})
 }
@@ -315,7 +318,7 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         ),
     ];
     println!(
-        "Per-packet cost through BPF_PROG_TEST_RUN ({} repeats, median of {} runs)\n",
+        "Per-packet cost through BPF_PROG_TEST_RUN ({} repeats; each figure the median of {} runs and their spread, min-max)\n",
         opts.repeat, opts.runs
     );
     let baseline = opts.baseline.as_deref();
@@ -352,7 +355,7 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         let (ours, before) = match before {
             None => {
                 let runs = (0..opts.runs).map(|_| harness.time(&frame, opts.repeat));
-                (median(runs.collect()), None)
+                (Spread::of(runs.collect()), None)
             }
             Some(before) => {
                 before.run(&frame);
@@ -367,17 +370,17 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
                     })
                     .collect();
                 (
-                    median(pairs.iter().map(|p| p.0).collect()),
+                    Spread::of(pairs.iter().map(|p| p.0).collect()),
                     Some(Baseline::of(&pairs)),
                 )
             }
         };
-        let base = median(
+        let base = Spread::of(
             (0..opts.runs)
                 .map(|_| floor.time(&frame, opts.repeat))
                 .collect(),
         );
-        let theirs = median(
+        let theirs = Spread::of(
             (0..opts.runs)
                 .map(|_| xdp_filter.program.time(&frame, opts.repeat))
                 .collect(),
@@ -405,7 +408,7 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
         // frame by frame, interleaved.
         let (ours, before) = match baseline {
             None => (
-                median(frames.iter().map(|f| harness.time(f, 1)).collect()),
+                Spread::of(frames.iter().map(|f| harness.time(f, 1)).collect()),
                 None,
             ),
             Some(object) => {
@@ -415,13 +418,13 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
                     .map(|f| (harness.time(f, 1), before.time(f, 1)))
                     .collect();
                 (
-                    median(pairs.iter().map(|p| p.0).collect()),
+                    Spread::of(pairs.iter().map(|p| p.0).collect()),
                     Some(Baseline::of(&pairs)),
                 )
             }
         };
-        let base = median(frames.iter().map(|f| floor.time(f, 1)).collect());
-        let theirs = median(
+        let base = Spread::of(frames.iter().map(|f| floor.time(f, 1)).collect());
+        let theirs = Spread::of(
             frames
                 .iter()
                 .map(|f| xdp_filter.program.time(f, 1))
@@ -453,18 +456,18 @@ pub fn per_packet(opts: &Options) -> serde_json::Value {
             })
             .collect();
         let tail_call = Baseline::of(&pairs);
-        let base = median(
+        let base = Spread::of(
             (0..opts.runs)
                 .map(|_| floor.time(&frame, opts.repeat))
                 .collect(),
         );
-        let theirs = median(
+        let theirs = Spread::of(
             (0..opts.runs)
                 .map(|_| xdp_filter.program.time(&frame, opts.repeat))
                 .collect(),
         );
         let timing = Timing {
-            ours: median(pairs.iter().map(|p| p.0).collect()),
+            ours: Spread::of(pairs.iter().map(|p| p.0).collect()),
             base,
             theirs,
             before: None,
