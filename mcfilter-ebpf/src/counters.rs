@@ -10,7 +10,7 @@ use crate::maps::STATS;
 
 /// Adds `packets` and `bytes` to stats slot `slot` of this CPU.
 #[inline(always)]
-pub fn bump(slot: u32, packets: u64, bytes: u64) {
+pub(crate) fn bump(slot: u32, packets: u64, bytes: u64) {
     if let Some(counter) = STATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU array value of this CPU; XDP runs with preemption off, so nothing
         // else writes it concurrently.
@@ -23,7 +23,7 @@ pub fn bump(slot: u32, packets: u64, bytes: u64) {
 /// The coarse monotonic clock (jiffies resolution, Linux 5.11): enough for "last seen", and a
 /// fraction of the cost of bpf_ktime_get_ns, which reads the clocksource.
 #[inline(always)]
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     // SAFETY: `bpf_ktime_get_coarse_ns` has no preconditions.
     unsafe { bpf_ktime_get_coarse_ns() }
 }

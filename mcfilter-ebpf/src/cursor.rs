@@ -14,10 +14,10 @@ use mcfilter_common::Reason;
 /// # Safety
 /// Implementors are `#[repr(C)]` and made only of `u8` and `[u8; N]` fields: alignment 1, no
 /// padding, every bit pattern valid. Multi-byte fields are decoded explicitly (network order).
-pub unsafe trait Header {}
+pub(crate) unsafe trait Header {}
 
 /// A read position inside the packet: `[pos, limit)`, with `limit <= end` (`data_end`).
-pub struct Cursor {
+pub(crate) struct Cursor {
     pos: usize,
     limit: usize,
     end: usize,
@@ -25,7 +25,7 @@ pub struct Cursor {
 
 impl Cursor {
     #[inline(always)]
-    pub fn new(ctx: &XdpContext) -> Self {
+    pub(crate) fn new(ctx: &XdpContext) -> Self {
         Cursor {
             pos: ctx.data(),
             limit: ctx.data_end(),
@@ -35,7 +35,7 @@ impl Cursor {
 
     /// Takes the next header of type `T` and moves past it.
     #[inline(always)]
-    pub fn next<T: Header>(&mut self) -> Result<&'static T, Reason> {
+    pub(crate) fn next<T: Header>(&mut self) -> Result<&'static T, Reason> {
         let start = self.pos;
         let next = start + size_of::<T>();
         // Both checks: `end` is what the verifier needs to see, `limit` is the datagram's end.
@@ -51,7 +51,7 @@ impl Cursor {
 
     /// The next header of type `T`, without moving past it (an IP-framed packet's version).
     #[inline(always)]
-    pub fn peek<T: Header>(&self) -> Result<&'static T, Reason> {
+    pub(crate) fn peek<T: Header>(&self) -> Result<&'static T, Reason> {
         let start = self.pos;
         let next = start + size_of::<T>();
         if next > self.end || next > self.limit {
@@ -64,7 +64,7 @@ impl Cursor {
     /// Moves past `len` bytes: the variable tail of a header (IPv4 options, IPv6 extension
     /// header bodies).
     #[inline(always)]
-    pub fn skip(&mut self, len: usize) -> Result<(), Reason> {
+    pub(crate) fn skip(&mut self, len: usize) -> Result<(), Reason> {
         let next = self.pos + bounded(len)?;
         if next > self.end || next > self.limit {
             return Err(Reason::Truncated);
@@ -76,7 +76,7 @@ impl Cursor {
     /// Ends the readable region `len` bytes after the current position (an IP datagram's own
     /// length, counted from the end of its fixed header). Fails if the frame is shorter.
     #[inline(always)]
-    pub fn limit(&mut self, len: usize) -> Result<(), Reason> {
+    pub(crate) fn limit(&mut self, len: usize) -> Result<(), Reason> {
         let limit = self.pos + bounded(len)?;
         if limit > self.end {
             return Err(Reason::Truncated);
@@ -91,7 +91,7 @@ impl Cursor {
     /// a datagram whose length field does not say it (see `parse::GRO_MERGED_LEN`). Headers
     /// never reach that far, so the cap changes no verdict.
     #[inline(always)]
-    pub fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         (self.end - self.pos).min(MAX_FIELD_LEN)
     }
 }

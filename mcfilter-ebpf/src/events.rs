@@ -33,7 +33,7 @@ fn budget(now: u64) -> bool {
 
 /// A source entered the per-source map: the first drop recorded for it.
 #[inline(always)]
-pub fn new_source(ctx: &XdpContext, key: &IpKey, reason: u32, now: u64) {
+pub(crate) fn new_source(ctx: &XdpContext, key: &IpKey, reason: u32, now: u64) {
     if !budget(now) {
         return;
     }
@@ -63,7 +63,7 @@ pub fn new_source(ctx: &XdpContext, key: &IpKey, reason: u32, now: u64) {
 
 /// The fragment cache could not remember a dropped datagram.
 #[inline(always)]
-pub fn fragment_cache_full(ctx: &XdpContext, now: u64) {
+pub(crate) fn fragment_cache_full(ctx: &XdpContext, now: u64) {
     if budget(now) {
         warn!(
             ctx,

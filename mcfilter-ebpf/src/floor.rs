@@ -8,17 +8,17 @@
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 
 #[xdp]
-pub fn floor(_ctx: XdpContext) -> u32 {
+pub(crate) fn floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
 #[xdp]
-pub fn drop(_ctx: XdpContext) -> u32 {
+pub(crate) fn drop(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
 #[xdp]
-pub fn tx(_ctx: XdpContext) -> u32 {
+pub(crate) fn tx(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
 }
 
@@ -41,7 +41,11 @@ const IP_CHECKSUM: usize = 14 + 10;
 /// `tx` with a random source in 198.18.x.y for every frame (the header checksum updated
 /// incrementally, RFC 1624): a spoofed-source flood.
 #[xdp]
-pub fn tx_random(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[xdp] entry point takes its context by value"
+)]
+pub(crate) fn tx_random(ctx: XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
     if start + SRC_LOW + 2 > end {
         return xdp_action::XDP_ABORTED;

@@ -30,7 +30,7 @@ static FRAG_HZ: u32 = FragClock::DEFAULT.hz;
 
 /// The verdict for a later fragment.
 #[inline(always)]
-pub fn later(key: &FragKey) -> Reason {
+pub(crate) fn later(key: &FragKey) -> Reason {
     // SAFETY: the value is a plain u32 only ever written whole by `remember`.
     match unsafe { FRAGS.get(key) } {
         Some(&expires_at) if live(expires_at, now()) => Reason::FragmentOfDropped,
@@ -41,7 +41,7 @@ pub fn later(key: &FragKey) -> Reason {
 /// Records a first fragment's verdict: dropped datagrams are remembered; a passed one forgets
 /// any stale entry under the same key (ids are reused).
 #[inline(always)]
-pub fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
+pub(crate) fn remember(ctx: &XdpContext, key: &FragKey, reason: Reason, bytes: u64) {
     // A lookup first: an LRU update allocates a new element even when the key exists, and
     // a retransmitted or duplicated first fragment needs no write.
     // SAFETY: the value is a plain u32 only ever written whole here.
@@ -76,7 +76,7 @@ fn expiry(key: &FragKey) -> u32 {
     };
     // SAFETY: a plain read of a static; volatile so the compiler keeps the load whose value
     // the loader sets.
-    let hz = unsafe { core::ptr::read_volatile(&FRAG_HZ) };
+    let hz = unsafe { core::ptr::read_volatile(&raw const FRAG_HZ) };
     (jiffies().wrapping_add(u64::from(secs) * u64::from(hz)) >> FRAG_UNIT_SHIFT) as u32
 }
 

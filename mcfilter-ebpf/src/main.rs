@@ -29,13 +29,21 @@ use crate::{
 
 /// The entry for Ethernet-framed interfaces.
 #[xdp]
-pub fn mcfilter(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[xdp] entry point takes its context by value"
+)]
+pub(crate) fn mcfilter(ctx: XdpContext) -> u32 {
     filter(&ctx, Framing::Ethernet)
 }
 
 /// The entry for interfaces whose packets start at the IP header (TUN, WireGuard).
 #[xdp]
-pub fn mcfilter_ip(ctx: XdpContext) -> u32 {
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[xdp] entry point takes its context by value"
+)]
+pub(crate) fn mcfilter_ip(ctx: XdpContext) -> u32 {
     filter(&ctx, Framing::Ip)
 }
 
@@ -68,7 +76,7 @@ static CHAINED: u8 = 0;
 fn pass(ctx: &XdpContext) -> u32 {
     // SAFETY: a plain read of a static; volatile so the compiler keeps the load whose value the
     // loader sets.
-    if unsafe { core::ptr::read_volatile(&CHAINED) } != 0 {
+    if unsafe { core::ptr::read_volatile(&raw const CHAINED) } != 0 {
         // SAFETY: a tail call does not return when it succeeds; it fails (and the packet
         // passes) when the slot is empty or the chain is too long.
         unsafe { NEXT.tail_call(ctx, 0) };

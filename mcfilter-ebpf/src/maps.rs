@@ -18,71 +18,71 @@ use mcfilter_common::{
 
 /// The policy: protected ports and dry-run (one entry).
 #[map(name = "mcf_config")]
-pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+pub(crate) static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 /// The program a chained filter hands every packet it passes to (`attach --then`): slot 0. Not
 /// pinned by name: one per loaded program, so one per interface (attach pins it as
 /// `next_<ifindex>`). Used only where the loader set `CHAINED`.
 #[map(name = "mcf_next")]
-pub static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
 #[map(name = "mcf_allow")]
-pub static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
+pub(crate) static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
 
 /// An index of the allow-list's single addresses (/32, /128), by exact match, while the list is
 /// large. Not preallocated: like the trie, a large capacity costs nothing until used.
 #[map(name = "mcf_allow_hosts")]
-pub static ALLOW_HOSTS: HashMap<IpKey, u8> =
+pub(crate) static ALLOW_HOSTS: HashMap<IpKey, u8> =
     HashMap::pinned(DEFAULT_ALLOW_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Exact totals by reason, per CPU (see `mcfilter_common::stats_slot`).
 #[map(name = "mcf_stats")]
-pub static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
+pub(crate) static STATS: PerCpuArray<Counter> = PerCpuArray::pinned(STATS_SLOTS, 0);
 
 /// This program's own counters, like `STATS` but not pinned: one per loaded program, so one
 /// per interface.
 #[map(name = "mcf_if_stats")]
-pub static IFACE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+pub(crate) static IFACE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
 /// Per-source counters of dropped packets. LRU: stays bounded under floods of spoofed sources.
 #[map(name = "mcf_sources")]
-pub static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
+pub(crate) static SOURCES: LruPerCpuHashMap<IpKey, SourceStats> =
     LruPerCpuHashMap::pinned(DEFAULT_SOURCES_CAPACITY, 0);
 
 /// Each CPU's latest dropped source, not yet added to `SOURCES` (write combining).
 #[map(name = "mcf_pending")]
-pub static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0);
+pub(crate) static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0);
 
 /// Each CPU's sources seen once (admission to `SOURCES` on the second sighting).
 #[map(name = "mcf_recent")]
-pub static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS, 0);
+pub(crate) static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS, 0);
 
 /// Each CPU's budget of logged events (rate limit).
 #[map(name = "mcf_events")]
-pub static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
+pub(crate) static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
 /// The allow-list's size and whether `ALLOW_HOSTS` indexes it (see `map_names::ALLOW_STATE`).
 #[map(name = "mcf_allow_state")]
-pub static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
+pub(crate) static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
 
 /// Interfaces `attach` has made links for. Written and read by userspace only; it lives in the
 /// object so that it is created and pinned with the others.
 #[map(name = "mcf_ifaces")]
-pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
+pub(crate) static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 0);
 
 /// Which build attached each interface, and whether the service manages it. Userspace only,
 /// like `IFACES`.
 #[map(name = "mcf_iface_meta")]
-pub static IFACE_META: HashMap<u32, IfaceMeta> = HashMap::pinned(MAX_IFACES, 0);
+pub(crate) static IFACE_META: HashMap<u32, IfaceMeta> = HashMap::pinned(MAX_IFACES, 0);
 
 /// Datagrams whose first fragment was dropped (value: when the entry expires, see `frag`). Shared by
 /// all CPUs, since the fragments of one datagram may arrive on different ones; LRU, so it stays
 /// bounded.
 #[map(name = "mcf_frags")]
-pub static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
+pub(crate) static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
 
 /// How long `FRAGS` remembers a datagram, per family, in seconds (the kernel's reassembly
 /// timeouts, written by attach).
 #[map(name = "mcf_frag_timeouts")]
-pub static FRAG_TIMEOUTS: Array<u32> = Array::pinned(FRAG_TIMEOUT_SLOTS, 0);
+pub(crate) static FRAG_TIMEOUTS: Array<u32> = Array::pinned(FRAG_TIMEOUT_SLOTS, 0);

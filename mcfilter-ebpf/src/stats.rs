@@ -20,7 +20,13 @@ use crate::{
 /// one source costs a compare per packet instead of a hash lookup. Readers add `PENDING` in, so
 /// the counts stay exact.
 #[inline(always)]
-pub fn record(ctx: &XdpContext, reason: Reason, dry_run: bool, bytes: u64, source: Option<IpKey>) {
+pub(crate) fn record(
+    ctx: &XdpContext,
+    reason: Reason,
+    dry_run: bool,
+    bytes: u64,
+    source: Option<IpKey>,
+) {
     let slot = stats_slot(reason, dry_run);
     bump(slot, 1, bytes);
     if let Some(counter) = IFACE_STATS.get_ptr_mut(slot) {

@@ -13,7 +13,12 @@ use crate::{
 
 /// Judges the upper-layer header at the cursor: protocol `proto`, from `src`.
 #[inline(always)]
-pub fn judge(c: &mut Cursor, proto: u8, src: &IpKey, config: &Config) -> Result<Reason, Reason> {
+pub(crate) fn judge(
+    c: &mut Cursor,
+    proto: u8,
+    src: &IpKey,
+    config: &Config,
+) -> Result<Reason, Reason> {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return Ok(Reason::NotProtected);
     }

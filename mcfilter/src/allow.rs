@@ -328,7 +328,7 @@ impl AllowList {
         self.delete(&journal_key())?;
         if self.indexed()? {
             // The kill may have come before the index had the new addresses.
-            self.add_to_index(addresses(list.iter()))?;
+            self.add_to_index(&addresses(list.iter()))?;
         }
         self.reindex(list.len(), || addresses(list.iter()))?;
         Ok(Some(recovery))
@@ -371,7 +371,7 @@ impl AllowList {
             self.write(&to_key(net), ALLOWED)?;
         }
         if indexed {
-            self.add_to_index(addresses(added.iter()))?;
+            self.add_to_index(&addresses(added.iter()))?;
         }
         for net in removed {
             self.remove_from_trie(&to_key(net))?;
@@ -394,7 +394,7 @@ impl AllowList {
     fn reindex(&mut self, len: usize, addresses: impl FnOnce() -> Vec<IpKey>) -> Result<(), Error> {
         let indexed = self.indexed()?;
         if !indexed && len > INDEX_ABOVE {
-            self.add_to_index(addresses())?;
+            self.add_to_index(&addresses())?;
             self.set_slot(ALLOW_SLOT_INDEXED, 1)?;
         } else if indexed && len < UNINDEX_BELOW {
             self.set_slot(ALLOW_SLOT_INDEXED, 0)?;
@@ -423,9 +423,9 @@ impl AllowList {
     }
 
     /// Puts addresses into the index (after the trie has them), thousands a system call.
-    fn add_to_index(&mut self, addresses: Vec<IpKey>) -> Result<(), Error> {
+    fn add_to_index(&mut self, addresses: &[IpKey]) -> Result<(), Error> {
         let calls =
-            batch::insert(self.hosts.map(), &addresses, ALLOWED).map_err(|err| Error::Map {
+            batch::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| Error::Map {
                 name: mcfilter_common::map_names::ALLOW_HOSTS,
                 err: MapError::IoError(err),
             })?;

@@ -104,7 +104,7 @@ pub fn count(map: &MapData) -> io::Result<usize> {
     };
     let mut entries = 0;
     lookup_batches(map, info.key_size() as usize, value_len, |_, _| {
-        entries += 1
+        entries += 1;
     })?;
     Ok(entries)
 }

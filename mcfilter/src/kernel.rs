@@ -15,9 +15,10 @@ use aya::{
 
 /// The running kernel's release (`uname -r`).
 pub fn release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|release| release.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".to_owned())
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or_else(
+        |_| "unknown".to_owned(),
+        |release| release.trim().to_owned(),
+    )
 }
 
 /// The kernel's IP reassembly timeouts in the calling process's network namespace, in seconds:
@@ -41,7 +42,7 @@ pub fn frag_clock() -> mcfilter_common::FragClock {
         tv_nsec: 0,
     };
     // SAFETY: `res` is a valid timespec for the call to write.
-    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) } == 0;
+    let ok = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &raw mut res) } == 0;
     let nanos = u64::try_from(res.tv_sec)
         .ok()
         .zip(u64::try_from(res.tv_nsec).ok())

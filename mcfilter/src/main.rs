@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         .and_then(|matches| Cli::from_arg_matches(&matches));
     let cli = match parsed {
         Ok(cli) => cli,
-        Err(err) => return usage_error(err),
+        Err(err) => return usage_error(&err),
     };
     let verbose = cli.verbose;
     let json = cli.json;
@@ -54,7 +54,7 @@ fn one_line(message: &str) -> String {
 }
 
 /// Help and version go out as clap renders them; a usage error becomes one line.
-fn usage_error(err: clap::Error) -> ExitCode {
+fn usage_error(err: &clap::Error) -> ExitCode {
     if matches!(
         err.kind(),
         ErrorKind::DisplayHelp

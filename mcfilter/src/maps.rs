@@ -244,7 +244,7 @@ pub fn check_layout(state: &StateDir, object: &[u8]) -> Result<(), Error> {
         let info = MapData::from_pin(&path)
             .and_then(|data| data.info())
             .map_err(map_err(name))?;
-        let found_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let found_type = info.map_type().map_or(u32::MAX, |t| t as u32);
         let capacity_fixed = !CHOSEN_CAPACITY.contains(&name);
         let layout = |map_type: u32, key: u32, value: u32, entries: u32| {
             let entries = if capacity_fixed {

@@ -461,7 +461,7 @@ fn is_bpffs(path: &Path) -> Result<bool, Error> {
     // SAFETY: zeroed statfs is a valid buffer for statfs(2) to fill.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c_path` is NUL-terminated and `st` is writable.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut st) } != 0 {
+    if unsafe { libc::statfs(c_path.as_ptr(), &raw mut st) } != 0 {
         let err = io::Error::last_os_error();
         if err.kind() == io::ErrorKind::NotFound {
             return Ok(false);

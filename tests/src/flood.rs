@@ -179,7 +179,7 @@ fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
             0,
             "pin to CPU {cpu}"
         );

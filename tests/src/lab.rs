@@ -249,7 +249,7 @@ pub fn receive(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
         match socket.recv_from(&mut buf) {
             Ok((n, _)) => got.push(buf[..n].to_vec()),
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(10))
+                std::thread::sleep(Duration::from_millis(10));
             }
             Err(err) => panic!("recv: {err}"),
         }

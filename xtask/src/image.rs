@@ -20,7 +20,7 @@ use crate::util::{Cmd, workspace_root};
 const BINARY: &str = "usr/local/bin/mcfilter";
 
 /// `cargo xtask image`: the release binary's image in target/image/oci, tag VERSION, checked.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     Cmd::new("cargo").args(crate::RELEASE_MCFILTER).run()?;
     let root = workspace_root()?;
     let layout = build(
@@ -41,7 +41,7 @@ pub fn run() -> anyhow::Result<()> {
 
 /// The image of `binary` as an OCI layout in `out/oci` (tag VERSION); its root filesystem is
 /// also left in `out/rootfs` for the Containerfile.
-pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let root = workspace_root()?;
     let rootfs = out.join("rootfs");
     let _ = fs::remove_dir_all(out);
@@ -130,7 +130,7 @@ pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 /// Unpacks the image in `layout` under `scratch` and runs what the DaemonSet would, inside its
 /// root filesystem: `mcfilter --version` and `mcfilter run --check` on the config it holds;
 /// and checks that the image holds nothing but the binary, its libraries and its /etc.
-pub fn check(layout: &Path, scratch: &Path) -> anyhow::Result<()> {
+pub(crate) fn check(layout: &Path, scratch: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(scratch);
     let tag = format!("{}:{}", layout.display(), env!("CARGO_PKG_VERSION"));
     Cmd::new("umoci")

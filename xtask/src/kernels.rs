@@ -27,7 +27,7 @@ use crate::{
 
 /// A kernel of the matrix.
 #[derive(Clone, Copy, Debug)]
-pub struct Kernel {
+pub(crate) struct Kernel {
     /// The name `--kernel` takes.
     pub name: &'static str,
     /// The Debian package, pinned so the README's table says exactly what was tested.
@@ -37,7 +37,7 @@ pub struct Kernel {
 }
 
 /// Debian 12's kernel and Debian 13's (also bookworm-backports'), as Debian's archive has them.
-pub const KERNELS: &[Kernel] = &[
+pub(crate) const KERNELS: &[Kernel] = &[
     Kernel {
         name: "6.1",
         package: "linux-image-6.1.0-50-amd64",
@@ -63,7 +63,7 @@ const GUEST_PACKETS: &str = "100000";
 
 /// The kernels `--kernel` names: `host`, `all`, or a comma-separated list of `host` and
 /// [`KERNELS`]' names (`6.1,6.12` runs both guests without the host's suites).
-pub fn select(names: &str) -> anyhow::Result<(bool, Vec<Kernel>)> {
+pub(crate) fn select(names: &str) -> anyhow::Result<(bool, Vec<Kernel>)> {
     if names == "all" {
         return Ok((true, KERNELS.to_vec()));
     }
@@ -112,7 +112,7 @@ fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
             .find_map(|(n, path)| (n == name).then(|| path.clone()))
             .with_context(|| format!("cargo built no test executable '{name}'"))
     };
-    let tests = |names: &[&str]| names.iter().map(|name| name.to_string()).collect();
+    let tests = |names: &[&str]| names.iter().map(std::string::ToString::to_string).collect();
     Ok(vec![
         Step {
             exe: exe("verdicts")?,
@@ -150,7 +150,7 @@ fn plan(executables: &[(String, PathBuf)]) -> anyhow::Result<Vec<Step>> {
 /// fetched or booted fails. (The guests do not run side by side: the end-to-end tests keep
 /// both of a guest's CPUs busy, so two guests on this machine's two CPUs took as long as one
 /// after the other, each twice as slow.)
-pub fn run(kernels: &[Kernel], mcfilter: &Path, tally: &mut Tally) -> anyhow::Result<()> {
+pub(crate) fn run(kernels: &[Kernel], mcfilter: &Path, tally: &mut Tally) -> anyhow::Result<()> {
     if kernels.is_empty() {
         return Ok(());
     }
@@ -357,7 +357,7 @@ fn boot(kernel: &Kernel, dir: &Path, mcfilter: &Path, plan: &[Step]) -> anyhow::
 }
 
 /// `cargo xtask kernel-guest`, inside the guest: prepare, run the plan, record the outcome.
-pub fn guest(out: &Path, mcfilter: &Path) -> anyhow::Result<()> {
+pub(crate) fn guest(out: &Path, mcfilter: &Path) -> anyhow::Result<()> {
     let mut log = fs::File::create(out.join("log"))?;
     let result = guest_plan(out, mcfilter, &mut log);
     if let Err(err) = &result {
@@ -423,8 +423,8 @@ fn guest_plan(out: &Path, mcfilter: &Path, log: &mut fs::File) -> anyhow::Result
 mod tests {
     use super::select;
 
-    fn names(selected: (bool, Vec<super::Kernel>)) -> (bool, Vec<&'static str>) {
-        (selected.0, selected.1.iter().map(|k| k.name).collect())
+    fn names((host, guests): (bool, Vec<super::Kernel>)) -> (bool, Vec<&'static str>) {
+        (host, guests.into_iter().map(|k| k.name).collect())
     }
 
     #[test]

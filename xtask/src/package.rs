@@ -29,7 +29,7 @@ const CONFFILES: &[(&str, &str)] = &[
 ];
 
 /// `cargo xtask package`: the release binary, packaged into target/package, then checked.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     Cmd::new("cargo").args(crate::RELEASE_MCFILTER).run()?;
     let root = workspace_root()?;
     let deb = build(
@@ -42,7 +42,7 @@ pub fn run() -> anyhow::Result<()> {
 }
 
 /// Builds `mcfilter_VERSION_ARCH.deb` in `out` around `binary`; its path.
-pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let root = workspace_root()?;
     let version = env!("CARGO_PKG_VERSION");
     let arch = Cmd::new("dpkg")
@@ -145,7 +145,7 @@ pub fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 /// Installs `deb` into a scratch root under `scratch` and checks what a host would run: the
 /// binary (and the glibc it needs), `systemd-analyze verify` on the installed unit, `mcfilter
 /// run --check` on the installed config, and every file in its place.
-pub fn check(deb: &Path, scratch: &Path) -> anyhow::Result<()> {
+pub(crate) fn check(deb: &Path, scratch: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(scratch);
     for dir in ["var/lib/dpkg/updates", "var/lib/dpkg/info"] {
         fs::create_dir_all(scratch.join(dir))?;

@@ -1,7 +1,7 @@
 //! `cargo xtask setup`: everything a fresh machine of this kind lacks, installed idempotently
 //! with one line per step. A second run changes nothing.
 //!
-//! Recipe (DEVELOPERS.md): rust-src for the pinned toolchain (aya-build compiles `core` for
+//! Recipe: rust-src for the pinned toolchain (aya-build compiles `core` for
 //! bpfel-unknown-none), Debian's LLVM 22 and the libraries bpf-linker links against,
 //! bpf-linker 0.13 built for LLVM 22, the tools the tests and the demo use, and bpffs.
 
@@ -37,9 +37,10 @@ const PACKAGES: &[&str] = &[
 const BPFFS: &str = "/sys/fs/bpf";
 
 /// Debian packages only the benchmark uses: the peer it compares with, and bpftool to pin it.
-pub const BENCH_PACKAGES: &[&str] = &["xdp-tools", "bpftool", "ethtool", "nftables", "iptables"];
+pub(crate) const BENCH_PACKAGES: &[&str] =
+    &["xdp-tools", "bpftool", "ethtool", "nftables", "iptables"];
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     rust_src()?;
     debian_packages(PACKAGES)?;
     python_tools()?;
@@ -71,7 +72,7 @@ fn rust_src() -> anyhow::Result<()> {
         .run()
 }
 
-pub fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn debian_packages(packages: &[&str]) -> anyhow::Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

@@ -2,13 +2,13 @@
 
 /// Sums libtest's `test result: ok. N passed; M failed; ...` lines.
 #[derive(Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub passed: u64,
     pub failed: u64,
 }
 
 impl Tally {
-    pub fn read(&mut self, line: &str) {
+    pub(crate) fn read(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
             return;
         };

@@ -9,10 +9,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// A command that is echoed before it runs and fails with its exit status.
-pub struct Cmd(Command);
+pub(crate) struct Cmd(Command);
 
 impl Cmd {
-    pub fn new(program: impl AsRef<OsStr>) -> Self {
+    pub(crate) fn new(program: impl AsRef<OsStr>) -> Self {
         let mut command = Command::new(program);
         if let Ok(root) = workspace_root() {
             command.current_dir(root);
@@ -20,7 +20,7 @@ impl Cmd {
         Cmd(command)
     }
 
-    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    pub(crate) fn args<I, S>(&mut self, args: I) -> &mut Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -29,18 +29,18 @@ impl Cmd {
         self
     }
 
-    pub fn arg_str(&mut self, arg: &str) -> &mut Self {
+    pub(crate) fn arg_str(&mut self, arg: &str) -> &mut Self {
         self.0.arg(arg);
         self
     }
 
-    pub fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Self {
+    pub(crate) fn env(&mut self, key: &str, value: impl AsRef<OsStr>) -> &mut Self {
         self.0.env(key, value);
         self
     }
 
     /// Runs with inherited stdio; an unsuccessful exit is an error.
-    pub fn run(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn run(&mut self) -> anyhow::Result<()> {
         eprintln!("xtask: $ {}", self.display());
         let status = self
             .0
@@ -54,7 +54,7 @@ impl Cmd {
     }
 
     /// Runs like [`Cmd::run`], echoing stdout line by line and handing each line to `on_line`.
-    pub fn run_tee(&mut self, mut on_line: impl FnMut(&str)) -> anyhow::Result<()> {
+    pub(crate) fn run_tee(&mut self, mut on_line: impl FnMut(&str)) -> anyhow::Result<()> {
         use std::io::{BufRead as _, BufReader};
         eprintln!("xtask: $ {}", self.display());
         let mut child = self
@@ -77,7 +77,7 @@ impl Cmd {
     }
 
     /// Runs quietly and returns stdout if it succeeded.
-    pub fn output(&mut self) -> Option<String> {
+    pub(crate) fn output(&mut self) -> Option<String> {
         let out = self
             .0
             .stdin(Stdio::null())
@@ -99,7 +99,7 @@ impl Cmd {
 }
 
 /// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> anyhow::Result<PathBuf> {
+pub(crate) fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest
         .parent()
@@ -108,7 +108,7 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
 }
 
 /// Lets a child handle Ctrl-C (and clean up) while this process keeps waiting for it.
-pub fn ignore_sigint() {
+pub(crate) fn ignore_sigint() {
     // SAFETY: installing SIG_IGN has no preconditions.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
 }

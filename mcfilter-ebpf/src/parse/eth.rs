@@ -4,23 +4,23 @@ use mcfilter_common::Reason;
 
 use crate::cursor::{Cursor, Header};
 
-pub const ETH_P_IP: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88A8;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
+pub(crate) const ETH_P_8021Q: u16 = 0x8100;
+pub(crate) const ETH_P_8021AD: u16 = 0x88A8;
 
 /// Stacked VLAN tags looked through (QinQ). A frame with more is [`Reason::VlanLimit`].
-pub const MAX_VLAN_DEPTH: usize = 2;
+pub(crate) const MAX_VLAN_DEPTH: usize = 2;
 
 #[repr(C)]
-pub struct EthHdr {
+pub(crate) struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
     pub ether_type: [u8; 2],
 }
 
 #[repr(C)]
-pub struct VlanHdr {
+pub(crate) struct VlanHdr {
     pub tci: [u8; 2],
     pub ether_type: [u8; 2],
 }
@@ -37,7 +37,7 @@ fn is_vlan(ether_type: u16) -> bool {
 
 /// Returns the EtherType of the payload after the Ethernet header and any VLAN tags.
 #[inline(always)]
-pub fn parse(c: &mut Cursor) -> Result<u16, Reason> {
+pub(crate) fn parse(c: &mut Cursor) -> Result<u16, Reason> {
     let mut ether_type = u16::from_be_bytes(c.next::<EthHdr>()?.ether_type);
     // Bounded by MAX_VLAN_DEPTH: one tag per iteration.
     for _ in 0..MAX_VLAN_DEPTH {

@@ -15,7 +15,7 @@ const IP_OFFSET_MASK: u16 = 0x1fff;
 const IP_MF: u16 = 0x2000;
 
 #[repr(C)]
-pub struct Ipv4Hdr {
+pub(crate) struct Ipv4Hdr {
     /// Version (high nibble) and IHL, the header length in 32-bit words (low nibble).
     pub version_ihl: u8,
     pub tos: u8,
@@ -33,7 +33,7 @@ pub struct Ipv4Hdr {
 unsafe impl Header for Ipv4Hdr {}
 
 #[inline(always)]
-pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
+pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     let ip = c.next::<Ipv4Hdr>()?;
     if ip.version_ihl >> 4 != 4 {
         return Err(Reason::Malformed);

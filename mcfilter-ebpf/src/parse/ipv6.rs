@@ -9,14 +9,14 @@ use mcfilter_common::{IpKey, Reason};
 use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
 use crate::cursor::{Cursor, Header};
 
-pub const IPPROTO_HOPOPTS: u8 = 0;
-pub const IPPROTO_ROUTING: u8 = 43;
-pub const IPPROTO_FRAGMENT: u8 = 44;
-pub const IPPROTO_AH: u8 = 51;
-pub const IPPROTO_DSTOPTS: u8 = 60;
+pub(crate) const IPPROTO_HOPOPTS: u8 = 0;
+pub(crate) const IPPROTO_ROUTING: u8 = 43;
+pub(crate) const IPPROTO_FRAGMENT: u8 = 44;
+pub(crate) const IPPROTO_AH: u8 = 51;
+pub(crate) const IPPROTO_DSTOPTS: u8 = 60;
 /// Extension headers (IANA registry) the program cannot look past: Mobility, HIP, Shim6 and
 /// the two experimental values.
-pub const UNWALKED_EXT_HEADERS: [u8; 5] = [135, 139, 140, 253, 254];
+pub(crate) const UNWALKED_EXT_HEADERS: [u8; 5] = [135, 139, 140, 253, 254];
 
 /// Extension headers walked before the program gives up with [`Reason::ExtHeaderLimit`].
 ///
@@ -25,7 +25,7 @@ pub const UNWALKED_EXT_HEADERS: [u8; 5] = [135, 139, 140, 253, 254];
 /// up on eight (`BPF program is too large`). With four it processes about 774,000 of its
 /// 1,000,000 instructions (README, "Supported kernels"). Longer chains are dropped, the safe side:
 /// no host stack needs them to reach memcached.
-pub const MAX_EXT_HEADERS: usize = 4;
+pub(crate) const MAX_EXT_HEADERS: usize = 4;
 
 /// Fragment offset bits of the fragment header's `frag_off` (the low 3 bits are flags).
 const IP6_OFFSET_MASK: u16 = 0xfff8;
@@ -33,7 +33,7 @@ const IP6_OFFSET_MASK: u16 = 0xfff8;
 const IP6_MF: u16 = 0x0001;
 
 #[repr(C)]
-pub struct Ipv6Hdr {
+pub(crate) struct Ipv6Hdr {
     /// Version (4 bits), traffic class (8) and flow label (20).
     pub vtc_flow: [u8; 4],
     pub payload_len: [u8; 2],
@@ -46,13 +46,13 @@ pub struct Ipv6Hdr {
 /// The two bytes every length-carrying extension header starts with (hop-by-hop, routing,
 /// destination options, AH).
 #[repr(C)]
-pub struct ExtHdr {
+pub(crate) struct ExtHdr {
     pub next_hdr: u8,
     pub hdr_len: u8,
 }
 
 #[repr(C)]
-pub struct FragHdr {
+pub(crate) struct FragHdr {
     pub next_hdr: u8,
     pub reserved: u8,
     pub frag_off: [u8; 2],
@@ -68,7 +68,7 @@ unsafe impl Header for FragHdr {}
 
 /// The fixed header; the cursor is then limited to the payload length.
 #[inline(always)]
-pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
+pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     let ip = c.next::<Ipv6Hdr>()?;
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
@@ -90,7 +90,7 @@ pub fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
 /// Walks the extension-header chain; returns the upper-layer protocol. A fragment header sets
 /// `ip.frag`; after a later fragment's header there are no more headers to read.
 #[inline(always)]
-pub fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
+pub(crate) fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
     let mut next = ip.next;
     // Bounded by MAX_EXT_HEADERS: one extension header per iteration.
     for _ in 0..MAX_EXT_HEADERS {

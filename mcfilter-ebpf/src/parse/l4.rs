@@ -2,12 +2,12 @@
 
 use crate::cursor::Header;
 
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
+pub(crate) const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 
 /// The first four bytes of a TCP or UDP header.
 #[repr(C)]
-pub struct PortsHdr {
+pub(crate) struct PortsHdr {
     pub source: [u8; 2],
     pub dest: [u8; 2],
 }

@@ -3,10 +3,10 @@
 //! verdict (not IP, malformed, truncated...). Both IP families fill the same [`Ip`], so the
 //! verdict code has one path for IPv4 and IPv6.
 
-pub mod eth;
-pub mod ipv4;
-pub mod ipv6;
-pub mod l4;
+pub(crate) mod eth;
+pub(crate) mod ipv4;
+pub(crate) mod ipv6;
+pub(crate) mod l4;
 
 use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason, words};
 
@@ -14,7 +14,7 @@ use crate::cursor::Cursor;
 
 /// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Fragment {
+pub(crate) enum Fragment {
     /// Not a fragment (IPv6 atomic fragments included).
     Whole,
     /// Offset 0, more to come: carries the upper-layer header.
@@ -24,7 +24,7 @@ pub enum Fragment {
 }
 
 /// What the network layer tells the policy, the same for both families.
-pub struct Ip {
+pub(crate) struct Ip {
     /// Family-tagged source address, ready for the allow-list and per-source maps.
     pub src: IpKey,
     pub frag: Fragment,
@@ -39,7 +39,7 @@ pub struct Ip {
 }
 
 /// The family, with the fixed header the fragment key is taken from.
-pub enum Family {
+pub(crate) enum Family {
     /// IPv4: options are skipped with the header, fragmentation is known.
     V4(&'static ipv4::Ipv4Hdr),
     /// IPv6: the extension-header chain is still to walk.
@@ -50,7 +50,7 @@ impl Ip {
     /// The key the kernel reassembles this datagram by (see [`FragKey`]). Built only for
     /// fragments, off the common path.
     #[inline(always)]
-    pub fn frag_key(&self) -> FragKey {
+    pub(crate) fn frag_key(&self) -> FragKey {
         let id = self.frag_id;
         match self.family {
             Family::V4(hdr) => FragKey {
@@ -77,7 +77,7 @@ impl Ip {
 /// Where the packets an interface hands the program begin (the interface's link type decides,
 /// at attach). Each has an entry point of its own; the rest of the path is shared.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// An Ethernet header, then VLAN tags: Ethernet NICs, veth, bridges, bonds, VXLAN, loopback.
     Ethernet,
     /// The IP header itself: link type `none` (TUN, WireGuard). The IP version says the family.
@@ -92,12 +92,12 @@ const IP_VERSION_6: u8 = 6;
 /// runs after GRO and sees such packets; the datagram then ends where the frame does. No frame
 /// from the wire has this length and a host stack drops one that claims it, so judging it by the
 /// frame's length opens nothing.
-pub const GRO_MERGED_LEN: usize = 0;
+pub(crate) const GRO_MERGED_LEN: usize = 0;
 
 /// Parses the link layer, if the framing has one, and the fixed IPv4 or IPv6 header, leaving
 /// the cursor after it, limited to the datagram's own length.
 #[inline(always)]
-pub fn ip(c: &mut Cursor, framing: Framing) -> Result<Ip, Reason> {
+pub(crate) fn ip(c: &mut Cursor, framing: Framing) -> Result<Ip, Reason> {
     match framing {
         Framing::Ethernet => match eth::parse(c)? {
             eth::ETH_P_IP => ipv4::parse(c),
@@ -118,7 +118,7 @@ pub fn ip(c: &mut Cursor, framing: Framing) -> Result<Ip, Reason> {
 /// Moves past IPv4 options or the IPv6 extension-header chain; returns the upper-layer
 /// protocol. Learns IPv6 fragmentation on the way.
 #[inline(always)]
-pub fn upper_layer(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
+pub(crate) fn upper_layer(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reason> {
     match ip.family {
         Family::V4(_) => Ok(ip.next),
         Family::V6(_) => ipv6::extension_headers(c, ip),

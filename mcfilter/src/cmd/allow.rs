@@ -35,7 +35,7 @@ impl Report {
     }
 }
 
-pub fn run(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::Result<()> {
     let changes = matches!(
         command,
         AllowCommand::Add { .. } | AllowCommand::Del { .. } | AllowCommand::Replace { .. }
@@ -63,10 +63,10 @@ fn run_command(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::R
     };
     match maps.recovered {
         Some(Recovery::RolledBack) => {
-            eprintln!("mcfilter: note: rolled back an allow-list change that was interrupted")
+            eprintln!("mcfilter: note: rolled back an allow-list change that was interrupted");
         }
         Some(Recovery::Completed) => {
-            eprintln!("mcfilter: note: completed an allow-list change that was interrupted")
+            eprintln!("mcfilter: note: completed an allow-list change that was interrupted");
         }
         None => {}
     }

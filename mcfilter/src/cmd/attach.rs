@@ -34,7 +34,7 @@ struct Report {
     warnings: Vec<String>,
 }
 
-pub fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Result<()> {
     let request = AttachRequest {
         iface: args.iface,
         mode: args.mode.into(),

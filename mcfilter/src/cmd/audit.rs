@@ -6,7 +6,7 @@ use crate::{
     pin::StateDir,
 };
 
-pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
     let report = audit::audit(state)?;
     if json {
         output::print_json(&report)?;

@@ -29,7 +29,7 @@ struct Report {
     state_removed: bool,
 }
 
-pub fn run(state: &StateDir, args: DetachArgs, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, args: &DetachArgs, json: bool) -> anyhow::Result<()> {
     let names = match &args.iface {
         Some(iface) => vec![iface.clone()],
         None => attached_names(state)?,

@@ -54,10 +54,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Attach(args) => attach::run(&state, args, json),
-        Command::Detach(args) => detach::run(&state, args, json),
+        Command::Detach(args) => detach::run(&state, &args, json),
         Command::Allow(command) => allow::run(&state, command, json),
         Command::Policy(args) => policy::run(&state, args, json),
-        Command::Stats(args) => stats::run(&state, args, json),
+        Command::Stats(args) => stats::run(&state, &args, json),
         Command::Status => status::run(&state, json),
         Command::Run { config, .. } => crate::service::run(&config),
         Command::Audit => audit::run(&state, json),
@@ -100,8 +100,7 @@ fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {
 /// applies its config again: say so (on stderr) after `allow` and `policy` changes.
 fn warn_if_the_service_manages(state: &StateDir, what: &str) {
     let managed = crate::status::status(state)
-        .map(|status| status.interfaces.iter().any(|iface| iface.service))
-        .unwrap_or(false);
+        .is_ok_and(|status| status.interfaces.iter().any(|iface| iface.service));
     if managed {
         eprintln!(
             "mcfilter: warning: `mcfilter run` manages this state: its next reload (SIGHUP, or a change to its config or allow files) puts its config's {what} back; change the config to keep this"

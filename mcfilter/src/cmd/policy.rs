@@ -7,7 +7,7 @@ use crate::{
     pin::StateDir,
 };
 
-pub fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Result<()> {
     let change = PolicyChange {
         ports: (!args.ports.is_empty()).then(|| args.ports.into_iter().collect()),
         dry_run: args.dry_run.map(|switch| switch == OnOff::On),

@@ -15,9 +15,9 @@ fn read(state: &StateDir, top: usize) -> anyhow::Result<stats::Stats> {
     Ok(stats::read(&maps, top)?)
 }
 
-pub fn run(state: &StateDir, args: StatsArgs, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, args: &StatsArgs, json: bool) -> anyhow::Result<()> {
     if let Some(secs) = args.watch {
-        return watch(state, &args, secs, json);
+        return watch(state, args, secs, json);
     }
     let stats = read(state, args.top)?;
     if json {

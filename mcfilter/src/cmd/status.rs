@@ -6,7 +6,7 @@ use crate::{
     status,
 };
 
-pub fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
     let mut status = status::status(state)?;
     status.warnings.extend(super::exposure_warnings(&status));
     if json {

@@ -38,7 +38,7 @@ fn cli(harness: &Harness, args: &[&str]) -> (Duration, i64) {
 
 /// Control-plane timings of the real CLI: `allow replace` of 100,000 and 1,000,000 entries, and
 /// `stats --json` with 64k and 1M live per-source entries; then the service's own peak RSS.
-pub fn control_plane() -> serde_json::Value {
+pub(crate) fn control_plane() -> serde_json::Value {
     println!("\nControl plane (the real CLI, release build; wall time and its own peak RSS)\n");
     println!("| operation | seconds | peak RSS MiB |");
     println!("| --- | ---: | ---: |");

@@ -6,7 +6,7 @@ use crate::median;
 
 /// The veth flood: UDP to 11211 from one source, generator and receiver on one CPU, for each
 /// receiver; receiver-only nanoseconds per packet (total minus the generator's own).
-pub fn flood() -> serde_json::Value {
+pub(crate) fn flood() -> serde_json::Value {
     use mcfilter_tests::flood::{Flood, RX};
     const PACKETS: u32 = 2_000_000;
     const RUNS: usize = 3;

@@ -4,7 +4,7 @@ use serde_json::json;
 
 /// An allowed client's memcached set/get latency, quiet and while UDP and SYN floods hit the
 /// server through mcfilter (a lab of namespaces).
-pub fn load() -> serde_json::Value {
+pub(crate) fn load() -> serde_json::Value {
     use mcfilter_tests::{
         lab::{IFACE, Lab},
         load,

@@ -24,7 +24,7 @@ fn generated_v4(i: u32) -> Ipv4Addr {
 
 /// An allow-list of `n` entries: mostly /32 and /128, some /24 and /64, always including the
 /// allowed fixtures' prefixes (`198.18.1.10/32`, `2001:db8:1::/48`) and [`LISTED_V6`].
-pub fn allow_list(n: usize) -> Vec<IpNet> {
+pub(crate) fn allow_list(n: usize) -> Vec<IpNet> {
     let mut nets: BTreeSet<IpNet> = policy().allow.into_iter().collect();
     let mut i: u32 = 0;
     while nets.len() < n {
@@ -164,7 +164,7 @@ fn row(name: &str, reason: &str, allow_entries: usize, t: &Timing) -> serde_json
 }
 
 /// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames.
-pub fn per_packet(opts: &Options) -> serde_json::Value {
+pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
     let floor = Floor::load();
     let xdp_filter = XdpFilter::load();
     let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
