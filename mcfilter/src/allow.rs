@@ -425,9 +425,9 @@ impl AllowList {
     /// Puts addresses into the index (after the trie has them), thousands a system call.
     fn add_to_index(&mut self, addresses: &[IpKey]) -> Result<(), Error> {
         let calls =
-            batch::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| Error::Map {
+            batch::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| Error::MapBatch {
                 name: mcfilter_common::map_names::ALLOW_HOSTS,
-                err: MapError::IoError(err),
+                err,
             })?;
         (0..calls).for_each(|_| crate::fault::step());
         Ok(())

@@ -132,6 +132,12 @@ pub enum Error {
         #[source]
         err: aya::maps::MapError,
     },
+    #[error("map {name}: a batched operation")]
+    MapBatch {
+        name: &'static str,
+        #[source]
+        err: io::Error,
+    },
     #[error("loading the XDP program")]
     Load(#[source] aya::EbpfError),
     #[error(

@@ -266,7 +266,7 @@ pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
             for row in &stats.sources {
                 top.get_or_create(&vec![
                     ("source", row.source.to_string()),
-                    ("reason", row.reason.into()),
+                    ("reason", crate::stats::show_reason(row.reason).into()),
                 ])
                 .set(row.packets as i64);
                 top_would

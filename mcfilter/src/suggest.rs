@@ -47,7 +47,7 @@ pub struct Suggestion {
 pub fn suggestions(rows: &[SourceRow], current: &BTreeSet<IpNet>, top: usize) -> Vec<Suggestion> {
     let allowed = |addr: IpAddr| current.iter().any(|net| net.contains(&addr));
     rows.iter()
-        .filter(|row| row.reason == Reason::TcpNotAllowed.name() && !allowed(row.source))
+        .filter(|row| row.reason == Some(Reason::TcpNotAllowed) && !allowed(row.source))
         .take(top)
         .map(|row| Suggestion {
             net: IpNet::from(row.source),
@@ -78,7 +78,7 @@ mod tests {
             packets,
             bytes,
             would_drop_packets: packets,
-            reason: reason.name(),
+            reason: Some(reason),
             dry_run: true,
             last_seen_ms_ago: 0,
         }

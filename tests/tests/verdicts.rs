@@ -80,7 +80,7 @@ fn drops_are_counted_by_source_with_bytes() {
     let row = &stats.sources[0];
     assert_eq!(row.source, IpAddr::from(DENIED_V4));
     assert_eq!((row.packets, row.bytes), (7, 7 * frame.len() as u64));
-    assert_eq!(row.reason, "udp_port");
+    assert_eq!(row.reason, Some(Reason::UdpPort));
     assert_eq!(stats.dropped.packets, 7);
     assert_eq!(stats.dropped.bytes, 7 * frame.len() as u64);
     assert_eq!(stats.passed.packets, 1);

@@ -76,7 +76,7 @@ pub(super) fn run(state: &StateDir, args: &StatsArgs, json: bool) -> anyhow::Res
             output::human_count(row.bytes),
             format!(
                 "{}{}",
-                row.reason,
+                crate::stats::show_reason(row.reason),
                 if row.dry_run { " (dry-run)" } else { "" }
             ),
             output::ago(row.last_seen_ms_ago),
@@ -172,7 +172,7 @@ fn render_rates(rates: &stats::Rates) -> String {
             s.source.to_string(),
             format!("{:.0}", s.pps),
             s.packets.to_string(),
-            s.reason.into(),
+            crate::stats::show_reason(s.reason).into(),
         ]);
     }
     format!(

@@ -2,24 +2,20 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BTreeMap, BinaryHeap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::PerCpuValues;
 use ipnet::IpNet;
 use mcfilter_common::{
-    Counter, FAMILY_V4, IpKey, MAX_REASONS, Reason, SLOT_FRAG_INSERT_FAILED,
-    SLOT_SOURCE_INSERT_FAILED, SLOT_SOURCE_INSERTED, SourceStats, map_names, stats_slot,
+    Counter, FAMILY_V4, IpKey, Reason, SLOT_FRAG_INSERT_FAILED, SLOT_SOURCE_INSERT_FAILED,
+    SLOT_SOURCE_INSERTED, SourceStats, stats_slot,
 };
 use serde::Serialize;
 
-use crate::{
-    Error, batch,
-    maps::{Maps, map_err},
-    pin::StateDir,
-    sys,
-};
+mod read;
+
+pub use read::{iface_totals, read, read_by_prefix};
 
 /// A packet and byte total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -52,11 +48,26 @@ pub struct SourceRow {
     pub bytes: u64,
     /// Of `packets`, those dry-run only counted: what enforcing would have dropped.
     pub would_drop_packets: u64,
-    /// Reason of the last packet.
-    pub reason: &'static str,
+    /// Reason of the last packet (`None`: a code this build does not know, from a newer
+    /// program; shown as `unknown`).
+    #[serde(serialize_with = "reason_name")]
+    pub reason: Option<Reason>,
     /// The last packet was only counted (dry-run).
     pub dry_run: bool,
     pub last_seen_ms_ago: u64,
+}
+
+/// A reason as the output names it.
+pub fn reason_name<S: serde::Serializer>(
+    reason: &Option<Reason>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.serialize_str(show_reason(*reason))
+}
+
+/// A source row's reason as the output names it.
+pub fn show_reason(reason: Option<Reason>) -> &'static str {
+    reason.map_or("unknown", Reason::name)
 }
 
 /// `mcfilter stats`.
@@ -184,32 +195,6 @@ pub fn totals(slots: &[Counter]) -> Stats {
     stats
 }
 
-/// The counters of one interface: its program's own stats array, pinned at attach (see
-/// [`StateDir::iface_stats`]), so reading them needs no program lookup by id. Zero-based at the
-/// interface's attach (a `--replace` keeps them), unlike the pinned totals. `None` for an
-/// interface an older build attached, which pinned no counters of its own.
-pub fn iface_totals(state: &StateDir, ifindex: u32) -> Result<Option<Stats>, Error> {
-    use aya::maps::{Map, MapData, PerCpuArray};
-    let pin = state.iface_stats(ifindex);
-    if !pin.exists() {
-        return Ok(None);
-    }
-    let array: PerCpuArray<MapData, Counter> = match MapData::from_pin(&pin)
-        .map(Map::PerCpuArray)
-        .and_then(PerCpuArray::try_from)
-    {
-        Ok(array) => array,
-        // Detached since the caller looked.
-        Err(_) if !pin.exists() => return Ok(None),
-        Err(err) => return Err(map_err(map_names::IFACE_STATS)(err)),
-    };
-    let mut slots = Vec::new();
-    for values in array.iter() {
-        slots.push(sum(&values.map_err(map_err(map_names::IFACE_STATS))?));
-    }
-    Ok(Some(totals(&slots)))
-}
-
 /// A packet and bit rate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Rate {
@@ -234,7 +219,8 @@ pub struct SourceRate {
     pub source: IpAddr,
     pub pps: f64,
     pub packets: u64,
-    pub reason: &'static str,
+    #[serde(serialize_with = "reason_name")]
+    pub reason: Option<Reason>,
 }
 
 /// Rates from two readings of the exact counters.
@@ -293,14 +279,6 @@ pub fn rates(before: &Stats, after: &Stats, secs: f64) -> Rates {
     }
 }
 
-/// Sums per-CPU counters.
-fn sum(values: &PerCpuValues<Counter>) -> Counter {
-    values.iter().fold(Counter::default(), |acc, c| Counter {
-        packets: acc.packets + c.packets,
-        bytes: acc.bytes + c.bytes,
-    })
-}
-
 /// Folds one source's per-CPU values: totals summed, "last" taken from the latest CPU.
 pub fn fold_source(key: &IpKey, values: &[SourceStats], now_ns: u64) -> SourceRow {
     let mut packets = 0;
@@ -320,7 +298,7 @@ pub fn fold_source(key: &IpKey, values: &[SourceStats], now_ns: u64) -> SourceRo
         packets,
         bytes,
         would_drop_packets,
-        reason: Reason::from_code(last.last_reason).map_or("unknown", Reason::name),
+        reason: Reason::from_code(last.last_reason),
         dry_run: last.last_dry_run != 0,
         last_seen_ms_ago: now_ns.saturating_sub(last.last_seen_ns) / 1_000_000,
     }
@@ -335,87 +313,6 @@ pub fn source_addr(key: &IpKey) -> IpAddr {
     } else {
         IpAddr::V6(Ipv6Addr::from(bytes))
     }
-}
-
-/// Reads every counter; `top` limits the sources listed.
-pub fn read(maps: &Maps, top: usize) -> Result<Stats, Error> {
-    let mut busiest = TopN::new(top);
-    let mut stats = read_each_source(maps, |row| busiest.push(row))?;
-    stats.sources = busiest.into_sorted();
-    Ok(stats)
-}
-
-/// The totals, and the `top` busiest prefixes ([`aggregate_prefix`]) by packets, descending
-/// (`stats.sources` stays empty).
-pub fn read_by_prefix(maps: &Maps, top: usize) -> Result<(Stats, Vec<PrefixRow>), Error> {
-    let mut prefixes: HashMap<IpNet, PrefixRow> = HashMap::new();
-    let stats = read_each_source(maps, |row| {
-        let prefix = aggregate_prefix(row.source);
-        let entry = prefixes.entry(prefix).or_insert(PrefixRow {
-            prefix,
-            packets: 0,
-            bytes: 0,
-            would_drop_packets: 0,
-            sources: 0,
-        });
-        entry.packets += row.packets;
-        entry.bytes += row.bytes;
-        entry.would_drop_packets += row.would_drop_packets;
-        entry.sources += 1;
-    })?;
-    let mut rows: Vec<PrefixRow> = prefixes.into_values().collect();
-    rows.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.prefix.cmp(&b.prefix)));
-    rows.truncate(top);
-    Ok((stats, rows))
-}
-
-/// The totals; every source's row goes to `each` (a source a CPU has not handed to the
-/// per-source map yet is folded into its row).
-fn read_each_source(maps: &Maps, mut each: impl FnMut(SourceRow)) -> Result<Stats, Error> {
-    let mut slots = Vec::new();
-    for values in maps.stats.iter() {
-        slots.push(sum(&values.map_err(map_err(map_names::STATS))?));
-    }
-    debug_assert!(slots.len() as u32 > 2 * MAX_REASONS);
-    let mut stats = totals(&slots);
-    let now = sys::monotonic_ns();
-    // Each CPU's write-combined latest source is not in the LRU map yet: add it to its entry.
-    let mut pending: HashMap<IpKey, Vec<SourceStats>> = HashMap::new();
-    let pending_cpus = maps
-        .pending
-        .get(&0, 0)
-        .map_err(map_err(map_names::PENDING))?;
-    for cpu in pending_cpus.iter().filter(|p| p.stats.packets != 0) {
-        pending.entry(cpu.key).or_default().push(cpu.stats);
-    }
-    // And each CPU's sources seen once, not admitted to the LRU map yet.
-    for slot in maps.recent.iter() {
-        let slot = slot.map_err(map_err(map_names::RECENT))?;
-        for cpu in slot.iter().filter(|p| p.stats.packets != 0) {
-            pending.entry(cpu.key).or_default().push(cpu.stats);
-        }
-    }
-    // Stream the LRU map in batches.
-    let mut values = Vec::new();
-    let mut present = 0u64;
-    batch::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
-        present += 1;
-        values.clear();
-        values.extend_from_slice(per_cpu);
-        if let Some(more) = pending.remove(&key) {
-            values.extend(more);
-        }
-        each(fold_source(&key, &values, now));
-    })
-    .map_err(|err| Error::Map {
-        name: map_names::SOURCES,
-        err: aya::maps::MapError::IoError(err),
-    })?;
-    for (key, values) in &pending {
-        each(fold_source(key, values, now));
-    }
-    stats.sources_evicted = stats.sources_seen.saturating_sub(present);
-    Ok(stats)
 }
 
 /// The `n` rows with the most packets (ties: lower address first), without keeping the rest.
@@ -470,130 +367,4 @@ impl TopN {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn counter(packets: u64, bytes: u64) -> Counter {
-        Counter { packets, bytes }
-    }
-
-    #[test]
-    fn totals_split_drops_passes_and_dry_run() {
-        let mut slots = vec![Counter::default(); mcfilter_common::STATS_SLOTS as usize];
-        slots[stats_slot(Reason::UdpPort, false) as usize] = counter(3, 300);
-        slots[stats_slot(Reason::NotProtected, false) as usize] = counter(10, 1000);
-        slots[stats_slot(Reason::TcpNotAllowed, true) as usize] = counter(2, 120);
-        slots[stats_slot(Reason::TcpAllowed, true) as usize] = counter(1, 60);
-        slots[SLOT_SOURCE_INSERT_FAILED as usize] = counter(4, 400);
-        let stats = totals(&slots);
-        assert_eq!(
-            stats.dropped,
-            Total {
-                packets: 3,
-                bytes: 300
-            }
-        );
-        assert_eq!(
-            stats.passed,
-            Total {
-                packets: 13,
-                bytes: 1180
-            }
-        );
-        assert_eq!(
-            stats.would_drop,
-            Total {
-                packets: 2,
-                bytes: 120
-            }
-        );
-        assert_eq!(stats.reasons["udp_port"], 3);
-        assert_eq!(stats.reasons["tcp_not_allowed"], 2);
-        assert_eq!(stats.reasons["tcp_allowed"], 1);
-        assert_eq!(stats.reasons.len(), Reason::ALL.len());
-        assert_eq!(stats.sources_not_recorded, 4);
-    }
-
-    #[test]
-    fn rates_come_from_deltas() {
-        let mut slots = vec![Counter::default(); mcfilter_common::STATS_SLOTS as usize];
-        slots[stats_slot(Reason::UdpPort, false) as usize] = counter(10, 1000);
-        let before = totals(&slots);
-        slots[stats_slot(Reason::UdpPort, false) as usize] = counter(30, 3000);
-        let after = totals(&slots);
-        let r = rates(&before, &after, 2.0);
-        assert_eq!(
-            r.dropped,
-            Rate {
-                pps: 10.0,
-                bps: 8000.0
-            }
-        );
-        assert_eq!(
-            r.reasons["udp_port"],
-            Rate {
-                pps: 10.0,
-                bps: 8000.0
-            }
-        );
-        assert_eq!(r.reasons["tcp_allowed"], Rate::default());
-    }
-
-    #[test]
-    fn top_n_keeps_the_busiest_sorted() {
-        let row = |last: u8, packets: u64| SourceRow {
-            source: IpAddr::from([198, 18, 0, last]),
-            packets,
-            bytes: 0,
-            would_drop_packets: 0,
-            reason: "udp_port",
-            dry_run: false,
-            last_seen_ms_ago: 0,
-        };
-        let mut top = TopN::new(3);
-        for (last, packets) in [(1, 5), (2, 50), (3, 7), (4, 50), (5, 1), (6, 9)] {
-            top.push(row(last, packets));
-        }
-        let kept: Vec<(IpAddr, u64)> = top
-            .into_sorted()
-            .iter()
-            .map(|r| (r.source, r.packets))
-            .collect();
-        let want = [(2, 50), (4, 50), (6, 9)].map(|(l, p)| (IpAddr::from([198, 18, 0, l]), p));
-        assert_eq!(kept, want);
-        let mut none = TopN::new(0);
-        none.push(row(1, 1));
-        assert!(none.into_sorted().is_empty());
-    }
-
-    #[test]
-    fn sources_fold_over_cpus_and_keep_the_latest_reason() {
-        let key = IpKey::v4([198, 18, 2, 66]);
-        let cpu0 = SourceStats {
-            packets: 2,
-            bytes: 200,
-            last_seen_ns: 5_000_000,
-            dry_run_packets: 2,
-            last_reason: Reason::UdpPort as u32,
-            last_dry_run: 1,
-        };
-        let cpu1 = SourceStats {
-            packets: 1,
-            bytes: 60,
-            last_seen_ns: 9_000_000,
-            dry_run_packets: 0,
-            last_reason: Reason::TcpNotAllowed as u32,
-            last_dry_run: 0,
-        };
-        let row = fold_source(&key, &[cpu0, SourceStats::default(), cpu1], 10_000_000);
-        assert_eq!(row.source, "198.18.2.66".parse::<IpAddr>().unwrap());
-        assert_eq!(
-            (row.packets, row.bytes, row.would_drop_packets),
-            (3, 260, 2)
-        );
-        assert_eq!(row.reason, "tcp_not_allowed");
-        assert_eq!(row.last_seen_ms_ago, 1);
-        let v6 = IpKey::v6("2001:db8::66".parse::<Ipv6Addr>().unwrap().octets());
-        assert_eq!(source_addr(&v6).to_string(), "2001:db8::66");
-    }
-}
+mod tests;
