@@ -1,104 +1,27 @@
-//! The allow-list: CIDR parsing and canonical form, the key encoding, and the changes
-//! `allow add/del/replace` make, each all-or-nothing. Every entry lives in an LPM trie; while
-//! the list is large, its single addresses (/32, /128) are also indexed in a hash map, which the
-//! program looks up first.
+//! The allow-list: the changes `allow add/del/replace` make, each all-or-nothing through a
+//! journal (here). Every entry lives in an LPM trie; while the list is large, its single
+//! addresses (/32, /128) are also indexed in a hash map, which the program looks up first
+//! (`index`). CIDR parsing, canonical form and the key encoding are `cidr`'s.
 
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::BTreeSet;
 
-use aya::maps::{Array, HashMap, IterableMap as _, LpmTrie, MapData, MapError, lpm_trie::Key};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, FAMILY_V4, FAMILY_V6, IpKey};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use ipnet::IpNet;
+use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, IpKey};
 
-use crate::{Error, batch};
+use crate::Error;
+
+mod cidr;
+mod index;
+
+pub use cidr::{CidrError, ListError, from_key, parse_cidr, parse_list, to_key};
+use index::addresses;
+pub use index::{INDEX_ABOVE, UNINDEX_BELOW};
 
 /// The allow-list (and its journal) as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
 /// The index of the allow-list's single addresses as stored in the state dir.
 pub type AllowHosts = HashMap<MapData, IpKey, u8>;
-
-/// A list longer than this gets its addresses indexed: a client among a thousand entries walks
-/// about ten trie nodes, more than one hash lookup costs (README, Performance).
-pub const INDEX_ABOVE: usize = 1024;
-/// An indexed list shorter than this loses its index again (hysteresis, so that a list around
-/// the threshold is not re-indexed with every change).
-pub const UNINDEX_BELOW: usize = 512;
-
-/// Parses `198.18.0.0/15`, `2001:db8::/32` or a bare address (a /32 or /128). Host bits are
-/// cleared, so `198.18.1.10/24` becomes `198.18.1.0/24`.
-pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
-    let text = text.trim();
-    let parsed = if text.contains('/') {
-        text.parse::<IpNet>().ok()
-    } else {
-        text.parse::<IpAddr>().ok().map(IpNet::from)
-    };
-    parsed.map(|net| net.trunc()).ok_or_else(|| {
-        format!(
-            "'{text}' is not an IPv4 or IPv6 CIDR (examples: 198.18.0.0/15, 2001:db8::/32, 198.18.1.10)"
-        )
-    })
-}
-
-/// Parses an allow-list file: one CIDR a line, `#` starts a comment, blank lines are ignored.
-/// The first bad line fails the whole file (`line N: ...`).
-pub fn parse_list(text: &str) -> Result<BTreeSet<IpNet>, String> {
-    let mut nets = BTreeSet::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        nets.insert(parse_cidr(line).map_err(|err| format!("line {}: {err}", index + 1))?);
-    }
-    Ok(nets)
-}
-
-/// The trie key of `net`: family byte, then the prefix.
-pub fn to_key(net: &IpNet) -> Key<IpKey> {
-    let prefix = u32::from(net.prefix_len()) + IpKey::FAMILY_BITS;
-    let data = match net {
-        IpNet::V4(v4) => IpKey::v4(v4.network().octets()),
-        IpNet::V6(v6) => IpKey::v6(v6.network().octets()),
-    };
-    Key::new(prefix, data)
-}
-
-/// The trie key of the single address `data` stands for (`None` for an unknown family).
-fn address_key(data: IpKey) -> Option<Key<IpKey>> {
-    let bits = match u8::try_from(data.family).ok()? {
-        FAMILY_V4 => 32,
-        FAMILY_V6 => 128,
-        _ => return None,
-    };
-    Some(Key::new(IpKey::FAMILY_BITS + bits, data))
-}
-
-/// Whether `key` is a single address (/32 or /128): such entries are indexed.
-fn is_host(key: &Key<IpKey>) -> bool {
-    address_key(key.data()).is_some_and(|address| address.prefix_len() == key.prefix_len())
-}
-
-/// The CIDR a trie key stands for (`None` for a key no version of mcfilter writes).
-pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
-    let data = key.data();
-    let prefix = u8::try_from(key.prefix_len().checked_sub(IpKey::FAMILY_BITS)?).ok()?;
-    let bytes = data.addr_bytes();
-    match u8::try_from(data.family).ok()? {
-        FAMILY_V4 => {
-            let [a, b, c, d, ..] = bytes;
-            Ipv4Net::new(Ipv4Addr::new(a, b, c, d), prefix)
-                .ok()
-                .map(IpNet::V4)
-        }
-        FAMILY_V6 => Ipv6Net::new(Ipv6Addr::from(bytes), prefix)
-            .ok()
-            .map(IpNet::V6),
-        _ => None,
-    }
-}
 
 /// The pinned allow-list maps and their capacity.
 ///
@@ -214,18 +137,6 @@ impl AllowList {
         for key in self.trie.keys() {
             let key = key.map_err(Error::allow_map)?;
             if let Some(net) = from_key(&key) {
-                nets.insert(net);
-            }
-        }
-        Ok(nets)
-    }
-
-    /// The addresses in the index, for checks.
-    pub fn index(&self) -> Result<BTreeSet<IpNet>, Error> {
-        let mut nets = BTreeSet::new();
-        for data in self.hosts.keys() {
-            let data = data.map_err(Error::allow_map)?;
-            if let Some(net) = address_key(data).as_ref().and_then(from_key) {
                 nets.insert(net);
             }
         }
@@ -387,59 +298,12 @@ impl AllowList {
         })
     }
 
-    /// Indexes the list's addresses (`addresses`, asked for only then) when it has grown past
-    /// [`INDEX_ABOVE`] entries (`len`), and drops the index when it has shrunk below
-    /// [`UNINDEX_BELOW`]. The program uses the index once it is complete, and stops before it is
-    /// emptied (an incomplete index would only cost lookups: the trie has every entry).
-    fn reindex(&mut self, len: usize, addresses: impl FnOnce() -> Vec<IpKey>) -> Result<(), Error> {
-        let indexed = self.indexed()?;
-        if !indexed && len > INDEX_ABOVE {
-            self.add_to_index(&addresses())?;
-            self.set_slot(ALLOW_SLOT_INDEXED, 1)?;
-        } else if indexed && len < UNINDEX_BELOW {
-            self.set_slot(ALLOW_SLOT_INDEXED, 0)?;
-        }
-        if !self.indexed()? {
-            // Not trusted: empty it (a kill may have left addresses in it).
-            let stale: Vec<IpKey> = self
-                .hosts
-                .keys()
-                .collect::<Result<_, _>>()
-                .map_err(Error::allow_map)?;
-            for data in stale {
-                crate::fault::step();
-                gone(self.hosts.remove(&data))?;
-            }
-        }
-        Ok(())
-    }
-
     /// Writes an entry into the trie.
     fn write(&mut self, key: &Key<IpKey>, value: u8) -> Result<(), Error> {
         crate::fault::step();
         self.trie
             .insert(key, value, 0)
             .map_err(|err| self.full_or(err))
-    }
-
-    /// Puts addresses into the index (after the trie has them), thousands a system call.
-    fn add_to_index(&mut self, addresses: &[IpKey]) -> Result<(), Error> {
-        let calls =
-            batch::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| Error::MapBatch {
-                name: mcfilter_common::map_names::ALLOW_HOSTS,
-                err,
-            })?;
-        (0..calls).for_each(|_| crate::fault::step());
-        Ok(())
-    }
-
-    /// Takes an address out of the index (before the trie loses it).
-    fn unindex(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
-        if !is_host(key) {
-            return Ok(());
-        }
-        crate::fault::step();
-        gone(self.hosts.remove(&key.data()))
     }
 
     /// Removes an entry: from the index, then from the trie.
@@ -465,14 +329,6 @@ impl AllowList {
     }
 }
 
-/// The index keys of the addresses among `nets`.
-fn addresses<'a>(nets: impl Iterator<Item = &'a IpNet>) -> Vec<IpKey> {
-    nets.map(to_key)
-        .filter(is_host)
-        .map(|key| key.data())
-        .collect()
-}
-
 fn state_err(err: MapError) -> Error {
     Error::Map {
         name: mcfilter_common::map_names::ALLOW_STATE,
@@ -496,81 +352,10 @@ fn is_full(err: &MapError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn net(s: &str) -> IpNet {
-        s.parse().unwrap()
-    }
+    use super::{cidr::is_host, *};
 
     #[test]
-    fn cidrs_are_canonical() {
-        assert_eq!(parse_cidr("198.18.1.10/24").unwrap(), net("198.18.1.0/24"));
-        assert_eq!(parse_cidr("198.18.1.10").unwrap(), net("198.18.1.10/32"));
-        assert_eq!(parse_cidr(" 2001:db8::1 ").unwrap(), net("2001:db8::1/128"));
-        assert_eq!(parse_cidr("2001:db8::1/32").unwrap(), net("2001:db8::/32"));
-    }
-
-    #[test]
-    fn bad_cidrs_say_what_is_expected() {
-        for bad in [
-            "",
-            "198.18.1.0/33",
-            "2001:db8::/129",
-            "eth0",
-            "1.2.3",
-            "1.2.3.4/",
-        ] {
-            let err = parse_cidr(bad).unwrap_err();
-            assert!(err.contains("examples"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
-    fn list_files_skip_comments_and_name_the_bad_line() {
-        let text = "# clients\n198.18.1.10\n\n2001:db8::/64  # lab\n198.18.1.10/32\n";
-        let nets = parse_list(text).unwrap();
-        assert_eq!(
-            nets.into_iter().collect::<Vec<_>>(),
-            vec![net("198.18.1.10/32"), net("2001:db8::/64")]
-        );
-        let err = parse_list("198.18.1.10\nnot-a-cidr\n").unwrap_err();
-        assert!(err.starts_with("line 2: "), "{err}");
-    }
-
-    #[test]
-    fn keys_round_trip_and_keep_families_apart() {
-        for s in [
-            "0.0.0.0/0",
-            "198.18.0.0/15",
-            "198.18.1.10/32",
-            "::/0",
-            "2001:db8::/32",
-        ] {
-            let n = net(s);
-            assert_eq!(from_key(&to_key(&n)), Some(n), "{s}");
-        }
-        let v4_all = to_key(&net("0.0.0.0/0"));
+    fn the_journal_is_no_address() {
         assert!(!is_host(&journal_key()));
-        let v6_all = to_key(&net("::/0"));
-        assert_eq!(v4_all.prefix_len(), IpKey::FAMILY_BITS);
-        assert_ne!(v4_all.data().family, v6_all.data().family);
-    }
-
-    #[test]
-    fn only_addresses_are_indexed() {
-        for (s, host) in [
-            ("198.18.1.10/32", true),
-            ("2001:db8::1/128", true),
-            ("198.18.1.0/31", false),
-            ("2001:db8::/127", false),
-            ("0.0.0.0/0", false),
-            ("::/0", false),
-        ] {
-            assert_eq!(is_host(&to_key(&net(s))), host, "{s}");
-        }
-        // The program looks a packet's source up in the hosts map as it is: the key written
-        // for an address is the source's key.
-        let key = to_key(&net("198.18.1.10/32"));
-        assert_eq!(key.data(), IpKey::v4([198, 18, 1, 10]));
     }
 }
