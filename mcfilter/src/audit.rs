@@ -29,6 +29,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The name the output gives it (JSON: lowercase; text: uppercase).
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+
     /// The exit status for a worst finding of this severity: 0, 3 (low, medium), 4 (high).
     pub fn exit_code(worst: Option<Severity>) -> u8 {
         match worst {
@@ -252,14 +262,11 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
             .ok()
             .as_deref(),
     ) {
-        let (finding, fix) = warning
-            .split_once("; reserve it with ")
-            .unwrap_or((&warning, ""));
         findings.push(Finding {
             severity: Severity::Medium,
             port: None,
-            finding: finding.to_owned(),
-            fix: format!("reserve it with {fix}"),
+            finding: warning.finding(),
+            fix: format!("reserve it with {}", warning.fix()),
         });
     }
     for port in &ports {
@@ -285,6 +292,20 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
 
 #[cfg(test)]
 mod tests {
+    /// The text output's label and the JSON's name are one.
+    #[test]
+    fn a_severity_has_one_name() {
+        use super::Severity;
+        for severity in [
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+        ] {
+            assert_eq!(serde_json::to_value(severity).unwrap(), severity.name());
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     let verbose = cli.verbose;
     let json = cli.json;
     match cmd::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) if cmd::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             if verbose && let Some(log) = cmd::verifier_log(&err) {

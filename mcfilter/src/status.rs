@@ -151,11 +151,15 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
     }
     let ifindexes: Vec<u32> = interfaces.iter().map(|iface| iface.ifindex).collect();
     let kernel_memory = crate::memory::kernel_memory(state, &ifindexes)?;
-    warnings.extend(ephemeral_port_warnings(
-        &config.protected_ports().collect::<Vec<_>>(),
-        read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
-        read_sysctl("net/ipv4/ip_local_reserved_ports").as_deref(),
-    ));
+    warnings.extend(
+        ephemeral_port_warnings(
+            &config.protected_ports().collect::<Vec<_>>(),
+            read_sysctl("net/ipv4/ip_local_port_range").as_deref(),
+            read_sysctl("net/ipv4/ip_local_reserved_ports").as_deref(),
+        )
+        .iter()
+        .map(ToString::to_string),
+    );
     Ok(Status {
         state_dir: state.path().display().to_string(),
         build: crate::build::show(this),
@@ -179,6 +183,36 @@ fn read_sysctl(name: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/sys/{name}")).ok()
 }
 
+/// A protected port inside the local ephemeral port range, not reserved: a connection this host
+/// opens may get it as its source port, and the filter then judges the replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EphemeralPort {
+    pub low: u16,
+    pub high: u16,
+    pub port: u16,
+}
+
+impl EphemeralPort {
+    /// What is wrong, in a sentence.
+    pub fn finding(&self) -> String {
+        let EphemeralPort { low, high, port } = self;
+        format!(
+            "the local ephemeral port range {low}-{high} includes protected port {port}: a connection this host opens from it would have its replies judged by the filter"
+        )
+    }
+
+    /// The command that fixes it.
+    pub fn fix(&self) -> String {
+        format!("`sysctl -w net.ipv4.ip_local_reserved_ports={}`", self.port)
+    }
+}
+
+impl std::fmt::Display for EphemeralPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; reserve it with {}", self.finding(), self.fix())
+    }
+}
+
 /// Protected ports the kernel may pick as a local ephemeral port (and so as the source port of
 /// an outgoing connection, whose replies the filter would then judge): those in
 /// `ip_local_port_range` and not in `ip_local_reserved_ports`.
@@ -186,7 +220,7 @@ pub fn ephemeral_port_warnings(
     ports: &[u16],
     range: Option<&str>,
     reserved: Option<&str>,
-) -> Vec<String> {
+) -> Vec<EphemeralPort> {
     let Some((low, high)) = range.and_then(|r| {
         let mut bounds = r.split_whitespace().map(|n| n.parse::<u16>().ok());
         Some((bounds.next()??, bounds.next()??))
@@ -205,11 +239,7 @@ pub fn ephemeral_port_warnings(
     ports
         .iter()
         .filter(|&&port| (low..=high).contains(&port) && !reserved_port(port))
-        .map(|port| {
-            format!(
-                "the local ephemeral port range {low}-{high} includes protected port {port}: a connection this host opens from it would have its replies judged by the filter; reserve it with `sysctl -w net.ipv4.ip_local_reserved_ports={port}`"
-            )
-        })
+        .map(|&port| EphemeralPort { low, high, port })
         .collect()
 }
 
@@ -224,10 +254,12 @@ mod tests {
         assert!(warn("32768\t60999\n", None).is_empty());
         let found = warn("10000 30000", Some(""));
         assert_eq!(found.len(), 2);
+        let line = found[0].to_string();
         assert!(
-            found[0].contains("protected port 11211")
-                && found[0].contains("ip_local_reserved_ports=11211")
+            line.contains("protected port 11211") && line.contains("ip_local_reserved_ports=11211"),
+            "{line}"
         );
+        assert!(found[0].fix().contains("ip_local_reserved_ports=11211"));
         assert_eq!(warn("10000 30000", Some("11211\n")).len(), 1);
         assert!(warn("10000 30000", Some("11000-11300,22122")).is_empty());
         assert!(ephemeral_port_warnings(&[11211], None, None).is_empty());

@@ -1,12 +1,14 @@
 //! `mcfilter [--json] audit`: findings with severities and fixes; the exit status is the worst.
 
+use std::process::ExitCode;
+
 use crate::{
     audit::{self, Severity},
     output::{self, Align, Table},
     pin::StateDir,
 };
 
-pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
+pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<ExitCode> {
     let report = audit::audit(state)?;
     if json {
         output::print_json(&report)?;
@@ -41,12 +43,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
             listeners.render()
         );
         for f in &report.findings {
-            let label = serde_json::to_value(f.severity).ok();
-            let label = label
-                .as_ref()
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_uppercase();
+            let label = f.severity.name().to_uppercase();
             text.push_str(&format!(
                 "{label:<7} {}\n        fix: {}\n",
                 f.finding, f.fix
@@ -54,10 +51,6 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
         }
         output::print(&text)?;
     }
-    let code = Severity::exit_code(report.worst);
-    if code != 0 {
-        // The exit status carries the verdict; nothing is left to clean up.
-        std::process::exit(i32::from(code));
-    }
-    Ok(())
+    // The exit status carries the verdict.
+    Ok(ExitCode::from(Severity::exit_code(report.worst)))
 }

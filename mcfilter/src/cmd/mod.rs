@@ -9,6 +9,7 @@ mod stats;
 mod status;
 
 use std::io;
+use std::process::ExitCode;
 
 use crate::{
     cli::{Cli, Command},
@@ -16,8 +17,14 @@ use crate::{
     sys,
 };
 
-/// Runs a parsed command line.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a parsed command line; the exit status is success unless the command's outcome is a
+/// status of its own (`audit`'s findings).
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    run_command(cli).map(Option::unwrap_or_default)
+}
+
+/// A command's run: `Some` status when the outcome is one.
+fn run_command(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
     let state = StateDir::new(&cli.state_dir);
     let json = cli.json;
     // Generated documentation needs no privileges.
@@ -26,25 +33,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut command = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command, "mcfilter", &mut out);
-            return say_raw(&out);
+            return say_raw(&out).map(|()| None);
         }
         Command::Run {
             ref config,
             check: true,
         } => {
             let summary = crate::service::check(config)?;
-            return if json {
-                Ok(crate::output::print_json(
+            if json {
+                crate::output::print_json(
                     &serde_json::json!({ "config": config, "ok": true, "summary": summary }),
-                )?)
+                )?;
             } else {
-                say(&format!("{}: ok: {summary}", config.display()))
-            };
+                say(&format!("{}: ok: {summary}", config.display()))?;
+            }
+            return Ok(None);
         }
-        Command::Man { dir: None } => return say_raw(&crate::man::main_page()?),
+        Command::Man { dir: None } => return say_raw(&crate::man::main_page()?).map(|()| None),
         Command::Man { dir: Some(dir) } => {
             let names = crate::man::write_pages(&dir)?;
-            return say(&format!("wrote {} pages to {}", names.len(), dir.display()));
+            return say(&format!("wrote {} pages to {}", names.len(), dir.display()))
+                .map(|()| None);
         }
         _ => {}
     }
@@ -52,7 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Run { .. }) {
         cli_logging();
     }
-    match cli.command {
+    let done = match cli.command {
         Command::Attach(args) => attach::run(&state, args, json),
         Command::Detach(args) => detach::run(&state, &args, json),
         Command::Allow(command) => allow::run(&state, command, json),
@@ -60,9 +69,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats(args) => stats::run(&state, &args, json),
         Command::Status => status::run(&state, json),
         Command::Run { config, .. } => crate::service::run(&config),
-        Command::Audit => audit::run(&state, json),
+        Command::Audit => return audit::run(&state, json).map(Some),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
-    }
+    };
+    done.map(|()| None)
 }
 
 /// The library's warnings (an undo step of a failed attach that failed too, a cache a
