@@ -41,7 +41,10 @@ use ipnet::IpNet;
 /// The compiled XDP program (mcfilter-ebpf, built for bpfel-unknown-none by build.rs).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter"));
 
-/// A trivial XDP program that passes everything: the floor benchmarks measure mcfilter against.
+/// A trivial XDP program that passes everything: the floor benchmarks measure mcfilter against
+/// (and its siblings: drop, transmit). Only in builds with the `bench-programs` feature, which
+/// the tests and benchmarks enable and release builds do not.
+#[cfg(feature = "bench-programs")]
 pub static FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-floor"));
 
