@@ -89,8 +89,8 @@ pub struct AttachArgs {
     /// Interface in this network namespace
     pub iface: String,
     /// XDP mode: auto tries native, then falls back to skb and says so
-    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
-    pub mode: ModeArg,
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
     /// Protected destination port (repeat for several; default 11211 on the first attach);
     /// replaces the port set shared by every interface
     #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
@@ -165,23 +165,6 @@ pub enum OnOff {
 pub enum Reflection {
     Drop,
     Pass,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModeArg {
-    Auto,
-    Native,
-    Skb,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(mode: ModeArg) -> Self {
-        match mode {
-            ModeArg::Auto => Mode::Auto,
-            ModeArg::Native => Mode::Native,
-            ModeArg::Skb => Mode::Skb,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -153,16 +153,15 @@ impl Config {
             if interfaces.iter().any(|i: &Interface| i.name == iface.name) {
                 return Err(format!("interface {} is listed twice", iface.name));
             }
+            // The command line's names for the modes (`--mode`), case and all.
             let mode = match iface.mode.as_deref() {
-                None | Some("auto") => Mode::Auto,
-                Some("native") => Mode::Native,
-                Some("skb") => Mode::Skb,
-                Some(other) => {
-                    return Err(format!(
-                        "interface {}: mode '{other}' is not auto, native or skb",
+                None => Mode::Auto,
+                Some(name) => <Mode as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+                    format!(
+                        "interface {}: mode '{name}' is not auto, native or skb",
                         iface.name
-                    ));
-                }
+                    )
+                })?,
             };
             let then = iface
                 .then

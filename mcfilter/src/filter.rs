@@ -40,8 +40,8 @@ use crate::{
     sys,
 };
 
-/// How to attach.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How to attach: the command line's `--mode` and the config's `mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Native if the driver supports it, else skb (generic).
     #[default]
@@ -52,11 +52,45 @@ pub enum Mode {
     Skb,
 }
 
-/// The XDP mode a link was made with.
+impl Mode {
+    /// The modes to try, in order.
+    pub fn tries(self) -> &'static [Attachment] {
+        match self {
+            Mode::Auto => &[Attachment::Native, Attachment::Skb],
+            Mode::Native => &[Attachment::Native],
+            Mode::Skb => &[Attachment::Skb],
+        }
+    }
+}
+
+/// The XDP mode mcfilter attached a program in (it never offloads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attachment {
     Native,
     Skb,
+}
+
+impl From<Attachment> for XdpMode {
+    fn from(attachment: Attachment) -> Self {
+        match attachment {
+            Attachment::Native => XdpMode::Driver,
+            Attachment::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+impl From<Attachment> for netlink::XdpMode {
+    fn from(attachment: Attachment) -> Self {
+        match attachment {
+            Attachment::Native => netlink::XdpMode::Driver,
+            Attachment::Skb => netlink::XdpMode::Skb,
+        }
+    }
+}
+
+/// An attachment's mode as the output names it: `unknown` for a record this build cannot read.
+pub fn show_mode(mode: Option<Attachment>) -> &'static str {
+    mode.map_or("unknown", Attachment::name)
 }
 
 impl Attachment {
@@ -358,19 +392,10 @@ fn attach_program(
     let attach_err = |err| req.attach_error(err);
     let program = load_program(ebpf, name, req)?;
 
-    let tries: &[Attachment] = match req.mode {
-        Mode::Auto => &[Attachment::Native, Attachment::Skb],
-        Mode::Native => &[Attachment::Native],
-        Mode::Skb => &[Attachment::Skb],
-    };
     let mut native_error = None;
     let mut made = None;
-    for &attachment in tries {
-        let xdp_mode = match attachment {
-            Attachment::Native => XdpMode::Driver,
-            Attachment::Skb => XdpMode::Skb,
-        };
-        match program.attach_to_if_index(ifindex, xdp_mode) {
+    for &attachment in req.mode.tries() {
+        match program.attach_to_if_index(ifindex, attachment.into()) {
             Ok(link_id) => {
                 made = Some((attachment, link_id));
                 break;
@@ -382,7 +407,7 @@ fn attach_program(
                     });
                 }
                 remove_foreign(req, ifindex)?;
-                match program.attach_to_if_index(ifindex, xdp_mode) {
+                match program.attach_to_if_index(ifindex, attachment.into()) {
                     Ok(link_id) => {
                         made = Some((attachment, link_id));
                         break;
@@ -390,7 +415,7 @@ fn attach_program(
                     Err(err) => return Err(attach_err(err)),
                 }
             }
-            Err(err) if attachment == Attachment::Native && tries.len() > 1 => {
+            Err(err) if attachment == Attachment::Native && req.mode == Mode::Auto => {
                 native_error = Some(if errno(&err) == Some(libc::EOPNOTSUPP) {
                     "the driver has no native XDP support".to_owned()
                 } else {

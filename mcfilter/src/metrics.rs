@@ -197,7 +197,7 @@ pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
     for iface in &status.interfaces {
         info.get_or_create(&vec![
             ("interface", iface.name.clone()),
-            ("mode", iface.mode.into()),
+            ("mode", crate::filter::show_mode(iface.mode).into()),
             ("program_id", iface.program_id.to_string()),
             (
                 "build",

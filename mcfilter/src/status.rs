@@ -24,7 +24,8 @@ pub struct InterfaceStatus {
     pub name: String,
     pub ifindex: u32,
     /// `native` or `skb`; `unknown` for a link whose record an earlier build did not write.
-    pub mode: &'static str,
+    #[serde(serialize_with = "mode_name")]
+    pub mode: Option<Attachment>,
     /// Where its packets begin, which decides the program: `ethernet` (`mcfilter`) or `ip`
     /// (`mcfilter_ip`); `unknown` once the interface is gone.
     pub framing: &'static str,
@@ -76,6 +77,10 @@ pub struct Status {
     pub kernel_memory: crate::memory::KernelMemory,
     /// Configuration problems worth fixing, one sentence each with the fix.
     pub warnings: Vec<String>,
+}
+
+fn mode_name<S: serde::Serializer>(mode: &Option<Attachment>, out: S) -> Result<S::Ok, S::Error> {
+    out.serialize_str(filter::show_mode(*mode))
 }
 
 pub fn status(state: &StateDir) -> Result<Status, Error> {
@@ -139,9 +144,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             framing,
             name,
             ifindex,
-            mode: info
-                .and_then(|info| Attachment::from_code(info.mode))
-                .map_or("unknown", Attachment::name),
+            mode: info.and_then(|info| Attachment::from_code(info.mode)),
             program_id,
             build: build.map(crate::build::show),
             service: own.is_some_and(|meta| meta.service != 0),

@@ -37,7 +37,7 @@ struct Report {
 pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Result<()> {
     let request = AttachRequest {
         iface: args.iface,
-        mode: args.mode.into(),
+        mode: args.mode,
         ports: (!args.ports.is_empty()).then(|| args.ports.into_iter().collect()),
         allow: args.allow.into_iter().collect(),
         dry_run: args.dry_run,

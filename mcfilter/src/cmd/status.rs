@@ -87,7 +87,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
         ifaces.row(vec![
             name,
             iface.ifindex.to_string(),
-            iface.mode.into(),
+            crate::filter::show_mode(iface.mode).into(),
             iface.framing.into(),
             iface.program_id.to_string(),
             iface.build.clone().unwrap_or_else(|| "earlier".into()),

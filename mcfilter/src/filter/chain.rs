@@ -322,13 +322,8 @@ fn attach(
         .map_err(swap_err)?;
         return Ok(attachment(mode));
     }
-    let modes: &[XdpMode] = match req.mode {
-        Mode::Auto => &[XdpMode::Driver, XdpMode::Skb],
-        Mode::Native => &[XdpMode::Driver],
-        Mode::Skb => &[XdpMode::Skb],
-    };
     let mut last = None;
-    for &mode in modes {
+    for mode in req.mode.tries().iter().map(|&mode| XdpMode::from(mode)) {
         let flag = mode.flag().unwrap_or_default();
         match netlink::attach_xdp(
             ifindex,
