@@ -251,6 +251,8 @@ pub fn receive(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
             Err(err) if err.kind() == ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // A signal handler ran (see `crate::uninterrupted`): try again.
+            Err(err) if err.kind() == ErrorKind::Interrupted => {}
             Err(err) => panic!("recv: {err}"),
         }
     }
@@ -260,7 +262,10 @@ pub fn receive(socket: &UdpSocket, count: usize) -> Vec<Vec<u8>> {
 /// Whether any datagram is waiting on a nonblocking socket.
 pub fn pending(socket: &UdpSocket) -> bool {
     let mut buf = [0u8; 2048];
-    !matches!(socket.recv_from(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    !matches!(
+        crate::uninterrupted(|| socket.recv_from(&mut buf)),
+        Err(e) if e.kind() == ErrorKind::WouldBlock
+    )
 }
 
 /// What a watcher's socket may hold: hundreds of the largest packets.

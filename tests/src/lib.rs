@@ -48,6 +48,18 @@ macro_rules! privileged_test {
     }};
 }
 
+/// A blocking call that a signal does not cut short. Linux fails a receive that has a timeout
+/// (SO_RCVTIMEO) with EINTR whenever a signal handler runs in the process, whatever SA_RESTART
+/// says (signal(7)); a test must not read that as "nothing arrived".
+pub fn uninterrupted<T>(mut call: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
+    loop {
+        match call() {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// A name unique to this process and call: `<tag><pid><n>`, at most 15 characters so it also
 /// fits interface names.
 pub fn unique(tag: &str) -> String {

@@ -57,7 +57,7 @@ fn a_reflection_victim_receives_nothing_with_protection_on() {
     std::thread::sleep(Duration::from_millis(200));
     let mut buf = [0u8; 65536];
     let mut leaked = Vec::new();
-    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+    while let Ok((n, from)) = mcfilter_tests::uninterrupted(|| socket.recv_from(&mut buf)) {
         leaked.push(format!("{n} bytes from {from}: {:02x?}", &buf[..8]));
     }
     let stats = mcf.json(&["stats", "--json", "--top", "100"]);

@@ -462,14 +462,17 @@ fn tun_filtered(mode: &str) {
     }
     let mut buf = [0u8; 64];
     for socket in &protected {
-        let got = socket.recv(&mut buf);
+        let got = mcfilter_tests::uninterrupted(|| socket.recv(&mut buf));
         assert!(
             got.is_err(),
             "{mode}: a datagram to {PORT} was delivered: {got:?}"
         );
     }
     for socket in &other {
-        assert!(socket.recv(&mut buf).is_ok(), "{mode}: port {OTHER_PORT}");
+        assert!(
+            mcfilter_tests::uninterrupted(|| socket.recv(&mut buf)).is_ok(),
+            "{mode}: port {OTHER_PORT}"
+        );
     }
     let stats = mcf.json(&["stats", "--json"]);
     assert_eq!(

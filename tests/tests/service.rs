@@ -787,7 +787,7 @@ fn the_service_runs_in_front_of_the_program_its_config_names() {
 /// The next datagram the service sent to the test's notify socket.
 fn notification(socket: &std::os::unix::net::UnixDatagram, service: &Service) -> String {
     let mut buf = [0u8; 4096];
-    match socket.recv(&mut buf) {
+    match mcfilter_tests::uninterrupted(|| socket.recv(&mut buf)) {
         Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
         Err(err) => panic!("no notification ({err}): {}", service.log()),
     }
@@ -911,8 +911,7 @@ fn the_service_speaks_systemds_readiness_protocol() {
     // SIGTERM: STOPPING=1 before the process exits.
     let log = service.stop();
     let mut buf = [0u8; 64];
-    let n = socket
-        .recv(&mut buf)
+    let n = mcfilter_tests::uninterrupted(|| socket.recv(&mut buf))
         .unwrap_or_else(|err| panic!("{err}: {log}"));
     assert_eq!(&buf[..n], b"STOPPING=1");
     mcf.ok(&["detach", IFACE]);
