@@ -63,11 +63,14 @@ pub(crate) fn median(mut v: Vec<u64>) -> u64 {
 }
 
 /// A figure's runs: the median, and the spread (min-max) that says how far to trust it.
+/// For thousands of single runs, whose extremes are interrupts, the spread is the 5th to the
+/// 95th percentile instead.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Spread {
     pub(crate) median: u64,
     pub(crate) min: u64,
     pub(crate) max: u64,
+    percentiles: bool,
 }
 
 impl Spread {
@@ -80,17 +83,36 @@ impl Spread {
             median: median(runs),
             min,
             max,
+            percentiles: false,
+        }
+    }
+
+    /// The median and the 5th-95th percentiles of single runs.
+    pub(crate) fn of_single_runs(mut runs: Vec<u64>) -> Self {
+        runs.sort_unstable();
+        let at = |share: usize| runs[(runs.len() - 1) * share / 100];
+        Spread {
+            median: at(50),
+            min: at(5),
+            max: at(95),
+            percentiles: true,
         }
     }
 
     pub(crate) fn json(self) -> serde_json::Value {
-        json!({"median": self.median, "min": self.min, "max": self.max})
+        let (low, high) = if self.percentiles {
+            ("p5", "p95")
+        } else {
+            ("min", "max")
+        };
+        json!({"median": self.median, low: self.min, high: self.max})
     }
 }
 
 impl std::fmt::Display for Spread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}-{})", self.median, self.min, self.max)
+        let label = if self.percentiles { "p5-p95 " } else { "" };
+        write!(f, "{} ({label}{}-{})", self.median, self.min, self.max)
     }
 }
 

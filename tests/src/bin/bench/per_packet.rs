@@ -408,7 +408,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
         // frame by frame, interleaved.
         let (ours, before) = match baseline {
             None => (
-                Spread::of(frames.iter().map(|f| harness.time(f, 1)).collect()),
+                Spread::of_single_runs(frames.iter().map(|f| harness.time(f, 1)).collect()),
                 None,
             ),
             Some(object) => {
@@ -418,13 +418,13 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
                     .map(|f| (harness.time(f, 1), before.time(f, 1)))
                     .collect();
                 (
-                    Spread::of(pairs.iter().map(|p| p.0).collect()),
+                    Spread::of_single_runs(pairs.iter().map(|p| p.0).collect()),
                     Some(Baseline::of(&pairs)),
                 )
             }
         };
-        let base = Spread::of(frames.iter().map(|f| floor.time(f, 1)).collect());
-        let theirs = Spread::of(
+        let base = Spread::of_single_runs(frames.iter().map(|f| floor.time(f, 1)).collect());
+        let theirs = Spread::of_single_runs(
             frames
                 .iter()
                 .map(|f| xdp_filter.program.time(f, 1))
