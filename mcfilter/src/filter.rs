@@ -10,112 +10,31 @@
 //! which cannot be pinned: attach then fails cleanly). A link refuses an interface that already
 //! has an XDP program (EBUSY), and native and generic XDP cannot be mixed on one (EEXIST).
 
-use std::{collections::BTreeSet, io};
+use std::collections::BTreeSet;
 
-use aya::{
-    EbpfLoader,
-    programs::{
-        Xdp, XdpMode,
-        links::{FdLink, PinnedLink},
-        xdp::XdpLink,
-    },
-};
+use aya::EbpfLoader;
 use ipnet::IpNet;
-use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, IfaceInfo, IfaceMeta, map_names, xdp_mode};
+use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, map_names};
 
 mod chain;
 mod detach;
+mod link;
+mod mode;
 mod policy;
 
 pub use chain::{HandBack, Next, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
+use link::{attach_program, load_program, loaded, record_replaced, replace_program, this_build};
+pub use mode::{Attachment, Mode, show_mode};
 pub use policy::{Policy, PolicyChange, change_policy, parse_port, policy, set_allow_list};
 
 use crate::{
     EBPF_OBJECT, Error,
     allow::Change,
     maps::Maps,
-    netlink,
     pin::{StateDir, StateLock},
     sys,
 };
-
-/// How to attach: the command line's `--mode` and the config's `mode`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Native if the driver supports it, else skb (generic).
-    #[default]
-    Auto,
-    /// Native (driver) XDP only.
-    Native,
-    /// Generic XDP in the kernel's receive path, for any driver.
-    Skb,
-}
-
-impl Mode {
-    /// The modes to try, in order.
-    pub fn tries(self) -> &'static [Attachment] {
-        match self {
-            Mode::Auto => &[Attachment::Native, Attachment::Skb],
-            Mode::Native => &[Attachment::Native],
-            Mode::Skb => &[Attachment::Skb],
-        }
-    }
-}
-
-/// The XDP mode mcfilter attached a program in (it never offloads).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Attachment {
-    Native,
-    Skb,
-}
-
-impl From<Attachment> for XdpMode {
-    fn from(attachment: Attachment) -> Self {
-        match attachment {
-            Attachment::Native => XdpMode::Driver,
-            Attachment::Skb => XdpMode::Skb,
-        }
-    }
-}
-
-impl From<Attachment> for netlink::XdpMode {
-    fn from(attachment: Attachment) -> Self {
-        match attachment {
-            Attachment::Native => netlink::XdpMode::Driver,
-            Attachment::Skb => netlink::XdpMode::Skb,
-        }
-    }
-}
-
-/// An attachment's mode as the output names it: `unknown` for a record this build cannot read.
-pub fn show_mode(mode: Option<Attachment>) -> &'static str {
-    mode.map_or("unknown", Attachment::name)
-}
-
-impl Attachment {
-    pub fn name(self) -> &'static str {
-        match self {
-            Attachment::Native => "native",
-            Attachment::Skb => "skb",
-        }
-    }
-
-    fn code(self) -> u32 {
-        match self {
-            Attachment::Native => xdp_mode::NATIVE,
-            Attachment::Skb => xdp_mode::SKB,
-        }
-    }
-
-    pub(crate) fn from_code(code: u32) -> Option<Self> {
-        match code {
-            xdp_mode::NATIVE => Some(Attachment::Native),
-            xdp_mode::SKB => Some(Attachment::Skb),
-            _ => None,
-        }
-    }
-}
 
 /// What `attach` is asked to do.
 #[derive(Clone, Debug)]
@@ -380,128 +299,6 @@ fn attach_locked(
         }
     }
 }
-
-fn attach_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-) -> Result<(Attachment, Option<String>, u32), Error> {
-    let attach_err = |err| req.attach_error(err);
-    let program = load_program(ebpf, name, req)?;
-
-    let mut native_error = None;
-    let mut made = None;
-    for &attachment in req.mode.tries() {
-        match program.attach_to_if_index(ifindex, attachment.into()) {
-            Ok(link_id) => {
-                made = Some((attachment, link_id));
-                break;
-            }
-            Err(err) if matches!(errno(&err), Some(libc::EBUSY | libc::EEXIST)) => {
-                if !req.force {
-                    return Err(Error::ForeignProgram {
-                        iface: req.iface.clone(),
-                    });
-                }
-                remove_foreign(req, ifindex)?;
-                match program.attach_to_if_index(ifindex, attachment.into()) {
-                    Ok(link_id) => {
-                        made = Some((attachment, link_id));
-                        break;
-                    }
-                    Err(err) => return Err(attach_err(err)),
-                }
-            }
-            Err(err) if attachment == Attachment::Native && req.mode == Mode::Auto => {
-                native_error = Some(if errno(&err) == Some(libc::EOPNOTSUPP) {
-                    "the driver has no native XDP support".to_owned()
-                } else {
-                    error_chain(&err)
-                });
-            }
-            Err(err)
-                if attachment == Attachment::Native && errno(&err) == Some(libc::EOPNOTSUPP) =>
-            {
-                return Err(Error::NativeUnsupported {
-                    iface: req.iface.clone(),
-                });
-            }
-            Err(err) => return Err(attach_err(err)),
-        }
-    }
-    let (attachment, link_id) = made.ok_or_else(|| req.link_error("no XDP mode to try".into()))?;
-    crate::fault::step();
-    let prog_id = program.info().map_err(attach_err)?.id();
-    let link = program.take_link(link_id).map_err(attach_err)?;
-    let link_err = |err: String| req.link_error(err);
-    let fd_link = FdLink::try_from(link).map_err(|err| {
-        link_err(format!(
-            "the kernel made no bpf_link ({err}); XDP through a bpf_link needs Linux 5.9"
-        ))
-    })?;
-    // The records first, the link's pin last: until it is pinned, the link lives only as long as
-    // this process (a kill detaches the program), and the interface counts as attached only once
-    // it is (see `status`). Records left by a failure or a kill are removed by the next attach
-    // or detach.
-    let info = IfaceInfo {
-        name: sys::name_to_bytes(&req.iface),
-        mode: attachment.code(),
-        prog_id,
-    };
-    maps.record_iface(ifindex, info)?;
-    crate::fault::step();
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service, 0))?;
-    crate::fault::step();
-    // If pinning fails, dropping the link detaches the program again.
-    if let Err(err) = fd_link.pin(state.link(ifindex)) {
-        undone(
-            &req.iface,
-            "forgetting its record",
-            maps.forget_iface(ifindex),
-        );
-        let meta = crate::maps::forget_iface_meta(state, ifindex);
-        undone(&req.iface, "forgetting its build record", meta);
-        return Err(link_err(format!("pinning: {err}")));
-    }
-    crate::fault::step();
-    Ok((attachment, native_error, prog_id))
-}
-
-/// Swaps this build's program in through the pinned link (`bpf_link_update`: atomic, so no
-/// packet meets the interface without a program) and records its id.
-fn replace_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-) -> Result<(Attachment, Option<String>, u32), Error> {
-    let attach_err = |err| req.attach_error(err);
-    let link_err = |err: String| req.link_error(err);
-    let program = load_program(ebpf, name, req)?;
-    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
-    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
-    let link_id = program.attach_to_link(link).map_err(attach_err)?;
-    crate::fault::step();
-    // The link stays pinned where it was; this handle only closes its fd when dropped.
-    drop(program.take_link(link_id).map_err(attach_err)?);
-    let prog_id = program.info().map_err(attach_err)?.id();
-    let info = record_replaced(state, maps, req, ifindex, prog_id)?;
-    let attachment = Attachment::from_code(info.mode).unwrap_or_else(|| {
-        log::warn!(
-            "{}: the state records mode {} for it, which this build does not know; reporting native",
-            req.iface,
-            info.mode
-        );
-        Attachment::Native
-    });
-    Ok((attachment, None, prog_id))
-}
-
 /// A step of undoing a failed attach: a failure is said (it leaves pins or records behind,
 /// which the next attach or detach removes), and the attach's own error is still the one
 /// returned.
@@ -511,124 +308,5 @@ pub(crate) fn undone<E: std::fmt::Display>(iface: &str, step: &str, result: Resu
     }
 }
 
-/// Records program `prog_id` as the one a replace swapped in on `ifindex`, keeping the rest of
-/// the interface's records (its mode, its next program); returns its record.
-fn record_replaced(
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-    prog_id: u32,
-) -> Result<IfaceInfo, Error> {
-    let mut info = maps
-        .ifaces()?
-        .into_iter()
-        .find_map(|(index, info)| (index == ifindex).then_some(info))
-        .ok_or_else(|| req.link_error("no record of this interface in the state".into()))?;
-    info.prog_id = prog_id;
-    maps.record_iface(ifindex, info)?;
-    crate::fault::step();
-    // A service adopting the interface makes it its own; otherwise whoever managed it still does.
-    let meta = crate::maps::iface_meta(state)?.get(&ifindex).copied();
-    let managed = meta.is_some_and(|meta| meta.service != 0);
-    let next = meta.map_or(0, |meta| meta.next);
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service || managed, next))?;
-    crate::fault::step();
-    Ok(info)
-}
-
-/// The record of an interface this build's program now runs on, managed by the service or not,
-/// chained to program `next` (0: not chained).
-fn this_build(service: bool, next: u32) -> IfaceMeta {
-    IfaceMeta {
-        build: crate::build::this(),
-        service: u32::from(service),
-        next,
-    }
-}
-
 /// The value of the program's `CHAINED` global in a chained program.
 static CHAINED: u8 = 1;
-
-/// Program `name` of the loaded object (the one for the interface's framing), loaded into the
-/// kernel.
-fn load_program<'a>(
-    ebpf: &'a mut aya::Ebpf,
-    name: &str,
-    req: &AttachRequest,
-) -> Result<&'a mut Xdp, Error> {
-    let attach_err = |err| req.attach_error(err);
-    let program = loaded(ebpf, name, req)?;
-    match program.load() {
-        Ok(()) => Ok(program),
-        Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) => {
-            let log = verifier_log.to_string();
-            Err(Error::Rejected {
-                release: crate::kernel::release(),
-                reason: crate::kernel::verifier_reason(&log),
-                log,
-            })
-        }
-        Err(err) => Err(attach_err(err)),
-    }
-}
-
-/// Program `name` of the object, as an XDP program.
-fn loaded<'a>(
-    ebpf: &'a mut aya::Ebpf,
-    name: &str,
-    req: &AttachRequest,
-) -> Result<&'a mut Xdp, Error> {
-    let attach_err = |err| req.attach_error(err);
-    ebpf.program_mut(name)
-        .ok_or_else(|| attach_err(aya::programs::ProgramError::UnexpectedProgramType))?
-        .try_into()
-        .map_err(attach_err)
-}
-
-/// `--force`: removes whatever XDP program netlink attached to the interface, in either mode.
-/// A program held by a bpf_link cannot be removed this way, and is left alone.
-fn remove_foreign(req: &AttachRequest, ifindex: u32) -> Result<(), Error> {
-    for mode in [netlink::XDP_FLAGS_DRV_MODE, netlink::XDP_FLAGS_SKB_MODE] {
-        match netlink::detach_xdp(ifindex, mode) {
-            Ok(()) => {}
-            Err(err) if err.raw_os_error() == Some(libc::EBUSY) => {
-                return Err(Error::ForeignLink {
-                    iface: req.iface.clone(),
-                });
-            }
-            // A mode the driver does not support holds no program.
-            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(err) => {
-                return Err(req.link_error(format!("removing the foreign XDP program: {err}")));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The errno somewhere in an error's source chain.
-fn errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut next = Some(err);
-    while let Some(e) = next {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && let Some(code) = io.raw_os_error()
-        {
-            return Some(code);
-        }
-        next = e.source();
-    }
-    None
-}
-
-/// `a: b: c` for an error and its sources.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
-}
