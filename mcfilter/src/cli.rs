@@ -221,13 +221,20 @@ pub struct StatsArgs {
 }
 
 /// A watch interval: 0.1 to 3600 seconds.
-pub fn parse_interval(text: &str) -> Result<f64, String> {
+pub fn parse_interval(text: &str) -> Result<f64, IntervalError> {
     match text.trim().parse::<f64>() {
         Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
-        _ => Err(format!(
-            "'{text}' is not an interval; use 0.1 to 3600 seconds"
-        )),
+        _ => Err(IntervalError {
+            text: text.to_owned(),
+        }),
     }
+}
+
+/// Text that is not a `--watch` interval.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not an interval; use 0.1 to 3600 seconds")]
+pub struct IntervalError {
+    pub text: String,
 }
 
 #[cfg(test)]

@@ -125,50 +125,115 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// A config that cannot be used, as `run` and `run --check` report it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {}: {err}", path.display())]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("config {}: {problem}", path.display())]
+    Invalid { path: PathBuf, problem: Problem },
+    #[error("{METRICS_ADDRESS_ENV} '{address}' is not an address:port")]
+    MetricsAddressEnv { address: String },
+}
+
+/// What is wrong in a config's text, one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// toml's own diagnostic (an unknown key, a wrong type), folded into one line.
+    #[error("{0}")]
+    Toml(String),
+    #[error("interface name '{0}' is not valid")]
+    InterfaceName(String),
+    #[error("interface {0} is listed twice")]
+    InterfaceTwice(String),
+    #[error("interface {iface}: mode '{mode}' is not auto, native or skb")]
+    Mode { iface: String, mode: String },
+    #[error("interface {iface}: then: {err}")]
+    Then { iface: String, err: String },
+    #[error("ports must not be empty")]
+    NoPorts,
+    #[error("ports: {0}")]
+    Port(crate::filter::PortError),
+    #[error("allow: {0}")]
+    Allow(allow::CidrError),
+    #[error("cannot read allow file {}: {err}", path.display())]
+    ReadAllowFile { path: PathBuf, err: std::io::Error },
+    #[error("{}: {err}", path.display())]
+    AllowFile {
+        path: PathBuf,
+        err: allow::ListError,
+    },
+    #[error("maps.{0} must be at least 1")]
+    ZeroCapacity(&'static str),
+    #[error("reflection '{0}' is not pass or drop")]
+    Reflection(String),
+    #[error("log_level '{0}' is not off, error, warn, info, debug or trace")]
+    LogLevel(String),
+    #[error("metrics.address '{0}' is not an address:port")]
+    MetricsAddress(String),
+    #[error("metrics.sources '{0}' is not prefixes or exact")]
+    MetricsSources(String),
+    #[error("log_format '{0}' is not text or json")]
+    LogFormat(String),
+}
+
 impl Config {
     /// Reads and validates `path`; allow files are read relative to the config's directory.
     /// [`METRICS_ADDRESS_ENV`], when set, replaces `metrics.address`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|err| format!("cannot read config {}: {err}", path.display()))?;
-        let mut config = Self::parse(&text, path.parent().unwrap_or(Path::new(".")))
-            .map_err(|err| format!("config {}: {err}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            path: path.to_owned(),
+            err,
+        })?;
+        let mut config =
+            Self::parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|problem| {
+                ConfigError::Invalid {
+                    path: path.to_owned(),
+                    problem,
+                }
+            })?;
         if let Some(address) = std::env::var_os(METRICS_ADDRESS_ENV) {
             let address = address.to_string_lossy();
             config.metrics_addr = address
                 .parse()
-                .map_err(|_| format!("{METRICS_ADDRESS_ENV} '{address}' is not an address:port"))?;
+                .map_err(|_| ConfigError::MetricsAddressEnv {
+                    address: address.into_owned(),
+                })?;
         }
         Ok(config)
     }
 
     /// Validates config text; `base` resolves relative allow-file paths.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
-        let file: File = toml::from_str(text).map_err(|err| one_line(&err.to_string()))?;
+    pub fn parse(text: &str, base: &Path) -> Result<Self, Problem> {
+        let file: File =
+            toml::from_str(text).map_err(|err| Problem::Toml(one_line(&err.to_string())))?;
         let mut interfaces = Vec::new();
         for iface in file.interfaces {
             if iface.name.is_empty() || iface.name.len() >= mcfilter_common::IFNAMSIZ {
-                return Err(format!("interface name '{}' is not valid", iface.name));
+                return Err(Problem::InterfaceName(iface.name));
             }
             if interfaces.iter().any(|i: &Interface| i.name == iface.name) {
-                return Err(format!("interface {} is listed twice", iface.name));
+                return Err(Problem::InterfaceTwice(iface.name));
             }
             // The command line's names for the modes (`--mode`), case and all.
             let mode = match iface.mode.as_deref() {
                 None => Mode::Auto,
-                Some(name) => <Mode as clap::ValueEnum>::from_str(name, false).map_err(|_| {
-                    format!(
-                        "interface {}: mode '{name}' is not auto, native or skb",
-                        iface.name
-                    )
-                })?,
+                Some(name) => {
+                    <Mode as clap::ValueEnum>::from_str(name, false).map_err(|_| Problem::Mode {
+                        iface: iface.name.clone(),
+                        mode: name.to_owned(),
+                    })?
+                }
             };
             let then = iface
                 .then
                 .as_deref()
                 .map(str::parse)
                 .transpose()
-                .map_err(|err| format!("interface {}: then: {err}", iface.name))?;
+                .map_err(|err| Problem::Then {
+                    iface: iface.name.clone(),
+                    err,
+                })?;
             interfaces.push(Interface {
                 name: iface.name,
                 mode,
@@ -177,35 +242,36 @@ impl Config {
         }
         let ports = match file.ports {
             None => BTreeSet::from([DEFAULT_PORT]),
-            Some(ports) if ports.is_empty() => return Err("ports must not be empty".into()),
+            Some(ports) if ports.is_empty() => return Err(Problem::NoPorts),
             Some(ports) => ports
                 .iter()
-                .map(|p| {
-                    crate::filter::parse_port(&p.to_string()).map_err(|err| format!("ports: {err}"))
-                })
+                .map(|p| crate::filter::parse_port(&p.to_string()).map_err(Problem::Port))
                 .collect::<Result<_, _>>()?,
         };
         let mut allow = BTreeSet::new();
         for cidr in &file.allow {
-            allow.insert(allow::parse_cidr(cidr).map_err(|err| format!("allow: {err}"))?);
+            allow.insert(allow::parse_cidr(cidr).map_err(Problem::Allow)?);
         }
         let allow_files: Vec<PathBuf> = file.allow_files.iter().map(|f| base.join(f)).collect();
         for path in &allow_files {
-            let text = std::fs::read_to_string(path)
-                .map_err(|err| format!("cannot read allow file {}: {err}", path.display()))?;
-            allow.extend(
-                allow::parse_list(&text).map_err(|err| format!("{}: {err}", path.display()))?,
-            );
+            let text = std::fs::read_to_string(path).map_err(|err| Problem::ReadAllowFile {
+                path: path.clone(),
+                err,
+            })?;
+            allow.extend(allow::parse_list(&text).map_err(|err| Problem::AllowFile {
+                path: path.clone(),
+                err,
+            })?);
         }
-        let positive = |name: &str, value: Option<u32>, default: u32| match value {
-            Some(0) => Err(format!("maps.{name} must be at least 1")),
+        let positive = |name: &'static str, value: Option<u32>, default: u32| match value {
+            Some(0) => Err(Problem::ZeroCapacity(name)),
             Some(n) => Ok(n),
             None => Ok(default),
         };
         let drop_reflected = match file.reflection.as_deref().unwrap_or("pass") {
             "pass" => false,
             "drop" => true,
-            other => return Err(format!("reflection '{other}' is not pass or drop")),
+            other => return Err(Problem::Reflection(other.to_owned())),
         };
         let log_level = match file.log_level.as_deref().unwrap_or("info") {
             "off" => log::LevelFilter::Off,
@@ -214,11 +280,7 @@ impl Config {
             "info" => log::LevelFilter::Info,
             "debug" => log::LevelFilter::Debug,
             "trace" => log::LevelFilter::Trace,
-            other => {
-                return Err(format!(
-                    "log_level '{other}' is not off, error, warn, info, debug or trace"
-                ));
-            }
+            other => return Err(Problem::LogLevel(other.to_owned())),
         };
         let address = file
             .metrics
@@ -246,22 +308,18 @@ impl Config {
             )?,
             metrics_addr: address
                 .parse()
-                .map_err(|_| format!("metrics.address '{address}' is not an address:port"))?,
+                .map_err(|_| Problem::MetricsAddress(address.to_owned()))?,
             top_sources: file.metrics.top_sources.unwrap_or(20),
             source_series: match file.metrics.sources.as_deref().unwrap_or("prefixes") {
                 "prefixes" => SourceSeries::Prefixes,
                 "exact" => SourceSeries::Exact,
-                other => {
-                    return Err(format!(
-                        "metrics.sources '{other}' is not prefixes or exact"
-                    ));
-                }
+                other => return Err(Problem::MetricsSources(other.to_owned())),
             },
             log_level,
             log_format: match file.log_format.as_deref().unwrap_or("text") {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
-                other => return Err(format!("log_format '{other}' is not text or json")),
+                other => return Err(Problem::LogFormat(other.to_owned())),
             },
         })
     }
@@ -282,7 +340,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("/nonexistent"))
+        Config::parse(text, Path::new("/nonexistent")).map_err(|problem| problem.to_string())
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub use chain::{HandBack, Next, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
 use link::{attach_program, load_program, loaded, record_replaced, replace_program, this_build};
 pub use mode::{Attachment, Mode, show_mode};
-pub use policy::{Policy, PolicyChange, change_policy, parse_port, policy, set_allow_list};
+pub use policy::{
+    Policy, PolicyChange, PortError, change_policy, parse_port, policy, set_allow_list,
+};
 
 use crate::{
     EBPF_OBJECT, Error,

@@ -106,11 +106,20 @@ pub fn set_allow_list(
 }
 
 /// A protected port: 1 to 65535, as the command line and the config give it.
-pub fn parse_port(text: &str) -> Result<u16, String> {
+pub fn parse_port(text: &str) -> Result<u16, PortError> {
     match text.trim().parse::<u32>() {
         Ok(port @ 1..=65535) => Ok(port as u16),
-        _ => Err(format!("'{text}' is not a port; use 1 to 65535")),
+        _ => Err(PortError {
+            text: text.to_owned(),
+        }),
     }
+}
+
+/// Text that is not a port.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not a port; use 1 to 65535")]
+pub struct PortError {
+    pub text: String,
 }
 
 #[cfg(test)]

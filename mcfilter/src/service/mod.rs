@@ -54,7 +54,7 @@ struct Shared {
 
 /// Runs the service until SIGTERM or SIGINT.
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path).map_err(anyhow::Error::msg)?;
+    let config = Config::load(config_path)?;
     init_logging(config.log_level, config.log_format);
     let mut owned = BTreeSet::new();
     upgrade(&config, &mut owned).context("swapping in this build's program")?;
@@ -96,7 +96,7 @@ fn summary(config: &Config) -> String {
 /// `mcfilter run --check`: whether `path` is a config the service would apply (its allow files
 /// included), touching no state; the summary of what it would do.
 pub fn check(path: &Path) -> anyhow::Result<String> {
-    let config = Config::load(path).map_err(anyhow::Error::msg)?;
+    let config = Config::load(path)?;
     anyhow::ensure!(
         config.allow.len() <= config.allow_capacity as usize,
         "config {}: {} allow-list entries do not fit maps.allow_capacity = {}",
