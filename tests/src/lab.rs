@@ -31,6 +31,14 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The setup most end-to-end tests start from: a lab, and the CLI run in its server's
+    /// namespace with a state dir of its own (both named by `tag`).
+    pub fn with_mcfilter(tag: &str) -> (Self, crate::cli::Mcfilter) {
+        let lab = Lab::new(tag);
+        let mcf = crate::cli::Mcfilter::new(tag).in_netns(&lab.server.ns);
+        (lab, mcf)
+    }
+
     /// A switch and a server at 198.18.0.1 / 2001:db8::1. `tag` (at most 4 characters) names
     /// the namespaces.
     pub fn new(tag: &str) -> Self {

@@ -220,8 +220,7 @@ fn findings(report: &serde_json::Value, severity: &str) -> Vec<String> {
 #[test]
 fn audit_finds_the_exposed_memcached_then_reports_clean_once_fixed() {
     privileged_test!();
-    let lab = Lab::new("au");
-    let mcf = Mcfilter::new("au").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("au");
 
     // memcached as in 2018: UDP on, every address, no filter.
     let exposed = Memcached::start(&lab.server.ns, true);

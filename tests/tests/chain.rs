@@ -367,8 +367,7 @@ fn program_id(fd: &OwnedFd) -> u32 {
 #[test]
 fn programs_mcfilter_cannot_run_in_front_of_are_refused_with_one_line() {
     privileged_test!();
-    let lab = Lab::new("cr");
-    let mcf = Mcfilter::new("cr").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("cr");
     let refused = |args: &[&str], why: &str| {
         let (code, line) = mcf.fails(args);
         assert_eq!(code, 1, "{line}");

@@ -25,8 +25,7 @@ fn snapshot(mcf: &Mcfilter) -> (Value, Value) {
 #[test]
 fn bad_input_fails_with_one_line_and_changes_nothing() {
     privileged_test!();
-    let lab = Lab::new("bi");
-    let mcf = Mcfilter::new("bi").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("bi");
     mcf.ok(&[
         "attach",
         IFACE,
@@ -141,8 +140,7 @@ fn commands_without_state_say_how_to_attach() {
 #[test]
 fn json_output_keeps_its_contract() {
     privileged_test!();
-    let lab = Lab::new("js");
-    let mcf = Mcfilter::new("js").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("js");
     mcf.ok(&[
         "attach",
         IFACE,
@@ -207,8 +205,7 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
     privileged_test!();
     use mcfilter::memory;
     use mcfilter_common::{IpKey, PendingSource, RECENT_SLOTS, SourceStats};
-    let lab = Lab::new("km");
-    let mcf = Mcfilter::new("km").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("km");
     mcf.ok(&["attach", IFACE]);
     let status = mcf.json(&["status", "--json"]);
     let cpus = memory::possible_cpus();
@@ -269,8 +266,7 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
 #[test]
 fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
     privileged_test!();
-    let lab = Lab::new("sd");
-    let mcf = Mcfilter::new("sd").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("sd");
     let dir = mcf.state_dir().to_str().unwrap().to_owned();
     mcf.ok(&["attach", IFACE]);
     // `--state-dir` before the subcommand, and from MCFILTER_STATE_DIR.
@@ -306,8 +302,7 @@ fn state_dir_comes_from_the_flag_in_either_position_or_the_environment() {
 #[test]
 fn allow_replace_makes_the_list_exactly_the_file() {
     privileged_test!();
-    let lab = Lab::new("rp");
-    let mcf = Mcfilter::new("rp").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("rp");
     mcf.ok(&[
         "attach",
         IFACE,
@@ -739,8 +734,7 @@ fn a_state_another_build_made_with_another_layout_is_refused() {
 #[test]
 fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
     privileged_test!();
-    let lab = Lab::new("jz");
-    let mcf = Mcfilter::new("jz").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("jz");
     // The flag before the subcommand, as bpftool and nft take it.
     let attached = mcf.json(&["--json", "attach", IFACE, "--allow", "198.18.0.10"]);
     assert_eq!(attached["action"], "attached", "{attached}");
@@ -852,8 +846,7 @@ fn every_command_speaks_json_and_scripts_can_repeat_themselves() {
 #[test]
 fn stats_watch_redraws_only_on_a_terminal() {
     privileged_test!();
-    let lab = Lab::new("sw");
-    let mcf = Mcfilter::new("sw").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("sw");
     mcf.ok(&["attach", IFACE]);
     // stdout is a pipe here, as under `| tee` or in a log file.
     let out = mcf.ok(&["stats", "--watch", "0.1", "--count", "2"]);

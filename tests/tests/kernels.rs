@@ -227,8 +227,7 @@ fn native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire() {
 #[test]
 fn an_allow_list_filled_to_its_capacity_stays_all_or_nothing() {
     privileged_test!();
-    let lab = Lab::new("fc");
-    let mcf = Mcfilter::new("fc").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("fc");
     let first = [
         "198.18.0.10",
         "198.18.0.11",

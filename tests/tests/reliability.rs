@@ -214,8 +214,7 @@ fn status(mcf: &Mcfilter) -> Value {
 #[test]
 fn renamed_and_deleted_interfaces_are_tracked_and_detachable() {
     privileged_test!();
-    let lab = Lab::new("rn");
-    let mcf = Mcfilter::new("rn").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("rn");
     lab.server.ns.ip(&[
         "link", "add", "extra0", "type", "veth", "peer", "name", "extra1",
     ]);
@@ -271,8 +270,7 @@ fn a_second_filter_on_an_interface_is_refused() {
 #[test]
 fn removing_the_state_dir_detaches_and_a_new_attach_works() {
     privileged_test!();
-    let lab = Lab::new("rm");
-    let mcf = Mcfilter::new("rm").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("rm");
     mcf.ok(&["attach", IFACE]);
     // The pins are the filter's only owner: removing them detaches it.
     mcfilter_tests::remove_pins(mcf.state_dir());
@@ -296,8 +294,7 @@ fn removing_the_state_dir_detaches_and_a_new_attach_works() {
 #[test]
 fn state_is_root_only() {
     privileged_test!();
-    let lab = Lab::new("pm");
-    let mcf = Mcfilter::new("pm").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("pm");
     mcf.ok(&["attach", IFACE, "--allow", "198.18.0.10"]);
     let mode = |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(mcf.state_dir()), 0o700, "state dir");
@@ -500,8 +497,7 @@ fn allowed_clients_are_unaffected_by_floods() {
 #[test]
 fn a_foreign_program_is_refused_unless_forced() {
     privileged_test!();
-    let lab = Lab::new("fo");
-    let mcf = Mcfilter::new("fo").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("fo");
     // Another tool's program, attached through netlink: the benchmark floor, via iproute2.
     let object = std::env::temp_dir().join(mcfilter_tests::unique("fo"));
     fs::write(&object, mcfilter::FLOOR_OBJECT).unwrap();
@@ -592,8 +588,7 @@ fn three_capabilities_are_enough_without_root() {
 #[test]
 fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
     privileged_test!();
-    let lab = Lab::new("ha");
-    let mcf = Mcfilter::new("ha").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("ha");
     // What a first attach leaves when it is killed after loading the object (its maps pinned)
     // and before writing the policy: the maps, with an all-zero config.
     let state = mcfilter::pin::StateDir::new(mcf.state_dir());
@@ -628,8 +623,7 @@ fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
 #[test]
 fn a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt() {
     privileged_test!();
-    let lab = Lab::new("hd");
-    let mcf = Mcfilter::new("hd").in_netns(&lab.server.ns);
+    let (_lab, mcf) = Lab::with_mcfilter("hd");
     mcf.ok(&[
         "attach",
         IFACE,

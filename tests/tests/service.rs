@@ -384,8 +384,7 @@ fn stats_watch_prints_rates_from_the_counters() {
 #[test]
 fn the_service_watches_its_allow_files() {
     privileged_test!();
-    let lab = Lab::new("aw");
-    let mcf = Mcfilter::new("aw").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("aw");
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("aw"));
     // A Kubernetes ConfigMap's layout: the file is a link through `..data` to a versioned
     // directory, and an update swaps `..data` atomically.
@@ -464,8 +463,7 @@ fn idle_connections_cannot_starve_the_metrics_server() {
         limit.rlim_cur = limit.rlim_max.min(65_536);
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit), 0);
     }
-    let lab = Lab::new("ic");
-    let mcf = Mcfilter::new("ic").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("ic");
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("ic"));
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mcfilter.toml");
@@ -518,8 +516,7 @@ fn idle_connections_cannot_starve_the_metrics_server() {
 #[test]
 fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
     privileged_test!();
-    let lab = Lab::new("rs");
-    let mcf = Mcfilter::new("rs").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("rs");
     // A second interface for the service, in the server's namespace.
     const SECOND: &str = "rs1";
     for args in [
@@ -796,8 +793,7 @@ fn notification(socket: &std::os::unix::net::UnixDatagram, service: &Service) ->
 #[test]
 fn the_service_speaks_systemds_readiness_protocol() {
     privileged_test!();
-    let lab = Lab::new("sn");
-    let mcf = Mcfilter::new("sn").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("sn");
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("sn"));
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mcfilter.toml");
@@ -1045,8 +1041,7 @@ fn metrics_are_openmetrics_and_say_what_happened_to_each_packet() {
 #[test]
 fn the_service_logs_levels_journald_keeps_or_json() {
     privileged_test!();
-    let lab = Lab::new("lg");
-    let mcf = Mcfilter::new("lg").in_netns(&lab.server.ns);
+    let (lab, mcf) = Lab::with_mcfilter("lg");
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("lg"));
     fs::create_dir_all(&dir).unwrap();
     let path = dir.join("mcfilter.toml");
