@@ -1,0 +1,63 @@
+//! The fragment verdict cache: its key, its timeouts and the clock it keeps time with.
+
+use crate::FAMILY_V6;
+
+/// Entries of `mcf_frag_timeouts`: one per family.
+pub const FRAG_TIMEOUT_SLOTS: u32 = 2;
+
+/// Linux's default reassembly timeout (`ipfrag_time`, `ip6frag_time`), in seconds.
+pub const DEFAULT_FRAG_TIMEOUT_SECS: u32 = 30;
+
+/// The `mcf_frag_timeouts` slot of a [`FragKey::family`]: 0 for IPv4, 1 for IPv6.
+#[inline(always)]
+pub const fn frag_timeout_slot(family: u8) -> u32 {
+    (family == FAMILY_V6) as u32
+}
+
+/// The global the loader sets to the kernel's jiffies per second ([`FragClock::hz`]): read-only
+/// data, read only when a fragment-cache entry is written.
+pub const FRAG_HZ_GLOBAL: &str = "FRAG_HZ";
+
+/// The fragment cache keeps time in units of `2^FRAG_UNIT_SHIFT` jiffies: 64 ms at 1000 HZ,
+/// 256 ms at Debian's 250, 640 ms at 100. An entry lives at most its timeout and less than a
+/// unit less; its 32-bit expiry wraps after 2^31 units (4.4 years at 1000 HZ) without a
+/// fragment of its key. A constant, so the program's comparison is a load and a shift.
+pub const FRAG_UNIT_SHIFT: u32 = 6;
+
+/// How this kernel counts jiffies, for the fragment cache, which reads time as jiffies: one
+/// load of a kernel variable, where the nanosecond clocks cost a helper call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragClock {
+    /// Jiffies per second: the kernel's `CONFIG_HZ`.
+    pub hz: u32,
+}
+
+impl FragClock {
+    /// Debian's `CONFIG_HZ`: what a program loaded without the global set assumes.
+    pub const DEFAULT: Self = Self { hz: 250 };
+
+    /// The clock of a kernel whose coarse clocks tick every `tick_nanos` ns (the resolution
+    /// `clock_getres(CLOCK_MONOTONIC_COARSE)` reports: Linux's TICK_NSEC, `1e9 / HZ` rounded).
+    pub const fn from_tick_nanos(tick_nanos: u64) -> Self {
+        let tick = if tick_nanos == 0 { 1 } else { tick_nanos };
+        Self {
+            hz: ((1_000_000_000 + tick / 2) / tick) as u32,
+        }
+    }
+}
+
+/// Key of the fragment verdict cache: what the kernel's reassembly keys a datagram by. IPv4:
+/// addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (`proto` 0, since
+/// Linux does not key IPv6 reassembly by the fragment header's next header). Addresses as in
+/// [`IpKey::addr`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u32; 4],
+    pub dst: [u32; 4],
+    pub id: u32,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+}
