@@ -149,7 +149,10 @@ pub enum Problem {
     #[error("interface {iface}: mode '{mode}' is not auto, native or skb")]
     Mode { iface: String, mode: String },
     #[error("interface {iface}: then: {err}")]
-    Then { iface: String, err: String },
+    Then {
+        iface: String,
+        err: crate::filter::NextError,
+    },
     #[error("ports must not be empty")]
     NoPorts,
     #[error("ports: {0}")]

@@ -22,7 +22,7 @@ mod link;
 mod mode;
 mod policy;
 
-pub use chain::{HandBack, Next, Unchainable, program_name, running};
+pub use chain::{HandBack, Next, NextError, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
 use link::{attach_program, load_program, loaded, record_replaced, replace_program, this_build};
 pub use mode::{Attachment, Mode, show_mode};

@@ -28,7 +28,7 @@ use mcfilter_common::IfaceInfo;
 mod next;
 
 use next::by_id;
-pub use next::{Next, Unchainable, program_name};
+pub use next::{Next, NextError, Unchainable, program_name};
 pub(super) use next::{NextProgram, resolve};
 
 use super::{AttachRequest, Attachment, Mode, load_program, loaded, record_replaced, this_build};

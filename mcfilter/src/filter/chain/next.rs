@@ -25,25 +25,32 @@ pub enum Next {
     Pin(PathBuf),
 }
 
-impl FromStr for Next {
-    type Err = String;
+/// Text that names no next program.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NextError {
+    #[error("'{0}' is not a program id (id:N, N > 0)")]
+    Id(String),
+    #[error("'{0}' is not `existing`, `id:N` or the absolute path of a pinned program")]
+    Unknown(String),
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for Next {
+    type Err = NextError;
+
+    fn from_str(text: &str) -> Result<Self, NextError> {
         if text == "existing" {
             return Ok(Next::Existing);
         }
         if let Some(id) = text.strip_prefix("id:") {
             return match id.parse() {
                 Ok(id) if id > 0 => Ok(Next::Id(id)),
-                _ => Err(format!("'{id}' is not a program id (id:N, N > 0)")),
+                _ => Err(NextError::Id(id.to_owned())),
             };
         }
         if text.starts_with('/') {
             return Ok(Next::Pin(PathBuf::from(text)));
         }
-        Err(format!(
-            "'{text}' is not `existing`, `id:N` or the absolute path of a pinned program"
-        ))
+        Err(NextError::Unknown(text.to_owned()))
     }
 }
 
