@@ -59,7 +59,7 @@ unsafe fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
 }
 
 /// Calls `each(key, per_cpu_values)` for every entry of a per-CPU hash map.
-pub fn for_each_percpu<K, V, M>(map: &M, mut each: impl FnMut(K, &[V])) -> io::Result<()>
+pub(crate) fn for_each_percpu<K, V, M>(map: &M, mut each: impl FnMut(K, &[V])) -> io::Result<()>
 where
     K: Pod,
     V: Pod,
@@ -90,7 +90,7 @@ where
 
 /// How many entries a hash map (per-CPU or not, LRU or not) holds, counted [`BATCH`] entries
 /// a system call rather than one `get_next_key` call per key.
-pub fn count(map: &MapData) -> io::Result<usize> {
+pub(crate) fn count(map: &MapData) -> io::Result<usize> {
     let info = map.info().map_err(io::Error::other)?;
     let per_cpu = matches!(
         info.map_type(),
@@ -165,7 +165,7 @@ fn lookup_batches(
 
 /// Inserts (or overwrites) `keys` into a hash map, each with `value`, [`BATCH`] entries a
 /// system call; returns the number of calls made.
-pub fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io::Result<usize> {
+pub(crate) fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io::Result<usize> {
     let mut calls = 0;
     let values = vec![value; BATCH as usize];
     for chunk in keys.chunks(BATCH as usize) {

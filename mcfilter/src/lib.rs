@@ -1,38 +1,52 @@
-//! mcfilter's library: everything the CLI and the service (`mcfilter run`) do, usable from tests.
+//! mcfilter's library: the XDP filter's state and the operations on it. The `mcfilter` binary
+//! (its command line in `src/bin/mcfilter/`, and the service `mcfilter run`) and the tests are
+//! built on it.
+//!
+//! Start at the facade re-exported here, one function per operation, each on a [`StateDir`]:
+//! [`attach`] and [`detach`]; [`policy`], [`change_policy`] and [`set_allow_list`]; the
+//! allow-list's [`AllowList::add`], [`AllowList::del`] and [`AllowList::replace`] through
+//! [`Maps::open`]; [`read_stats`]; [`status`]; [`audit`]. Behind it, one module per concept:
 //!
 //! - [`pin`]: the state dir on bpffs, its lock and cleanup;
 //! - [`maps`]: typed handles on the pinned maps;
-//! - [`filter`]: attach and detach;
-//! - [`kernel`]: the running kernel's features and the verifier's reasons;
-//! - [`status`]: where it is attached, with what policy;
-//! - [`allow`]: CIDRs and allow-list changes;
+//! - [`filter`]: attach, detach, the policy, chaining and the XDP mode;
+//! - [`allow`]: CIDRs, the allow-list, its journal and its index;
 //! - [`stats`]: counters by reason and by source;
+//! - [`status`], [`audit`], [`exposure`], [`suggest`]: what is attached, what is exposed, what to
+//!   allow;
+//! - [`kernel`], [`memory`], [`sys`]: the running kernel's features, its memory, privileges;
+//! - [`build`]: this build's version line; [`fault`]: the crash tests' fault injection;
 //! - [`EBPF_OBJECT`]: the XDP program, built by build.rs.
 
 pub mod allow;
 pub mod audit;
-pub mod batch;
+mod batch;
 pub mod build;
-pub mod cli;
-pub mod cmd;
-pub mod config;
 pub mod exposure;
 pub mod fault;
 pub mod filter;
 pub mod kernel;
-pub mod man;
 pub mod maps;
 pub mod memory;
-pub mod metrics;
-pub mod netlink;
-pub mod notify;
-pub mod output;
+mod netlink;
 pub mod pin;
-pub mod service;
 pub mod stats;
 pub mod status;
 pub mod suggest;
 pub mod sys;
+
+pub use crate::{
+    allow::{AllowList, Change, parse_cidr, parse_list},
+    audit::{Audit, audit},
+    filter::{
+        AttachRequest, Attached, Detached, Mode, Next, Policy, PolicyChange, attach, change_policy,
+        detach, policy, set_allow_list,
+    },
+    maps::Maps,
+    pin::StateDir,
+    stats::{Stats, read as read_stats},
+    status::{Status, status},
+};
 
 use std::{io, path::PathBuf};
 

@@ -20,14 +20,14 @@ use netlink_packet_route::{
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 /// XDP attach modes and flags (`XDP_FLAGS_*`, linux/if_link.h).
-pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
-pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-pub const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+pub(crate) const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+pub(crate) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub(crate) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+pub(crate) const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 
 /// Where an XDP program runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XdpMode {
+pub(crate) enum XdpMode {
     /// In the driver (native).
     Driver,
     /// In the generic path (skb).
@@ -39,7 +39,7 @@ pub enum XdpMode {
 impl XdpMode {
     /// The `XDP_FLAGS_*_MODE` that selects this mode, `None` for offload (which mcfilter never
     /// uses).
-    pub fn flag(self) -> Option<u32> {
+    pub(crate) fn flag(self) -> Option<u32> {
         match self {
             XdpMode::Driver => Some(XDP_FLAGS_DRV_MODE),
             XdpMode::Skb => Some(XDP_FLAGS_SKB_MODE),
@@ -51,7 +51,7 @@ impl XdpMode {
 /// The XDP program attached to an interface through netlink or a bpf_link, as netlink reports
 /// it: `None` when there is none, and an error for several at once (one per mode), which
 /// mcfilter does not chain to.
-pub fn attached(ifindex: u32) -> io::Result<Option<(u32, XdpMode)>> {
+pub(crate) fn attached(ifindex: u32) -> io::Result<Option<(u32, XdpMode)>> {
     let mut message = LinkMessage::default();
     message.header.index = ifindex;
     let replies = request(RouteNetlinkMessage::GetLink(message))?;
@@ -96,14 +96,14 @@ pub fn attached(ifindex: u32) -> io::Result<Option<(u32, XdpMode)>> {
 /// Removes the XDP program attached through netlink in `mode` (one of the `XDP_FLAGS_*_MODE`)
 /// from `ifindex`. Nothing attached in that mode is not an error; a program held by a bpf_link
 /// is refused with EBUSY.
-pub fn detach_xdp(ifindex: u32, mode: u32) -> io::Result<()> {
+pub(crate) fn detach_xdp(ifindex: u32, mode: u32) -> io::Result<()> {
     set_xdp(ifindex, -1, mode, None)
 }
 
 /// Attaches `program` to `ifindex` through netlink with `flags` (a mode and
 /// XDP_FLAGS_UPDATE_IF_NOEXIST, or XDP_FLAGS_REPLACE with `expected`: then the kernel swaps
 /// atomically, and only if `expected` is the program attached).
-pub fn attach_xdp(
+pub(crate) fn attach_xdp(
     ifindex: u32,
     program: BorrowedFd<'_>,
     flags: u32,

@@ -137,6 +137,6 @@ impl Drop for Mcfilter {
     fn drop(&mut self) {
         // Whatever the test left behind, the lock dir next to the state dir included.
         crate::remove_pins(&self.state_dir);
-        let _ = std::fs::remove_dir(mcfilter::pin::StateDir::new(&self.state_dir).lock_dir());
+        let _ = std::fs::remove_dir(mcfilter::StateDir::new(&self.state_dir).lock_dir());
     }
 }

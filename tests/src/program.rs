@@ -9,7 +9,7 @@ use aya::{
     maps::ProgramArray,
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
-use mcfilter::{maps::Maps, pin::StateDir};
+use mcfilter::{Maps, StateDir};
 use mcfilter_common::{Counter, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
 
 use crate::oracle::Policy;
@@ -134,7 +134,7 @@ impl Harness {
             array.set(0, next, 0).expect("the next program");
         }
         let mut maps = Maps::open_loaded(&state).expect("open pinned maps");
-        let config = mcfilter::filter::Policy {
+        let config = mcfilter::Policy {
             ports: policy.ports.clone(),
             dry_run,
             drop_reflected: policy.drop_reflected,
@@ -219,7 +219,7 @@ impl Harness {
     /// Packets counted under source `addr` (0 for `None` or unseen), as `stats` reports them.
     pub fn source_packets(&self, addr: Option<std::net::IpAddr>) -> u64 {
         let Some(addr) = addr else { return 0 };
-        let stats = mcfilter::stats::read(&self.maps, usize::MAX).expect("read stats");
+        let stats = mcfilter::read_stats(&self.maps, usize::MAX).expect("read stats");
         stats
             .sources
             .iter()

@@ -657,7 +657,7 @@ fn readers_share_the_lock() {
     let ns = NetNs::new("rs");
     let mcf = Mcfilter::new("rs").in_netns(&ns);
     mcf.ok(&["attach", "lo"]);
-    let lock_dir = mcfilter::pin::StateDir::new(mcf.state_dir()).lock_dir();
+    let lock_dir = mcfilter::StateDir::new(mcf.state_dir()).lock_dir();
     let mut reader = Command::new("flock")
         .args(["--shared", "--no-fork"])
         .arg(&lock_dir)

@@ -591,7 +591,7 @@ fn an_attach_killed_before_its_policy_was_written_is_not_adopted_as_empty() {
     let (lab, mcf) = Lab::with_mcfilter("ha");
     // What a first attach leaves when it is killed after loading the object (its maps pinned)
     // and before writing the policy: the maps, with an all-zero config.
-    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    let state = mcfilter::StateDir::new(mcf.state_dir());
     drop(state.prepare_and_lock().expect("bpffs"));
     state.create().expect("the state dir");
     drop(
@@ -635,7 +635,7 @@ fn a_detach_killed_after_unpinning_the_last_link_leaves_nothing_to_adopt() {
     ]);
     // What the last detach leaves when it is killed after unpinning the link (which detaches
     // the program) and before removing the maps: the old allow-list, policy and records.
-    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    let state = mcfilter::StateDir::new(mcf.state_dir());
     let ifindex = mcf.json(&["status", "--json"])["interfaces"][0]["ifindex"]
         .as_u64()
         .unwrap() as u32;

@@ -486,7 +486,7 @@ fn idle_connections_cannot_starve_the_metrics_server() {
     std::thread::sleep(Duration::from_millis(500));
     let during = open_files();
     assert!(
-        during <= before + mcfilter::service::MAX_CONNECTIONS + 8,
+        during <= before + DOCUMENTED_MAX_CONNECTIONS + 8,
         "{during} open files with idle clients, {before} before"
     );
     // Scrapes go through once the idle connections' header timeout has passed.
@@ -559,7 +559,7 @@ fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
     assert_eq!(build_warnings(&now), 0, "{now}");
     let before = interface(&now, IFACE)["program_id"].clone();
     // As if an earlier build had attached eth0: its record names another object.
-    let state = mcfilter::pin::StateDir::new(mcf.state_dir());
+    let state = mcfilter::StateDir::new(mcf.state_dir());
     let ifindex = interface(&now, IFACE)["ifindex"].as_u64().unwrap() as u32;
     let mut meta = mcfilter::maps::iface_meta(&state).unwrap()[&ifindex];
     meta.build.object ^= 1;
@@ -840,7 +840,7 @@ fn the_service_speaks_systemds_readiness_protocol() {
 
     // SIGHUP (what systemd sends for a reload): RELOADING=1 with the time it started, then
     // READY=1 when it is done.
-    let before = mcfilter::notify::monotonic_usec();
+    let before = monotonic_usec();
     service.signal(libc::SIGHUP);
     let reloading = notification(&socket, &service);
     let usec: u64 = reloading
@@ -849,7 +849,7 @@ fn the_service_speaks_systemds_readiness_protocol() {
         .parse()
         .expect("microseconds");
     assert!(
-        (before..=mcfilter::notify::monotonic_usec()).contains(&usec),
+        (before..=monotonic_usec()).contains(&usec),
         "{usec} not between {before} and now"
     );
     assert_eq!(
@@ -1096,4 +1096,19 @@ fn the_service_logs_levels_journald_keeps_or_json() {
     );
     mcf.ok(&["detach", IFACE]);
     fs::remove_dir_all(dir).unwrap();
+}
+
+/// The metrics server's connection limit, as the README states it ("at most 64 connections").
+const DOCUMENTED_MAX_CONNECTIONS: usize = 64;
+
+/// CLOCK_MONOTONIC in microseconds: the clock sd_notify's MONOTONIC_USEC is read from.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write to; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut now) };
+    u64::try_from(now.tv_sec).expect("a time after boot") * 1_000_000
+        + u64::try_from(now.tv_nsec).expect("nanoseconds") / 1_000
 }

@@ -75,7 +75,7 @@ fn drops_are_counted_by_source_with_bytes() {
     }
     // Passed packets are not counted by source.
     harness.run(&v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(1, 11211)));
-    let stats = mcfilter::stats::read(harness.maps(), 10).expect("read stats");
+    let stats = mcfilter::read_stats(harness.maps(), 10).expect("read stats");
     assert_eq!(stats.sources.len(), 1, "{stats:?}");
     let row = &stats.sources[0];
     assert_eq!(row.source, IpAddr::from(DENIED_V4));
@@ -94,7 +94,7 @@ fn dry_run_passes_but_counts_what_it_would_drop() {
     assert_eq!(harness.run(&frame), XDP_PASS);
     assert_eq!(harness.counter(Reason::UdpPort, true).packets, 1);
     assert_eq!(harness.counter(Reason::UdpPort, false).packets, 0);
-    let stats = mcfilter::stats::read(harness.maps(), 10).expect("read stats");
+    let stats = mcfilter::read_stats(harness.maps(), 10).expect("read stats");
     assert_eq!((stats.dropped.packets, stats.would_drop.packets), (0, 1));
     assert!(stats.sources[0].dry_run);
 }
@@ -249,7 +249,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
     };
     let harness = Harness::new(&policy);
     let syn = v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(40000, 11211));
-    let state = mcfilter::pin::StateDir::new(harness.maps_dir());
+    let state = mcfilter::StateDir::new(harness.maps_dir());
     let done = std::sync::atomic::AtomicBool::new(false);
     let runs = std::thread::scope(|scope| {
         let prober = scope.spawn(|| {
@@ -272,7 +272,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
             }
         }
         let stop = Done(&done);
-        let mut maps = mcfilter::maps::Maps::open_loaded(&state).expect("maps");
+        let mut maps = mcfilter::Maps::open_loaded(&state).expect("maps");
         let mut before = small;
         for (group, n, indexed) in [
             (101, large, true),
@@ -329,7 +329,7 @@ fn a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact() {
             );
         }
     }
-    let stats = mcfilter::stats::read(harness.maps(), usize::MAX).expect("read stats");
+    let stats = mcfilter::read_stats(harness.maps(), usize::MAX).expect("read stats");
     assert_eq!(
         stats.reasons["udp_port"],
         u64::from(SOURCES),

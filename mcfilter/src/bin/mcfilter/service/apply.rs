@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 
 use super::logging::info;
-use crate::{
-    Error,
-    config::Config,
+use mcfilter::{
+    Error, StateDir,
     filter::{self, AttachRequest},
-    pin::StateDir,
-    status, sys,
+    sys,
 };
+
+use crate::config::Config;
 
 /// At start: the interfaces an earlier run of the service managed (recorded in the state) are
 /// its own again, so one the config no longer lists is detached by [`apply`] and
@@ -23,7 +23,7 @@ pub(super) fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(
     if !state.attached().map_err(Error::Io)? {
         return Ok(());
     }
-    let interfaces = status::status(&state)?.interfaces;
+    let interfaces = mcfilter::status(&state)?.interfaces;
     for iface in interfaces.iter().filter(|iface| iface.service) {
         info(&format!(
             "{} is this service's (recorded by an earlier run)",
@@ -47,7 +47,7 @@ pub(super) fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(
             then: None,
             ..AttachRequest::new(&iface.name)
         };
-        let swapped = filter::attach(&state, &request)?;
+        let swapped = mcfilter::attach(&state, &request)?;
         info(&format!(
             "swapped this build's program in on {} (program id {}); the filter stayed attached",
             swapped.iface, swapped.prog_id
@@ -60,7 +60,7 @@ pub(super) fn upgrade(config: &Config, owned: &mut BTreeSet<String>) -> Result<(
 /// Makes the filter match `config`. Checks every interface exists before changing anything,
 /// then sets the allow-list (as a difference), ports and dry-run, attaches what is listed and
 /// detaches what this service attached and is no longer listed.
-pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
+pub(crate) fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error> {
     for iface in &config.interfaces {
         sys::ifindex(&iface.name)?;
     }
@@ -78,7 +78,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
             then: iface.then.clone(),
             ..AttachRequest::new(&iface.name)
         };
-        match filter::attach(&state, &request) {
+        match mcfilter::attach(&state, &request) {
             Ok(attached) => {
                 info(&format!(
                     "attached to {} ({} mode, program id {})",
@@ -93,8 +93,8 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
         }
     }
     if !config.interfaces.is_empty() || state.attached().map_err(Error::Io)? {
-        filter::set_allow_list(&state, &config.allow)?;
-        filter::change_policy(
+        mcfilter::set_allow_list(&state, &config.allow)?;
+        mcfilter::change_policy(
             &state,
             &filter::PolicyChange::exactly(filter::Policy {
                 ports: config.ports.clone(),
@@ -110,7 +110,7 @@ pub fn apply(config: &Config, owned: &mut BTreeSet<String>) -> Result<(), Error>
         .cloned()
         .collect();
     for name in gone {
-        filter::detach(&state, &name)?;
+        mcfilter::detach(&state, &name)?;
         info(&format!("detached from {name} (no longer listed)"));
         owned.remove(&name);
     }

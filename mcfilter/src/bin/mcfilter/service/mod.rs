@@ -22,19 +22,14 @@ mod apply;
 mod http;
 mod logging;
 
-pub use apply::apply;
+pub(crate) use apply::apply;
 use apply::upgrade;
-pub use http::MAX_CONNECTIONS;
 use http::{serve_health, serve_http, serve_live, serve_metrics};
 use logging::{Events, error, info, init_logging};
 
-use crate::{
-    config::Config,
-    filter::{self},
-    metrics,
-    notify::Notifier,
-    pin::StateDir,
-};
+use mcfilter::StateDir;
+
+use crate::{config::Config, metrics, notify::Notifier};
 
 /// How often the config file's modification time is checked.
 const POLL: Duration = Duration::from_secs(1);
@@ -53,7 +48,7 @@ struct Shared {
 }
 
 /// Runs the service until SIGTERM or SIGINT.
-pub fn run(config_path: &Path) -> anyhow::Result<()> {
+pub(crate) fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     init_logging(config.log_level, config.log_format);
     let mut owned = BTreeSet::new();
@@ -95,7 +90,7 @@ fn summary(config: &Config) -> String {
 
 /// `mcfilter run --check`: whether `path` is a config the service would apply (its allow files
 /// included), touching no state; the summary of what it would do.
-pub fn check(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
     let config = Config::load(path)?;
     anyhow::ensure!(
         config.allow.len() <= config.allow_capacity as usize,
@@ -171,7 +166,7 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
     if config.detach_on_exit {
         let state = StateDir::new(&config.state_dir);
         for iface in &owned {
-            match filter::detach(&state, iface) {
+            match mcfilter::detach(&state, iface) {
                 Ok(_) => info(&format!("detached from {iface}")),
                 Err(err) => error(&format!("detaching {iface}: {err}")),
             }

@@ -4,10 +4,20 @@
 //! a usage error. Every error is one line on stderr: `mcfilter: ...`; with `--json`, also one
 //! JSON object on stdout: `{"error": "..."}`.
 
+mod cli;
+mod cmd;
+mod config;
+mod man;
+mod metrics;
+mod notify;
+mod output;
+mod service;
+
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, error::ErrorKind};
-use mcfilter::{cli::Cli, cmd};
+
+use crate::cli::Cli;
 
 fn main() -> ExitCode {
     // The version line is known at run time: it names the embedded program's hash.
@@ -39,7 +49,7 @@ fn main() -> ExitCode {
 fn report_error(message: &str, json: bool) {
     eprintln!("mcfilter: {message}");
     if json {
-        let _ = mcfilter::output::print_json(&serde_json::json!({ "error": message }));
+        let _ = crate::output::print_json(&serde_json::json!({ "error": message }));
     }
 }
 

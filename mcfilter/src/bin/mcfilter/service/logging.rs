@@ -5,7 +5,9 @@ use std::{os::unix::fs::MetadataExt as _, path::Path, time::SystemTime};
 use aya_log::EbpfLogger;
 use mcfilter_common::map_names;
 
-use crate::{config::LogFormat, pin::StateDir};
+use mcfilter::StateDir;
+
+use crate::config::LogFormat;
 
 pub(super) fn info(message: &str) {
     log::info!("{message}");
@@ -110,7 +112,7 @@ pub(super) fn events_reader(
 ) -> anyhow::Result<Option<EbpfLogger<&'static dyn log::Log>>> {
     // Held while loading: no detach removes the state meanwhile.
     let _lock = state.prepare_and_lock_shared()?;
-    if !crate::pin::map_pins()
+    if !mcfilter::pin::map_pins()
         .iter()
         .all(|name| state.map(name).exists())
         || !state.log_ring().exists()
@@ -120,6 +122,6 @@ pub(super) fn events_reader(
     let mut object = aya::EbpfLoader::new()
         .default_map_pin_directory(state.path())
         .map_pin_path(map_names::LOGS, state.log_ring())
-        .load(crate::EBPF_OBJECT)?;
+        .load(mcfilter::EBPF_OBJECT)?;
     Ok(Some(EbpfLogger::init(&mut object)?))
 }

@@ -1,10 +1,13 @@
 //! `mcfilter policy [--json] [--dry-run on|off] [--reflection drop|pass] [--port PORT]...`
 
+use mcfilter::{
+    StateDir,
+    filter::{Policy, PolicyChange},
+};
+
 use crate::{
     cli::{OnOff, PolicyArgs, Reflection},
-    filter::{self, Policy, PolicyChange},
     output,
-    pin::StateDir,
 };
 
 pub(super) fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Result<()> {
@@ -16,9 +19,9 @@ pub(super) fn run(state: &StateDir, args: PolicyArgs, json: bool) -> anyhow::Res
             .map(|reflection| reflection == Reflection::Drop),
     };
     let (policy, changed) = if change == PolicyChange::default() {
-        (filter::policy(state)?, None)
+        (mcfilter::policy(state)?, None)
     } else {
-        let (old, new) = filter::change_policy(state, &change)?;
+        let (old, new) = mcfilter::change_policy(state, &change)?;
         let changed = old != new;
         (new, Some(changed))
     };

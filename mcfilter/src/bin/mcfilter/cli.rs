@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use mcfilter_common::DEFAULT_ALLOW_CAPACITY;
 
-use crate::{
+use mcfilter::{
     allow,
     filter::{Mode, parse_port},
     pin::DEFAULT_STATE_DIR,
@@ -17,7 +17,7 @@ use crate::{
 /// and TCP from sources outside the allow-list.
 #[derive(Debug, Parser)]
 #[command(name = "mcfilter", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Where the pinned program links and maps live (on bpffs)
     #[arg(
         long,
@@ -26,23 +26,23 @@ pub struct Cli {
         default_value = DEFAULT_STATE_DIR,
         value_name = "DIR"
     )]
-    pub state_dir: PathBuf,
+    pub(crate) state_dir: PathBuf,
 
     /// When the kernel refuses the XDP program, print the verifier's whole log to stderr
     #[arg(long, global = true, env = "MCFILTER_VERBOSE")]
-    pub verbose: bool,
+    pub(crate) verbose: bool,
 
     /// One JSON object on stdout instead of text: what a command shows, what a change did,
     /// or `{"error": ...}` when it fails
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Attach the filter to an interface (the first attach creates the shared policy)
     Attach(AttachArgs),
     /// Detach the filter from an interface (the last detach removes all state)
@@ -85,90 +85,90 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct AttachArgs {
+pub(crate) struct AttachArgs {
     /// Interface in this network namespace
-    pub iface: String,
+    pub(crate) iface: String,
     /// XDP mode: auto tries native, then falls back to skb and says so
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// Protected destination port (repeat for several; default 11211 on the first attach);
     /// replaces the port set shared by every interface
     #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
-    pub ports: Vec<u16>,
+    pub(crate) ports: Vec<u16>,
     /// CIDR or address allowed to reach the protected ports over TCP (repeatable)
     #[arg(long = "allow", value_name = "CIDR", value_parser = allow::parse_cidr)]
-    pub allow: Vec<IpNet>,
+    pub(crate) allow: Vec<IpNet>,
     /// Count what would be dropped, but pass it (shadow mode)
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Reflection-victim protection: drop UDP whose source port is protected (amplified
     /// replies aimed at this host), and their later fragments
     #[arg(long)]
-    pub drop_reflected: bool,
+    pub(crate) drop_reflected: bool,
     /// Allow-list capacity, used when this attach creates the state
     #[arg(long, value_name = "ENTRIES", default_value_t = DEFAULT_ALLOW_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..))]
-    pub allow_capacity: u32,
+    pub(crate) allow_capacity: u32,
     /// Swap this build's program in on an interface already attached, atomically (no gap),
     /// keeping the allow-list and counters: the upgrade path
     #[arg(long, conflicts_with = "force")]
-    pub replace: bool,
+    pub(crate) replace: bool,
     /// Remove an XDP program something else attached to the interface (through netlink)
     /// instead of refusing
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Run in front of another XDP program and hand it every packet mcfilter passes:
     /// `existing` (the one on the interface now, swapped atomically), `id:N`, or a pinned
     /// program's path; `detach` puts it back
     #[arg(long, value_name = "NEXT", conflicts_with_all = ["replace", "force"],
-          value_parser = |text: &str| text.parse::<crate::filter::Next>())]
-    pub then: Option<crate::filter::Next>,
+          value_parser = |text: &str| text.parse::<mcfilter::filter::Next>())]
+    pub(crate) then: Option<mcfilter::filter::Next>,
     /// Per-source counter capacity (LRU), used when this attach creates the state [default:
     /// what 24 MiB holds with this host's possible CPUs, at most 65536]
     #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u32).range(1..))]
-    pub sources_capacity: Option<u32>,
+    pub(crate) sources_capacity: Option<u32>,
 }
 
 #[derive(Debug, Args)]
-pub struct DetachArgs {
+pub(crate) struct DetachArgs {
     /// Interface name, as given to attach
     #[arg(required_unless_present = "all", conflicts_with = "all")]
-    pub iface: Option<String>,
+    pub(crate) iface: Option<String>,
     /// Every interface the filter is attached to (none attached is not an error)
     #[arg(long)]
-    pub all: bool,
+    pub(crate) all: bool,
     /// Succeed, doing nothing, when the interface is not attached
     #[arg(long)]
-    pub if_attached: bool,
+    pub(crate) if_attached: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// Dry-run (count what would be dropped, pass it) on, or off to enforce
     #[arg(long, value_enum, value_name = "on|off")]
-    pub dry_run: Option<OnOff>,
+    pub(crate) dry_run: Option<OnOff>,
     /// UDP from a protected source port (reflected replies): drop, or pass
     #[arg(long, value_enum, value_name = "drop|pass")]
-    pub reflection: Option<Reflection>,
+    pub(crate) reflection: Option<Reflection>,
     /// The protected destination ports, replacing the set (repeat for several)
     #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
-    pub ports: Vec<u16>,
+    pub(crate) ports: Vec<u16>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OnOff {
+pub(crate) enum OnOff {
     On,
     Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Reflection {
+pub(crate) enum Reflection {
     Drop,
     Pass,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum AllowCommand {
+pub(crate) enum AllowCommand {
     /// Allow CIDRs (takes effect at once)
     Add {
         #[arg(required = true, value_name = "CIDR", value_parser = allow::parse_cidr)]
@@ -206,22 +206,22 @@ pub enum AllowCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     /// How many of the busiest sources to list
     #[arg(long, value_name = "N", default_value_t = 10)]
-    pub top: usize,
+    pub(crate) top: usize,
     /// Redraw rates (pps, bps) by reason and the busiest sources every SECS seconds (default
     /// 1); with --json, print one JSON object a line
     #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1",
           value_parser = parse_interval)]
-    pub watch: Option<f64>,
+    pub(crate) watch: Option<f64>,
     /// With --watch: stop after N readings (default: until interrupted)
     #[arg(long, value_name = "N", requires = "watch")]
-    pub count: Option<u64>,
+    pub(crate) count: Option<u64>,
 }
 
 /// A watch interval: 0.1 to 3600 seconds.
-pub fn parse_interval(text: &str) -> Result<f64, IntervalError> {
+pub(crate) fn parse_interval(text: &str) -> Result<f64, IntervalError> {
     match text.trim().parse::<f64>() {
         Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(secs),
         _ => Err(IntervalError {
@@ -233,8 +233,8 @@ pub fn parse_interval(text: &str) -> Result<f64, IntervalError> {
 /// Text that is not a `--watch` interval.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("'{text}' is not an interval; use 0.1 to 3600 seconds")]
-pub struct IntervalError {
-    pub text: String,
+pub(crate) struct IntervalError {
+    pub(crate) text: String,
 }
 
 #[cfg(test)]

@@ -6,13 +6,12 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::{
+use mcfilter::{
+    Maps, StateDir,
     allow::{Change, Recovery},
-    cli::AllowCommand,
-    maps::Maps,
-    output,
-    pin::StateDir,
 };
+
+use crate::{cli::AllowCommand, output};
 
 /// `allow add|del|replace --json`: what the change did.
 #[derive(Debug, Serialize)]
@@ -120,8 +119,8 @@ fn run_command(state: &StateDir, command: AllowCommand, json: bool) -> anyhow::R
         }
         AllowCommand::Suggest { top, merge } => {
             let current = allow.list()?;
-            let stats = crate::stats::read(&maps, usize::MAX)?;
-            let suggested = crate::suggest::suggestions(&stats.sources, &current, top);
+            let stats = mcfilter::read_stats(&maps, usize::MAX)?;
+            let suggested = mcfilter::suggest::suggestions(&stats.sources, &current, top);
             drop(lock);
             let kept: Vec<String> = if merge {
                 current.iter().map(ToString::to_string).collect()
@@ -186,6 +185,6 @@ fn read_list(file: &std::path::Path) -> anyhow::Result<BTreeSet<ipnet::IpNet>> {
         fs::read_to_string(file)
             .with_context(|| format!("cannot read allow-list file {}", file.display()))?
     };
-    crate::allow::parse_list(&text)
+    mcfilter::allow::parse_list(&text)
         .map_err(|err| anyhow::anyhow!("{}: {err}; nothing was changed", file.display()))
 }

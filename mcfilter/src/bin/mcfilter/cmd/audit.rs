@@ -2,14 +2,12 @@
 
 use std::process::ExitCode;
 
-use crate::{
-    audit::{self, Severity},
-    output::{self, Align, Table},
-    pin::StateDir,
-};
+use mcfilter::{StateDir, audit::Severity};
+
+use crate::output::{self, Align, Table};
 
 pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<ExitCode> {
-    let report = audit::audit(state)?;
+    let report = mcfilter::audit(state)?;
     if json {
         output::print_json(&report)?;
     } else {

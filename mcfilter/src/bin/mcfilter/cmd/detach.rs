@@ -2,14 +2,13 @@
 
 use serde::Serialize;
 
-use crate::{
-    Error,
-    cli::DetachArgs,
+use mcfilter::{
+    Error, StateDir,
     filter::{self, HandBack},
-    output,
-    pin::StateDir,
     status::NextStatus,
 };
+
+use crate::{cli::DetachArgs, output};
 
 /// What one interface runs after its detach.
 #[derive(Debug, Serialize)]
@@ -39,7 +38,7 @@ pub(super) fn run(state: &StateDir, args: &DetachArgs, json: bool) -> anyhow::Re
         state_removed: false,
     };
     for name in names {
-        let detached = match filter::detach(state, &name) {
+        let detached = match mcfilter::detach(state, &name) {
             Ok(detached) => detached,
             Err(
                 Error::NotAttached { .. }
@@ -107,7 +106,7 @@ pub(super) fn run(state: &StateDir, args: &DetachArgs, json: bool) -> anyhow::Re
 
 /// The interfaces the filter is attached to, by the names `detach` takes (none without state).
 fn attached_names(state: &StateDir) -> anyhow::Result<Vec<String>> {
-    match crate::status::status(state) {
+    match mcfilter::status(state) {
         Ok(status) => Ok(status.interfaces.into_iter().map(|i| i.name).collect()),
         Err(Error::NotAttached { .. }) => Ok(Vec::new()),
         Err(err) => Err(err.into()),

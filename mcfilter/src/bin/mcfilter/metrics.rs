@@ -11,37 +11,33 @@ use prometheus_client::{
 
 use std::time::SystemTime;
 
-use crate::{
-    Error,
-    config::{Config, SourceSeries},
-    maps::Maps,
-    pin::StateDir,
-    stats, status,
-};
+use mcfilter::{Error, Maps, StateDir, stats};
+
+use crate::config::{Config, SourceSeries};
 
 type Labels = Vec<(&'static str, String)>;
 
 /// The media type of what [`render`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How the service's config reloads went.
 #[derive(Clone, Copy, Debug)]
-pub struct Reloads {
+pub(crate) struct Reloads {
     /// The last reload (or the start) applied its config.
-    pub last_successful: bool,
+    pub(crate) last_successful: bool,
     /// When a config was last applied.
-    pub last_success: SystemTime,
+    pub(crate) last_success: SystemTime,
 }
 
 /// The metrics for the filter `config` describes, as OpenMetrics text.
-pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
+pub(crate) fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
     let state = StateDir::new(&config.state_dir);
-    let status = status::status(&state)?;
+    let status = mcfilter::status(&state)?;
     let (stats, prefixes) = {
         let (_lock, maps) = Maps::open_to_read(&state)?;
         match config.source_series {
             SourceSeries::Prefixes => stats::read_by_prefix(&maps, config.top_sources)?,
-            SourceSeries::Exact => (stats::read(&maps, config.top_sources)?, Vec::new()),
+            SourceSeries::Exact => (mcfilter::read_stats(&maps, config.top_sources)?, Vec::new()),
         }
     };
     let mut registry = Registry::with_prefix("mcfilter");
@@ -197,7 +193,7 @@ pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
     for iface in &status.interfaces {
         info.get_or_create(&vec![
             ("interface", iface.name.clone()),
-            ("mode", crate::filter::show_mode(iface.mode).into()),
+            ("mode", mcfilter::filter::show_mode(iface.mode).into()),
             ("program_id", iface.program_id.to_string()),
             (
                 "build",
@@ -266,7 +262,7 @@ pub fn render(config: &Config, reloads: Reloads) -> Result<String, Error> {
             for row in &stats.sources {
                 top.get_or_create(&vec![
                     ("source", row.source.to_string()),
-                    ("reason", crate::stats::show_reason(row.reason).into()),
+                    ("reason", mcfilter::stats::show_reason(row.reason).into()),
                 ])
                 .set(row.packets as i64);
                 top_would

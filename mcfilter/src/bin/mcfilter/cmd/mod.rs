@@ -11,15 +11,13 @@ mod status;
 use std::io;
 use std::process::ExitCode;
 
-use crate::{
-    cli::{Cli, Command},
-    pin::StateDir,
-    sys,
-};
+use mcfilter::{StateDir, sys};
+
+use crate::cli::{Cli, Command};
 
 /// Runs a parsed command line; the exit status is success unless the command's outcome is a
 /// status of its own (`audit`'s findings).
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     run_command(cli).map(Option::unwrap_or_default)
 }
 
@@ -93,8 +91,8 @@ fn cli_logging() {
 }
 
 /// What `status` and `attach` warn about beyond the state: protected listeners that an
-/// interface without the filter delivers to (see [`crate::exposure`]).
-fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {
+/// interface without the filter delivers to (see [`mcfilter::exposure`]).
+fn exposure_warnings(status: &mcfilter::status::Status) -> Vec<String> {
     let ports = status.ports.iter().copied().collect();
     let filtered = status
         .interfaces
@@ -102,14 +100,14 @@ fn exposure_warnings(status: &crate::status::Status) -> Vec<String> {
         .filter(|iface| iface.present)
         .map(|iface| iface.name.clone())
         .collect();
-    crate::exposure::warnings(&ports, &filtered)
+    mcfilter::exposure::warnings(&ports, &filtered)
         .unwrap_or_else(|err| vec![format!("the listeners could not be checked: {err}")])
 }
 
 /// A change made by hand to a state the service manages lasts until its next reload, which
 /// applies its config again: say so (on stderr) after `allow` and `policy` changes.
 fn warn_if_the_service_manages(state: &StateDir, what: &str) {
-    let managed = crate::status::status(state)
+    let managed = mcfilter::status(state)
         .is_ok_and(|status| status.interfaces.iter().any(|iface| iface.service));
     if managed {
         eprintln!(
@@ -129,7 +127,7 @@ fn say_raw(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Whether an error is a write to a closed pipe (`mcfilter stats | head`): not a failure.
-pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+pub(crate) fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
         cause
             .downcast_ref::<io::Error>()
@@ -138,10 +136,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// The verifier's whole log, when the error is the kernel refusing the program.
-pub fn verifier_log(err: &anyhow::Error) -> Option<&str> {
+pub(crate) fn verifier_log(err: &anyhow::Error) -> Option<&str> {
     err.chain()
-        .find_map(|cause| match cause.downcast_ref::<crate::Error>() {
-            Some(crate::Error::Rejected { log, .. }) => Some(log.as_str()),
+        .find_map(|cause| match cause.downcast_ref::<mcfilter::Error>() {
+            Some(mcfilter::Error::Rejected { log, .. }) => Some(log.as_str()),
             _ => None,
         })
 }

@@ -12,13 +12,13 @@ use std::{
 };
 
 /// Where to send, when systemd asked for notifications.
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<(UnixDatagram, std::os::unix::net::SocketAddr)>,
 }
 
 impl Notifier {
     /// The notifier `NOTIFY_SOCKET` asks for: a path, or `@name` in the abstract namespace.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let target = std::env::var_os("NOTIFY_SOCKET").and_then(|name| {
             let name = name.to_string_lossy().into_owned();
             let address = match name.strip_prefix('@') {
@@ -39,12 +39,12 @@ impl Notifier {
     }
 
     /// Ready: the first config is applied, or a reload is done; `status` says how it stands.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&["READY=1".to_owned(), format!("STATUS={status}")]);
     }
 
     /// A reload starts, at this monotonic time (systemd matches it with the SIGHUP it sent).
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.send(&[
             "RELOADING=1".to_owned(),
             format!("MONOTONIC_USEC={}", monotonic_usec()),
@@ -52,7 +52,7 @@ impl Notifier {
     }
 
     /// The service is on its way out.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send(&["STOPPING=1".to_owned()]);
     }
 
@@ -69,7 +69,7 @@ impl Notifier {
 }
 
 /// CLOCK_MONOTONIC in microseconds, as systemd reads it.
-pub fn monotonic_usec() -> u64 {
+pub(crate) fn monotonic_usec() -> u64 {
     let mut now = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -5,30 +5,30 @@ use std::io::{self, Write as _};
 
 /// Column alignment.
 #[derive(Clone, Copy)]
-pub enum Align {
+pub(crate) enum Align {
     Left,
     Right,
 }
 
 /// A table with a header row, padded to the widest cell of each column.
-pub struct Table {
+pub(crate) struct Table {
     columns: Vec<(String, Align)>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(columns: &[(&str, Align)]) -> Self {
+    pub(crate) fn new(columns: &[(&str, Align)]) -> Self {
         Table {
             columns: columns.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
             rows: Vec::new(),
         }
     }
 
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let widths: Vec<usize> = self
             .columns
             .iter()
@@ -63,21 +63,21 @@ impl Table {
 }
 
 /// Writes `text` to stdout (a closed pipe surfaces as an io error main.rs treats as success).
-pub fn print(text: &str) -> io::Result<()> {
+pub(crate) fn print(text: &str) -> io::Result<()> {
     let mut stdout = io::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()
 }
 
 /// Writes `value` as one line of JSON.
-pub fn print_json<T: serde::Serialize>(value: &T) -> io::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> io::Result<()> {
     let mut text = serde_json::to_string(value).map_err(io::Error::other)?;
     text.push('\n');
     print(&text)
 }
 
 /// `1234567` as `1.2M`-style short form for human tables.
-pub fn human_count(n: u64) -> String {
+pub(crate) fn human_count(n: u64) -> String {
     const UNITS: [(u64, &str); 3] = [(1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")];
     for (scale, unit) in UNITS {
         if n >= scale {
@@ -88,7 +88,7 @@ pub fn human_count(n: u64) -> String {
 }
 
 /// A duration in milliseconds as `3s ago`-style text.
-pub fn ago(ms: u64) -> String {
+pub(crate) fn ago(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms ago"),
         1_000..60_000 => format!("{}s ago", ms / 1_000),

@@ -13,12 +13,12 @@ use ipnet::IpNet;
 use mcfilter_common::DEFAULT_ALLOW_CAPACITY;
 use serde::Deserialize;
 
-use crate::{DEFAULT_PORT, allow, filter::Mode, pin::DEFAULT_STATE_DIR};
+use mcfilter::{DEFAULT_PORT, allow, filter::Mode, pin::DEFAULT_STATE_DIR};
 
 /// Where `mcfilter run` looks without `--config`.
-pub const DEFAULT_CONFIG: &str = "/etc/mcfilter/mcfilter.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/mcfilter/mcfilter.toml";
 /// The metrics listener's default address: loopback only.
-pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9911";
+pub(crate) const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9911";
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -71,7 +71,7 @@ struct FileMetrics {
 
 /// How the service writes its log lines (to stderr).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// `mcfilter: info: ...`; under journald, with the priority prefix it reads (`<6>`).
     Text,
     /// One JSON object a line (`{"ts":..,"level":"info","message":".."}`), for log pipelines.
@@ -80,7 +80,7 @@ pub enum LogFormat {
 
 /// How the metrics show the busiest dropped sources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceSeries {
+pub(crate) enum SourceSeries {
     /// Aggregated into /24 and /48 prefixes, without a reason: a spoofed flood cannot grow
     /// the series past `top_sources` (the default).
     Prefixes,
@@ -90,44 +90,44 @@ pub enum SourceSeries {
 
 /// One interface to filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Interface {
-    pub name: String,
-    pub mode: Mode,
+pub(crate) struct Interface {
+    pub(crate) name: String,
+    pub(crate) mode: Mode,
     /// Run in front of this program (`attach --then`) when attaching the interface.
-    pub then: Option<crate::filter::Next>,
+    pub(crate) then: Option<mcfilter::filter::Next>,
 }
 
 /// The environment variable that replaces `metrics.address`: a DaemonSet binds each node's
 /// metrics to that node's address (`$(HOST_IP):9911`), which one ConfigMap cannot name.
-pub const METRICS_ADDRESS_ENV: &str = "MCFILTER_METRICS_ADDRESS";
+pub(crate) const METRICS_ADDRESS_ENV: &str = "MCFILTER_METRICS_ADDRESS";
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    pub state_dir: PathBuf,
-    pub interfaces: Vec<Interface>,
-    pub ports: BTreeSet<u16>,
+pub(crate) struct Config {
+    pub(crate) state_dir: PathBuf,
+    pub(crate) interfaces: Vec<Interface>,
+    pub(crate) ports: BTreeSet<u16>,
     /// Inline entries and the contents of every allow file.
-    pub allow: BTreeSet<IpNet>,
+    pub(crate) allow: BTreeSet<IpNet>,
     /// The allow files, resolved against the config's directory (the service watches them).
-    pub allow_files: Vec<PathBuf>,
-    pub dry_run: bool,
+    pub(crate) allow_files: Vec<PathBuf>,
+    pub(crate) dry_run: bool,
     /// `reflection = "drop"`: drop UDP from a protected source port.
-    pub drop_reflected: bool,
-    pub detach_on_exit: bool,
-    pub allow_capacity: u32,
-    pub sources_capacity: u32,
-    pub metrics_addr: SocketAddr,
-    pub top_sources: usize,
-    pub source_series: SourceSeries,
+    pub(crate) drop_reflected: bool,
+    pub(crate) detach_on_exit: bool,
+    pub(crate) allow_capacity: u32,
+    pub(crate) sources_capacity: u32,
+    pub(crate) metrics_addr: SocketAddr,
+    pub(crate) top_sources: usize,
+    pub(crate) source_series: SourceSeries,
     /// The service's log level, for its own messages and the program's events.
-    pub log_level: log::LevelFilter,
-    pub log_format: LogFormat,
+    pub(crate) log_level: log::LevelFilter,
+    pub(crate) log_format: LogFormat,
 }
 
 /// A config that cannot be used, as `run` and `run --check` report it.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read config {}: {err}", path.display())]
     Read { path: PathBuf, err: std::io::Error },
     #[error("config {}: {problem}", path.display())]
@@ -138,7 +138,7 @@ pub enum ConfigError {
 
 /// What is wrong in a config's text, one line each.
 #[derive(Debug, thiserror::Error)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// toml's own diagnostic (an unknown key, a wrong type), folded into one line.
     #[error("{0}")]
     Toml(String),
@@ -151,12 +151,12 @@ pub enum Problem {
     #[error("interface {iface}: then: {err}")]
     Then {
         iface: String,
-        err: crate::filter::NextError,
+        err: mcfilter::filter::NextError,
     },
     #[error("ports must not be empty")]
     NoPorts,
     #[error("ports: {0}")]
-    Port(crate::filter::PortError),
+    Port(mcfilter::filter::PortError),
     #[error("allow: {0}")]
     Allow(allow::CidrError),
     #[error("cannot read allow file {}: {err}", path.display())]
@@ -183,7 +183,7 @@ pub enum Problem {
 impl Config {
     /// Reads and validates `path`; allow files are read relative to the config's directory.
     /// [`METRICS_ADDRESS_ENV`], when set, replaces `metrics.address`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_owned(),
             err,
@@ -207,7 +207,7 @@ impl Config {
     }
 
     /// Validates config text; `base` resolves relative allow-file paths.
-    pub fn parse(text: &str, base: &Path) -> Result<Self, Problem> {
+    pub(crate) fn parse(text: &str, base: &Path) -> Result<Self, Problem> {
         let file: File =
             toml::from_str(text).map_err(|err| Problem::Toml(one_line(&err.to_string())))?;
         let mut interfaces = Vec::new();
@@ -248,7 +248,7 @@ impl Config {
             Some(ports) if ports.is_empty() => return Err(Problem::NoPorts),
             Some(ports) => ports
                 .iter()
-                .map(|p| crate::filter::parse_port(&p.to_string()).map_err(Problem::Port))
+                .map(|p| mcfilter::filter::parse_port(&p.to_string()).map_err(Problem::Port))
                 .collect::<Result<_, _>>()?,
         };
         let mut allow = BTreeSet::new();
@@ -307,7 +307,7 @@ impl Config {
             sources_capacity: positive(
                 "sources_capacity",
                 file.maps.sources_capacity,
-                crate::memory::default_sources_capacity_here(),
+                mcfilter::memory::default_sources_capacity_here(),
             )?,
             metrics_addr: address
                 .parse()
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid() {
-        let text = include_str!("../../packaging/mcfilter.toml");
+        let text = include_str!("../../../../packaging/mcfilter.toml");
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
         let config = Config::parse(text, &base).expect("example config");
         assert_eq!(config.interfaces[0].name, "eth0");
@@ -367,7 +367,7 @@ mod tests {
 
     #[test]
     fn an_interface_names_the_program_it_runs_in_front_of() {
-        use crate::filter::Next;
+        use mcfilter::filter::Next;
         let config = parse(
             "[[interfaces]]\nname = \"eth0\"\nthen = \"existing\"\n[[interfaces]]\nname = \"eth1\"\nthen = \"id:42\"\n[[interfaces]]\nname = \"eth2\"\n",
         )

@@ -10,11 +10,13 @@ use axum::{
 };
 
 use super::Shared;
-use crate::{config::Config, metrics, pin::StateDir, status};
+use mcfilter::StateDir;
+
+use crate::{config::Config, metrics};
 
 /// Connections the metrics server holds at once; one more is closed as it is accepted, so idle
 /// clients cannot use up the service's file descriptors.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must have arrived this long after the connection opened.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection serves one request (no keep-alive) and lives this long at the most.
@@ -89,7 +91,7 @@ pub(super) async fn serve_health(State(shared): State<Arc<Shared>>) -> (StatusCo
 /// Healthy when the program is attached on every configured interface; the answer names this
 /// binary's build and each interface's program's.
 fn health(config: &Config) -> Result<String, String> {
-    let status = status::status(&StateDir::new(&config.state_dir)).map_err(|e| e.to_string())?;
+    let status = mcfilter::status(&StateDir::new(&config.state_dir)).map_err(|e| e.to_string())?;
     let missing: Vec<&str> = config
         .interfaces
         .iter()

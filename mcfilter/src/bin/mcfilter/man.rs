@@ -9,17 +9,17 @@ use clap::CommandFactory as _;
 use crate::cli::Cli;
 
 /// The example config, every key documented in its comments.
-const EXAMPLE_CONFIG: &str = include_str!("../../packaging/mcfilter.toml");
+const EXAMPLE_CONFIG: &str = include_str!("../../../../packaging/mcfilter.toml");
 
 /// mcfilter(1) alone, as `mcfilter man` prints it.
-pub fn main_page() -> io::Result<Vec<u8>> {
+pub(crate) fn main_page() -> io::Result<Vec<u8>> {
     let mut command = Cli::command();
     command.build();
     page(command)
 }
 
 /// Every page, by file name (`mcfilter.1`, `mcfilter-attach.1`, ..., `mcfilter.toml.5`).
-pub fn pages() -> io::Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn pages() -> io::Result<Vec<(String, Vec<u8>)>> {
     let mut command = Cli::command().disable_help_subcommand(true);
     command.build();
     let mut pages = Vec::new();
@@ -29,7 +29,7 @@ pub fn pages() -> io::Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// Writes every page into `dir` (made if missing); the files written.
-pub fn write_pages(dir: &Path) -> io::Result<Vec<String>> {
+pub(crate) fn write_pages(dir: &Path) -> io::Result<Vec<String>> {
     fs::create_dir_all(dir)?;
     let mut names = Vec::new();
     for (name, text) in pages()? {

@@ -2,13 +2,13 @@
 
 use serde::Serialize;
 
-use crate::{
-    cli::AttachArgs,
+use mcfilter::{
+    StateDir,
     filter::{self, AttachRequest},
-    output,
-    pin::StateDir,
     status::NextStatus,
 };
+
+use crate::{cli::AttachArgs, output};
 
 /// `attach --json`: what the attach did and the policy it left.
 #[derive(Debug, Serialize)]
@@ -45,15 +45,15 @@ pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Res
         allow_capacity: args.allow_capacity,
         sources_capacity: args
             .sources_capacity
-            .unwrap_or_else(crate::memory::default_sources_capacity_here),
+            .unwrap_or_else(mcfilter::memory::default_sources_capacity_here),
         replace: args.replace,
         force: args.force,
         service: false,
         then: args.then,
     };
-    let attached = filter::attach(state, &request)?;
+    let attached = mcfilter::attach(state, &request)?;
     // Other ways in: interfaces that deliver to a protected listener without the filter.
-    let warnings = crate::status::status(state)
+    let warnings = mcfilter::status(state)
         .map(|status| super::exposure_warnings(&status))
         .unwrap_or_default();
     if json {

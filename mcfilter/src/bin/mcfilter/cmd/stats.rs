@@ -2,17 +2,16 @@
 
 use mcfilter_common::Reason;
 
+use mcfilter::{Maps, StateDir, stats};
+
 use crate::{
     cli::StatsArgs,
-    maps::Maps,
     output::{self, Align, Table},
-    pin::StateDir,
-    stats,
 };
 
 fn read(state: &StateDir, top: usize) -> anyhow::Result<stats::Stats> {
     let (_lock, maps) = Maps::open_to_read(state)?;
-    Ok(stats::read(&maps, top)?)
+    Ok(mcfilter::read_stats(&maps, top)?)
 }
 
 pub(super) fn run(state: &StateDir, args: &StatsArgs, json: bool) -> anyhow::Result<()> {
@@ -76,7 +75,7 @@ pub(super) fn run(state: &StateDir, args: &StatsArgs, json: bool) -> anyhow::Res
             output::human_count(row.bytes),
             format!(
                 "{}{}",
-                crate::stats::show_reason(row.reason),
+                mcfilter::stats::show_reason(row.reason),
                 if row.dry_run { " (dry-run)" } else { "" }
             ),
             output::ago(row.last_seen_ms_ago),
@@ -172,7 +171,7 @@ fn render_rates(rates: &stats::Rates) -> String {
             s.source.to_string(),
             format!("{:.0}", s.pps),
             s.packets.to_string(),
-            crate::stats::show_reason(s.reason).into(),
+            mcfilter::stats::show_reason(s.reason).into(),
         ]);
     }
     format!(

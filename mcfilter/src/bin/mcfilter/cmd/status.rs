@@ -1,13 +1,11 @@
 //! `mcfilter [--json] status`
 
-use crate::{
-    output::{self, Align, Table},
-    pin::StateDir,
-    status,
-};
+use mcfilter::StateDir;
+
+use crate::output::{self, Align, Table};
 
 pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
-    let mut status = status::status(state)?;
+    let mut status = mcfilter::status(state)?;
     status.warnings.extend(super::exposure_warnings(&status));
     if json {
         output::print_json(&status)?;
@@ -87,7 +85,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
         ifaces.row(vec![
             name,
             iface.ifindex.to_string(),
-            crate::filter::show_mode(iface.mode).into(),
+            mcfilter::filter::show_mode(iface.mode).into(),
             iface.framing.into(),
             iface.program_id.to_string(),
             iface.build.clone().unwrap_or_else(|| "earlier".into()),
@@ -114,7 +112,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
 }
 
 /// The kernel memory line: the total and the three largest maps.
-fn kernel_memory(memory: &crate::memory::KernelMemory) -> String {
+fn kernel_memory(memory: &mcfilter::memory::KernelMemory) -> String {
     let mib = |bytes: u64| format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
     let mut maps: Vec<(&String, &u64)> = memory.maps.iter().collect();
     maps.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
