@@ -8,7 +8,7 @@ macro_rules! reasons {
         /// Why a packet got its verdict. The value is the index into the stats array; append
         /// only.
         #[repr(u32)]
-        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum Reason {
             $( $(#[$doc])* $variant = $code, )*
         }

@@ -331,11 +331,11 @@ fn a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact() {
     }
     let stats = mcfilter::read_stats(harness.maps(), usize::MAX).expect("read stats");
     assert_eq!(
-        stats.reasons["udp_port"],
+        stats.reasons[&Reason::UdpPort],
         u64::from(SOURCES),
         "exact totals"
     );
-    assert_eq!(stats.reasons["tcp_allowed"], 10);
+    assert_eq!(stats.reasons[&Reason::TcpAllowed], 10);
     assert!(
         stats.sources.len() as u32 <= capacity + 2,
         "bounded: {} sources",

@@ -65,6 +65,14 @@ pub fn reason_name<S: serde::Serializer>(
     out.serialize_str(show_reason(*reason))
 }
 
+/// A map by reason as the output writes it: keyed by the reasons' names, in code order.
+fn by_name<V: Serialize, S: serde::Serializer>(
+    map: &BTreeMap<Reason, V>,
+    out: S,
+) -> Result<S::Ok, S::Error> {
+    out.collect_map(map.iter().map(|(reason, value)| (reason.name(), value)))
+}
+
 /// A source row's reason as the output names it.
 pub fn show_reason(reason: Option<Reason>) -> &'static str {
     reason.map_or("unknown", Reason::name)
@@ -80,11 +88,15 @@ pub struct Stats {
     /// Packets dry-run passed that enforcing would have dropped.
     pub would_drop: Total,
     /// Packets by reason (enforced and dry-run).
-    pub reasons: BTreeMap<&'static str, u64>,
+    #[serde(serialize_with = "by_name")]
+    pub reasons: BTreeMap<Reason, u64>,
     /// Bytes by reason (enforced and dry-run).
-    pub reason_bytes: BTreeMap<&'static str, u64>,
-    /// Packets dry-run passed that enforcing would have dropped, by reason.
-    pub would_drop_reasons: BTreeMap<&'static str, u64>,
+    #[serde(serialize_with = "by_name")]
+    pub reason_bytes: BTreeMap<Reason, u64>,
+    /// Packets dry-run passed that enforcing would have dropped, by reason (the reasons that
+    /// drop).
+    #[serde(serialize_with = "by_name")]
+    pub would_drop_reasons: BTreeMap<Reason, u64>,
     /// Dropped packets whose per-source counts were given up: a source seen once whose slot in
     /// the table of recent sources another took (spoofed floods), or a full map.
     pub sources_not_recorded: u64,
@@ -168,9 +180,7 @@ pub fn totals(slots: &[Counter]) -> Stats {
         if reason.is_drop() {
             stats.dropped.add(enforced);
             stats.would_drop.add(dry_run);
-            stats
-                .would_drop_reasons
-                .insert(reason.name(), dry_run.packets);
+            stats.would_drop_reasons.insert(reason, dry_run.packets);
             stats
                 .actions
                 .push((reason, Action::Drop, Total::from(enforced)));
@@ -187,10 +197,10 @@ pub fn totals(slots: &[Counter]) -> Stats {
         stats.passed.add(dry_run);
         stats
             .reasons
-            .insert(reason.name(), enforced.packets + dry_run.packets);
+            .insert(reason, enforced.packets + dry_run.packets);
         stats
             .reason_bytes
-            .insert(reason.name(), enforced.bytes + dry_run.bytes);
+            .insert(reason, enforced.bytes + dry_run.bytes);
     }
     stats
 }
@@ -209,7 +219,8 @@ pub struct Rates {
     pub dropped: Rate,
     pub passed: Rate,
     pub would_drop: Rate,
-    pub reasons: BTreeMap<&'static str, Rate>,
+    #[serde(serialize_with = "by_name")]
+    pub reasons: BTreeMap<Reason, Rate>,
     /// The busiest sources now, with their packet rate over the interval.
     pub sources: Vec<SourceRate>,
 }
@@ -239,12 +250,12 @@ pub fn rates(before: &Stats, after: &Stats, secs: f64) -> Rates {
     let reasons = after
         .reasons
         .iter()
-        .map(|(name, packets)| {
-            let old_packets = before.reasons.get(name).copied().unwrap_or(0);
-            let bytes = after.reason_bytes.get(name).copied().unwrap_or(0);
-            let old_bytes = before.reason_bytes.get(name).copied().unwrap_or(0);
+        .map(|(reason, packets)| {
+            let old_packets = before.reasons.get(reason).copied().unwrap_or(0);
+            let bytes = after.reason_bytes.get(reason).copied().unwrap_or(0);
+            let old_bytes = before.reason_bytes.get(reason).copied().unwrap_or(0);
             (
-                *name,
+                *reason,
                 per_sec(
                     packets.saturating_sub(old_packets),
                     bytes.saturating_sub(old_bytes),

@@ -36,9 +36,9 @@ fn totals_split_drops_passes_and_dry_run() {
             bytes: 120
         }
     );
-    assert_eq!(stats.reasons["udp_port"], 3);
-    assert_eq!(stats.reasons["tcp_not_allowed"], 2);
-    assert_eq!(stats.reasons["tcp_allowed"], 1);
+    assert_eq!(stats.reasons[&Reason::UdpPort], 3);
+    assert_eq!(stats.reasons[&Reason::TcpNotAllowed], 2);
+    assert_eq!(stats.reasons[&Reason::TcpAllowed], 1);
     assert_eq!(stats.reasons.len(), Reason::ALL.len());
     assert_eq!(stats.sources_not_recorded, 4);
 }
@@ -59,13 +59,13 @@ fn rates_come_from_deltas() {
         }
     );
     assert_eq!(
-        r.reasons["udp_port"],
+        r.reasons[&Reason::UdpPort],
         Rate {
             pps: 10.0,
             bps: 8000.0
         }
     );
-    assert_eq!(r.reasons["tcp_allowed"], Rate::default());
+    assert_eq!(r.reasons[&Reason::TcpAllowed], Rate::default());
 }
 
 #[test]

@@ -46,11 +46,11 @@ pub(super) fn run(state: &StateDir, args: &StatsArgs, json: bool) -> anyhow::Res
         ("would drop (dry-run)", Align::Right),
     ]);
     for reason in Reason::ALL {
-        let packets = stats.reasons.get(reason.name()).copied().unwrap_or(0);
+        let packets = stats.reasons.get(&reason).copied().unwrap_or(0);
         let verdict = if reason.is_drop() { "drop" } else { "pass" };
         let would = stats
             .would_drop_reasons
-            .get(reason.name())
+            .get(&reason)
             .map_or("-".into(), u64::to_string);
         reasons.row(vec![
             reason.name().into(),
@@ -151,13 +151,7 @@ fn render_rates(rates: &stats::Rates) -> String {
         ("bps", Align::Right),
     ]);
     for reason in Reason::ALL {
-        let [pps, bps] = rate(
-            rates
-                .reasons
-                .get(reason.name())
-                .copied()
-                .unwrap_or_default(),
-        );
+        let [pps, bps] = rate(rates.reasons.get(&reason).copied().unwrap_or_default());
         reasons.row(vec![reason.name().into(), pps, bps]);
     }
     let mut sources = Table::new(&[
