@@ -10,7 +10,7 @@
 //! which cannot be pinned: attach then fails cleanly). A link refuses an interface that already
 //! has an XDP program (EBUSY), and native and generic XDP cannot be mixed on one (EEXIST).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, io};
 
 use aya::EbpfLoader;
 use ipnet::IpNet;
@@ -93,8 +93,16 @@ impl AttachRequest {
         }
     }
 
-    fn link_error(&self, err: String) -> Error {
-        Error::Link {
+    fn pin_error(&self, what: &'static str) -> impl Fn(io::Error) -> Error {
+        move |err| Error::Pin {
+            iface: self.iface.clone(),
+            what,
+            err,
+        }
+    }
+
+    fn netlink_error(&self, err: io::Error) -> Error {
+        Error::Netlink {
             iface: self.iface.clone(),
             err,
         }
@@ -255,15 +263,19 @@ fn attach_locked(
         }
     };
 
+    let at = Attaching {
+        ebpf: &mut ebpf,
+        program,
+        state,
+        maps: &mut maps,
+        req,
+        ifindex,
+    };
     let attached = match next {
-        _ if req.replace && chained => {
-            chain::replace_program(&mut ebpf, program, state, &mut maps, req, ifindex)
-        }
-        _ if req.replace => replace_program(&mut ebpf, program, state, &mut maps, req, ifindex),
-        Some(next) => {
-            chain::attach_program(&mut ebpf, program, state, &mut maps, req, ifindex, next)
-        }
-        None => attach_program(&mut ebpf, program, state, &mut maps, req, ifindex),
+        _ if req.replace && chained => chain::replace_program(at),
+        _ if req.replace => replace_program(at),
+        Some(next) => chain::attach_program(at, next),
+        None => attach_program(at),
     };
     if attached.is_ok() && req.replace {
         // The program is swapped in already: a cache that cannot be emptied is worth a warning,
@@ -273,12 +285,12 @@ fn attach_locked(
         }
     }
     match attached {
-        Ok((attachment, native_error, prog_id)) => Ok(Attached {
+        Ok(made) => Ok(Attached {
             iface: req.iface.clone(),
             ifindex,
-            attachment,
-            native_error,
-            prog_id,
+            attachment: made.attachment,
+            native_error: made.native_error,
+            prog_id: made.prog_id,
             created_state: fresh,
             ports: policy.ports.iter().copied().collect(),
             dry_run: policy.dry_run,
@@ -301,6 +313,26 @@ fn attach_locked(
         }
     }
 }
+/// One interface's attach under way: the loaded object, its program for the interface's
+/// framing, and where the records go. What [`link`] and [`chain`] attach and replace with.
+struct Attaching<'a> {
+    ebpf: &'a mut aya::Ebpf,
+    /// The program's name in the object.
+    program: &'a str,
+    state: &'a StateDir,
+    maps: &'a mut Maps,
+    req: &'a AttachRequest,
+    ifindex: u32,
+}
+
+/// What attaching or replacing made.
+struct Made {
+    attachment: Attachment,
+    /// Why native mode was not used when `auto` fell back to skb.
+    native_error: Option<String>,
+    prog_id: u32,
+}
+
 /// A step of undoing a failed attach: a failure is said (it leaves pins or records behind,
 /// which the next attach or detach removes), and the attach's own error is still the one
 /// returned.

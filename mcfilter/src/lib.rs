@@ -181,8 +181,37 @@ pub enum Error {
         #[source]
         err: aya::programs::ProgramError,
     },
-    #[error("XDP link on {iface}: {err}")]
-    Link { iface: String, err: String },
+    #[error("{iface}: {what}")]
+    Pin {
+        iface: String,
+        what: &'static str,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{iface}: unpinning mcfilter's link")]
+    Unpin {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{iface}: reading its XDP program through netlink")]
+    Netlink {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{iface}: removing the XDP program another tool attached")]
+    RemoveForeign {
+        iface: String,
+        #[source]
+        err: io::Error,
+    },
+    #[error("{iface}: mcfilter's pinned program")]
+    PinnedProgram {
+        iface: String,
+        #[source]
+        err: aya::programs::ProgramError,
+    },
     #[error("mcfilter cannot run in front of {next} on {iface}: {}; nothing was changed", why.why())]
     Unchainable {
         iface: String,

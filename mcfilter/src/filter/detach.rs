@@ -37,9 +37,9 @@ pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
     } else {
         // Unpinning the link detaches the program: from here on the interface is not attached,
         // whatever else this command gets done before it is stopped.
-        unpin_link(state, ifindex).map_err(|err| Error::Link {
+        unpin_link(state, ifindex).map_err(|err| Error::Unpin {
             iface: iface.to_owned(),
-            err: err.to_string(),
+            err,
         })?;
         HandBack::Nothing
     };

@@ -6,73 +6,32 @@ use std::io;
 use aya::programs::{
     Xdp,
     links::{FdLink, PinnedLink},
-    xdp::XdpLink,
+    xdp::{XdpLink, XdpLinkId},
 };
 use mcfilter_common::{IfaceInfo, IfaceMeta};
 
-use super::{AttachRequest, Attachment, Mode, undone};
+use super::{AttachRequest, Attaching, Attachment, Made, undone};
 use crate::{Error, maps::Maps, netlink, pin::StateDir, sys};
 
-pub(super) fn attach_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-) -> Result<(Attachment, Option<String>, u32), Error> {
+pub(super) fn attach_program(at: Attaching<'_>) -> Result<Made, Error> {
+    let Attaching {
+        ebpf,
+        program: name,
+        state,
+        maps,
+        req,
+        ifindex,
+    } = at;
     let attach_err = |err| req.attach_error(err);
     let program = load_program(ebpf, name, req)?;
-
-    let mut native_error = None;
-    let mut made = None;
-    for &attachment in req.mode.tries() {
-        match program.attach_to_if_index(ifindex, attachment.into()) {
-            Ok(link_id) => {
-                made = Some((attachment, link_id));
-                break;
-            }
-            Err(err) if matches!(errno(&err), Some(libc::EBUSY | libc::EEXIST)) => {
-                if !req.force {
-                    return Err(Error::ForeignProgram {
-                        iface: req.iface.clone(),
-                    });
-                }
-                remove_foreign(req, ifindex)?;
-                match program.attach_to_if_index(ifindex, attachment.into()) {
-                    Ok(link_id) => {
-                        made = Some((attachment, link_id));
-                        break;
-                    }
-                    Err(err) => return Err(attach_err(err)),
-                }
-            }
-            Err(err) if attachment == Attachment::Native && req.mode == Mode::Auto => {
-                native_error = Some(if errno(&err) == Some(libc::EOPNOTSUPP) {
-                    "the driver has no native XDP support".to_owned()
-                } else {
-                    error_chain(&err)
-                });
-            }
-            Err(err)
-                if attachment == Attachment::Native && errno(&err) == Some(libc::EOPNOTSUPP) =>
-            {
-                return Err(Error::NativeUnsupported {
-                    iface: req.iface.clone(),
-                });
-            }
-            Err(err) => return Err(attach_err(err)),
-        }
-    }
-    let (attachment, link_id) = made.ok_or_else(|| req.link_error("no XDP mode to try".into()))?;
+    let (attachment, link_id, native_error) = attach_first(program, req, ifindex)?;
     crate::fault::step();
     let prog_id = program.info().map_err(attach_err)?.id();
     let link = program.take_link(link_id).map_err(attach_err)?;
-    let link_err = |err: String| req.link_error(err);
-    let fd_link = FdLink::try_from(link).map_err(|err| {
-        link_err(format!(
-            "the kernel made no bpf_link ({err}); XDP through a bpf_link needs Linux 5.9"
-        ))
+    let fd_link = FdLink::try_from(link).map_err(|_| Error::MissingFeature {
+        feature: "XDP through a bpf_link",
+        since: "5.9",
+        release: crate::kernel::release(),
     })?;
     // The records first, the link's pin last: until it is pinned, the link lives only as long as
     // this process (a kill detaches the program), and the interface counts as attached only once
@@ -96,27 +55,79 @@ pub(super) fn attach_program(
         );
         let meta = crate::maps::forget_iface_meta(state, ifindex);
         undone(&req.iface, "forgetting its build record", meta);
-        return Err(link_err(format!("pinning: {err}")));
+        return Err(req.pin_error("pinning its link")(io::Error::other(err)));
     }
     crate::fault::step();
-    Ok((attachment, native_error, prog_id))
+    Ok(Made {
+        attachment,
+        native_error,
+        prog_id,
+    })
+}
+
+/// Attaches `program` in the first of the request's modes that takes it (removing another
+/// tool's program first with `--force`); with `auto`, says why native mode did not.
+fn attach_first(
+    program: &mut Xdp,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<(Attachment, XdpLinkId, Option<String>), Error> {
+    let attach_err = |err| req.attach_error(err);
+    let mut native_error = None;
+    let mut tries = req.mode.tries().iter().peekable();
+    while let Some(&attachment) = tries.next() {
+        let err = match program.attach_to_if_index(ifindex, attachment.into()) {
+            Ok(link_id) => return Ok((attachment, link_id, native_error)),
+            Err(err) => err,
+        };
+        if matches!(errno(&err), Some(libc::EBUSY | libc::EEXIST)) {
+            if !req.force {
+                return Err(Error::ForeignProgram {
+                    iface: req.iface.clone(),
+                });
+            }
+            remove_foreign(req, ifindex)?;
+            return program
+                .attach_to_if_index(ifindex, attachment.into())
+                .map(|link_id| (attachment, link_id, native_error))
+                .map_err(attach_err);
+        }
+        let unsupported = errno(&err) == Some(libc::EOPNOTSUPP);
+        if attachment == Attachment::Native && tries.peek().is_some() {
+            // `auto`: skb mode next.
+            native_error = Some(if unsupported {
+                "the driver has no native XDP support".to_owned()
+            } else {
+                error_chain(&err)
+            });
+        } else if attachment == Attachment::Native && unsupported {
+            return Err(Error::NativeUnsupported {
+                iface: req.iface.clone(),
+            });
+        } else {
+            return Err(attach_err(err));
+        }
+    }
+    unreachable!("every mode has a first try")
 }
 
 /// Swaps this build's program in through the pinned link (`bpf_link_update`: atomic, so no
 /// packet meets the interface without a program) and records its id.
-pub(super) fn replace_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-) -> Result<(Attachment, Option<String>, u32), Error> {
+pub(super) fn replace_program(at: Attaching<'_>) -> Result<Made, Error> {
+    let Attaching {
+        ebpf,
+        program: name,
+        state,
+        maps,
+        req,
+        ifindex,
+    } = at;
     let attach_err = |err| req.attach_error(err);
-    let link_err = |err: String| req.link_error(err);
     let program = load_program(ebpf, name, req)?;
-    let pinned = PinnedLink::from_pin(state.link(ifindex)).map_err(|e| link_err(e.to_string()))?;
-    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| link_err(e.to_string()))?;
+    let pinned = PinnedLink::from_pin(state.link(ifindex))
+        .map_err(|err| req.pin_error("reading its pinned link")(io::Error::other(err)))?;
+    let link = XdpLink::try_from(FdLink::from(pinned))
+        .map_err(|err| req.pin_error("reading its pinned link")(io::Error::other(err)))?;
     let link_id = program.attach_to_link(link).map_err(attach_err)?;
     crate::fault::step();
     // The link stays pinned where it was; this handle only closes its fd when dropped.
@@ -131,7 +142,11 @@ pub(super) fn replace_program(
         );
         Attachment::Native
     });
-    Ok((attachment, None, prog_id))
+    Ok(Made {
+        attachment,
+        native_error: None,
+        prog_id,
+    })
 }
 
 /// Records program `prog_id` as the one a replace swapped in on `ifindex`, keeping the rest of
@@ -147,7 +162,9 @@ pub(super) fn record_replaced(
         .ifaces()?
         .into_iter()
         .find_map(|(index, info)| (index == ifindex).then_some(info))
-        .ok_or_else(|| req.link_error("no record of this interface in the state".into()))?;
+        .ok_or_else(|| Error::NotAttachedTo {
+            iface: req.iface.clone(),
+        })?;
     info.prog_id = prog_id;
     maps.record_iface(ifindex, info)?;
     crate::fault::step();
@@ -220,7 +237,10 @@ pub(super) fn remove_foreign(req: &AttachRequest, ifindex: u32) -> Result<(), Er
             // A mode the driver does not support holds no program.
             Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             Err(err) => {
-                return Err(req.link_error(format!("removing the foreign XDP program: {err}")));
+                return Err(Error::RemoveForeign {
+                    iface: req.iface.clone(),
+                    err,
+                });
             }
         }
     }

@@ -15,7 +15,7 @@
 //! using it: the same type (XDP), both JITed or both not, and the same `xdp.frags` support
 //! (Linux 5.18); a failed tail call falls through, and mcfilter then passes the packet.
 
-use std::os::fd::AsFd as _;
+use std::{io, os::fd::AsFd as _};
 
 use aya::{
     maps::{MapData, ProgramArray},
@@ -31,7 +31,10 @@ use next::by_id;
 pub use next::{Next, NextError, Unchainable, program_name};
 pub(super) use next::{NextProgram, resolve};
 
-use super::{AttachRequest, Attachment, Mode, load_program, loaded, record_replaced, this_build};
+use super::{
+    AttachRequest, Attaching, Attachment, Made, Mode, load_program, loaded, record_replaced,
+    this_build,
+};
 use crate::{
     Error,
     maps::Maps,
@@ -42,15 +45,15 @@ use crate::{
 /// Attaches a program that chains to `next`: through netlink, with its program pinned (netlink
 /// holds no link). The records and the program's pin come first, the swap on the interface
 /// last; a failure undoes them, and the interface keeps the program it had.
-pub(super) fn attach_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-    next: &NextProgram,
-) -> Result<(Attachment, Option<String>, u32), Error> {
+pub(super) fn attach_program(at: Attaching<'_>, next: &NextProgram) -> Result<Made, Error> {
+    let Attaching {
+        ebpf,
+        program: name,
+        state,
+        maps,
+        req,
+        ifindex,
+    } = at;
     let attach_err = |err| req.attach_error(err);
     load_program(ebpf, name, req)?;
     set_next(ebpf, next, req)?;
@@ -89,7 +92,7 @@ pub(super) fn attach_program(
     };
     if let Err(err) = program.pin(state.program(ifindex)) {
         undo(maps);
-        return Err(req.link_error(format!("pinning the program: {err}")));
+        return Err(req.pin_error("pinning its program")(io::Error::other(err)));
     }
     crate::fault::step();
     let made = match attach(program, next, req, ifindex) {
@@ -103,22 +106,27 @@ pub(super) fn attach_program(
     if made != first_mode {
         record(maps, made)?;
     }
-    Ok((made, None, prog_id))
+    Ok(Made {
+        attachment: made,
+        native_error: None,
+        prog_id,
+    })
 }
 
 /// Swaps this build's program in on a chained interface (`--replace`): one netlink replace that
 /// expects mcfilter's program there, then the new program's pin takes the old one's place by a
 /// rename, so the state never lacks a pinned program for the interface.
-pub(super) fn replace_program(
-    ebpf: &mut aya::Ebpf,
-    name: &str,
-    state: &StateDir,
-    maps: &mut Maps,
-    req: &AttachRequest,
-    ifindex: u32,
-) -> Result<(Attachment, Option<String>, u32), Error> {
+pub(super) fn replace_program(at: Attaching<'_>) -> Result<Made, Error> {
+    let Attaching {
+        ebpf,
+        program: name,
+        state,
+        maps,
+        req,
+        ifindex,
+    } = at;
     let attach_err = |err| req.attach_error(err);
-    let link_err = |err: String| req.link_error(err);
+    let pin_err = req.pin_error("pinning its program");
     let program = load_program(ebpf, name, req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
     let made = replace(state, program, req, ifindex)?;
@@ -128,13 +136,16 @@ pub(super) fn replace_program(
     crate::pin::remove_pin(&fresh_pin)?;
     program
         .pin(&fresh_pin)
-        .map_err(|err| link_err(format!("pinning the program: {err}")))?;
+        .map_err(|err| pin_err(io::Error::other(err)))?;
     crate::fault::step();
-    std::fs::rename(&fresh_pin, state.program(ifindex))
-        .map_err(|err| link_err(format!("pinning the program: {err}")))?;
+    std::fs::rename(&fresh_pin, state.program(ifindex)).map_err(&pin_err)?;
     crate::fault::step();
     record_replaced(state, maps, req, ifindex, prog_id)?;
-    Ok((made, None, prog_id))
+    Ok(Made {
+        attachment: made,
+        native_error: None,
+        prog_id,
+    })
 }
 
 /// Puts `next` into the loaded object's program array: the kernel refuses a program it could
@@ -142,7 +153,7 @@ pub(super) fn replace_program(
 fn set_next(ebpf: &mut aya::Ebpf, next: &NextProgram, req: &AttachRequest) -> Result<(), Error> {
     let map = ebpf
         .map_mut(map_names::NEXT)
-        .ok_or_else(|| req.link_error("the object has no program array".into()))?;
+        .expect("mcfilter's object has the next program's array");
     let mut array: ProgramArray<&mut MapData> =
         ProgramArray::try_from(map).map_err(|err| Error::Map {
             name: map_names::NEXT,
@@ -183,7 +194,6 @@ fn attach(
         .map_err(swap_err)?;
         return Ok(attachment(mode));
     }
-    let mut last = None;
     for mode in req.mode.tries().iter().map(|&mode| XdpMode::from(mode)) {
         let flag = mode.flag().unwrap_or_default();
         match netlink::attach_xdp(
@@ -193,16 +203,14 @@ fn attach(
             None,
         ) {
             Ok(()) => return Ok(attachment(mode)),
-            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => last = Some(err),
+            Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
             Err(err) => return Err(swap_err(err)),
         }
     }
-    Err(last.map_or_else(
-        || req.link_error("no XDP mode to try".into()),
-        |_| Error::NativeUnsupported {
-            iface: req.iface.clone(),
-        },
-    ))
+    // Every mode tried said the driver does not support it.
+    Err(Error::NativeUnsupported {
+        iface: req.iface.clone(),
+    })
 }
 
 /// Swaps `program` in for the chained program on `ifindex` (`attach --replace`): the one
@@ -270,10 +278,11 @@ pub(super) fn hand_back(
         iface: iface.to_owned(),
         err,
     };
-    let ours = ProgramInfo::from_pin(state.program(ifindex)).map_err(|err| Error::Link {
+    let pinned_err = |err| Error::PinnedProgram {
         iface: iface.to_owned(),
-        err: err.to_string(),
-    })?;
+        err,
+    };
+    let ours = ProgramInfo::from_pin(state.program(ifindex)).map_err(pinned_err)?;
     let Some((id, mode)) = netlink::attached(ifindex).map_err(swap_err)? else {
         return Ok(HandBack::LeftAlone);
     };
@@ -281,15 +290,11 @@ pub(super) fn hand_back(
         return Ok(HandBack::LeftAlone);
     }
     let flag = mode.flag().unwrap_or_default() | XDP_FLAGS_REPLACE;
-    let ours_fd = ours.fd().map_err(|err| Error::Link {
-        iface: iface.to_owned(),
-        err: err.to_string(),
-    })?;
+    let ours_fd = ours.fd().map_err(pinned_err)?;
     // The next program lives as long as the program array holds it, so it is there to find.
     let next_fd = by_id(next).and_then(|info| {
-        info.fd().map_err(|err| Error::Link {
-            iface: iface.to_owned(),
-            err: err.to_string(),
+        info.fd().map_err(|_| Error::NoSuchProgram {
+            next: format!("id:{next}"),
         })
     })?;
     netlink::attach_xdp(ifindex, next_fd.as_fd(), flag, Some(ours_fd.as_fd())).map_err(swap_err)?;

@@ -116,7 +116,7 @@ pub(in crate::filter) fn resolve(
         next: next.to_string(),
         why,
     };
-    let attached = netlink::attached(ifindex).map_err(|err| req.link_error(err.to_string()))?;
+    let attached = netlink::attached(ifindex).map_err(|err| req.netlink_error(err))?;
     let (info, replaces) = match next {
         Next::Existing => {
             let (id, mode) = attached.ok_or_else(|| Error::NothingToChain {
