@@ -263,7 +263,7 @@ fn attach_locked(
         }
     };
 
-    let at = Attaching {
+    let mut at = Attaching {
         ebpf: &mut ebpf,
         program,
         state,
@@ -272,10 +272,10 @@ fn attach_locked(
         ifindex,
     };
     let attached = match next {
-        _ if req.replace && chained => chain::replace_program(at),
-        _ if req.replace => replace_program(at),
-        Some(next) => chain::attach_program(at, next),
-        None => attach_program(at),
+        _ if req.replace && chained => chain::replace_program(&mut at),
+        _ if req.replace => replace_program(&mut at),
+        Some(next) => chain::attach_program(&mut at, next),
+        None => attach_program(&mut at),
     };
     if attached.is_ok() && req.replace {
         // The program is swapped in already: a cache that cannot be emptied is worth a warning,

@@ -13,18 +13,10 @@ use mcfilter_common::{IfaceInfo, IfaceMeta};
 use super::{AttachRequest, Attaching, Attachment, Made, undone};
 use crate::{Error, maps::Maps, netlink, pin::StateDir, sys};
 
-pub(super) fn attach_program(at: Attaching<'_>) -> Result<Made, Error> {
-    let Attaching {
-        ebpf,
-        program: name,
-        state,
-        maps,
-        req,
-        ifindex,
-    } = at;
-    let attach_err = |err| req.attach_error(err);
-    let program = load_program(ebpf, name, req)?;
-    let (attachment, link_id, native_error) = attach_first(program, req, ifindex)?;
+pub(super) fn attach_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
+    let attach_err = |err| at.req.attach_error(err);
+    let program = load_program(at.ebpf, at.program, at.req)?;
+    let (attachment, link_id, native_error) = attach_first(program, at.req, at.ifindex)?;
     crate::fault::step();
     let prog_id = program.info().map_err(attach_err)?.id();
     let link = program.take_link(link_id).map_err(attach_err)?;
@@ -38,24 +30,24 @@ pub(super) fn attach_program(at: Attaching<'_>) -> Result<Made, Error> {
     // it is (see `status`). Records left by a failure or a kill are removed by the next attach
     // or detach.
     let info = IfaceInfo {
-        name: sys::name_to_bytes(&req.iface),
+        name: sys::name_to_bytes(&at.req.iface),
         mode: attachment.code(),
         prog_id,
     };
-    maps.record_iface(ifindex, info)?;
+    at.maps.record_iface(at.ifindex, info)?;
     crate::fault::step();
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service, 0))?;
+    crate::maps::set_iface_meta(at.state, at.ifindex, this_build(at.req.service, 0))?;
     crate::fault::step();
     // If pinning fails, dropping the link detaches the program again.
-    if let Err(err) = fd_link.pin(state.link(ifindex)) {
+    if let Err(err) = fd_link.pin(at.state.link(at.ifindex)) {
         undone(
-            &req.iface,
+            &at.req.iface,
             "forgetting its record",
-            maps.forget_iface(ifindex),
+            at.maps.forget_iface(at.ifindex),
         );
-        let meta = crate::maps::forget_iface_meta(state, ifindex);
-        undone(&req.iface, "forgetting its build record", meta);
-        return Err(req.pin_error("pinning its link")(io::Error::other(err)));
+        let meta = crate::maps::forget_iface_meta(at.state, at.ifindex);
+        undone(&at.req.iface, "forgetting its build record", meta);
+        return Err(at.req.pin_error("pinning its link")(io::Error::other(err)));
     }
     crate::fault::step();
     Ok(Made {
@@ -113,31 +105,23 @@ fn attach_first(
 
 /// Swaps this build's program in through the pinned link (`bpf_link_update`: atomic, so no
 /// packet meets the interface without a program) and records its id.
-pub(super) fn replace_program(at: Attaching<'_>) -> Result<Made, Error> {
-    let Attaching {
-        ebpf,
-        program: name,
-        state,
-        maps,
-        req,
-        ifindex,
-    } = at;
-    let attach_err = |err| req.attach_error(err);
-    let program = load_program(ebpf, name, req)?;
-    let pinned = PinnedLink::from_pin(state.link(ifindex))
-        .map_err(|err| req.pin_error("reading its pinned link")(io::Error::other(err)))?;
+pub(super) fn replace_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
+    let attach_err = |err| at.req.attach_error(err);
+    let program = load_program(at.ebpf, at.program, at.req)?;
+    let pinned = PinnedLink::from_pin(at.state.link(at.ifindex))
+        .map_err(|err| at.req.pin_error("reading its pinned link")(io::Error::other(err)))?;
     let link = XdpLink::try_from(FdLink::from(pinned))
-        .map_err(|err| req.pin_error("reading its pinned link")(io::Error::other(err)))?;
+        .map_err(|err| at.req.pin_error("reading its pinned link")(io::Error::other(err)))?;
     let link_id = program.attach_to_link(link).map_err(attach_err)?;
     crate::fault::step();
     // The link stays pinned where it was; this handle only closes its fd when dropped.
     drop(program.take_link(link_id).map_err(attach_err)?);
     let prog_id = program.info().map_err(attach_err)?.id();
-    let info = record_replaced(state, maps, req, ifindex, prog_id)?;
+    let info = record_replaced(at.state, at.maps, at.req, at.ifindex, prog_id)?;
     let attachment = Attachment::from_code(info.mode).unwrap_or_else(|| {
         log::warn!(
-            "{}: the state records mode {} for it, which this build does not know; reporting native",
-            req.iface,
+            "{}: the at.state records mode {} for it, which this build does not know; reporting native",
+            at.req.iface,
             info.mode
         );
         Attachment::Native

@@ -45,66 +45,60 @@ use crate::{
 /// Attaches a program that chains to `next`: through netlink, with its program pinned (netlink
 /// holds no link). The records and the program's pin come first, the swap on the interface
 /// last; a failure undoes them, and the interface keeps the program it had.
-pub(super) fn attach_program(at: Attaching<'_>, next: &NextProgram) -> Result<Made, Error> {
-    let Attaching {
-        ebpf,
-        program: name,
-        state,
-        maps,
-        req,
-        ifindex,
-    } = at;
-    let attach_err = |err| req.attach_error(err);
-    load_program(ebpf, name, req)?;
-    set_next(ebpf, next, req)?;
+pub(super) fn attach_program(at: &mut Attaching<'_>, next: &NextProgram) -> Result<Made, Error> {
+    let attach_err = |err| at.req.attach_error(err);
+    load_program(at.ebpf, at.program, at.req)?;
+    set_next(at.ebpf, next, at.req)?;
     crate::fault::step();
-    let program = loaded(ebpf, name, req)?;
+    let program = loaded(at.ebpf, at.program, at.req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
-    let record = |maps: &mut Maps, attachment: Attachment| {
-        maps.record_iface(
-            ifindex,
+    let record = |records: &mut Maps, attachment: Attachment| {
+        records.record_iface(
+            at.ifindex,
             IfaceInfo {
-                name: sys::name_to_bytes(&req.iface),
+                name: sys::name_to_bytes(&at.req.iface),
                 mode: attachment.code(),
                 prog_id,
             },
         )
     };
-    let first_mode = match (next.replaces, req.mode) {
+    let first_mode = match (next.replaces, at.req.mode) {
         (Some(mode), _) => attachment(mode),
         (None, Mode::Skb) => Attachment::Skb,
         (None, Mode::Auto | Mode::Native) => Attachment::Native,
     };
-    record(maps, first_mode)?;
+    record(at.maps, first_mode)?;
     crate::fault::step();
-    crate::maps::set_iface_meta(state, ifindex, this_build(req.service, next.id))?;
+    crate::maps::set_iface_meta(at.state, at.ifindex, this_build(at.req.service, next.id))?;
     crate::fault::step();
-    let undo = |maps: &mut Maps| {
-        let program = crate::pin::remove_pin(&state.program(ifindex));
-        super::undone(&req.iface, "unpinning its program", program);
+    let undo = |records: &mut Maps| {
+        let program = crate::pin::remove_pin(&at.state.program(at.ifindex));
+        super::undone(&at.req.iface, "unpinning its program", program);
         super::undone(
-            &req.iface,
+            &at.req.iface,
             "forgetting its record",
-            maps.forget_iface(ifindex),
+            records.forget_iface(at.ifindex),
         );
-        let meta = crate::maps::forget_iface_meta(state, ifindex);
-        super::undone(&req.iface, "forgetting its build record", meta);
+        let meta = crate::maps::forget_iface_meta(at.state, at.ifindex);
+        super::undone(&at.req.iface, "forgetting its build record", meta);
     };
-    if let Err(err) = program.pin(state.program(ifindex)) {
-        undo(maps);
-        return Err(req.pin_error("pinning its program")(io::Error::other(err)));
+    if let Err(err) = program.pin(at.state.program(at.ifindex)) {
+        undo(at.maps);
+        return Err(at.req.pin_error("pinning its program")(io::Error::other(
+            err,
+        )));
     }
     crate::fault::step();
-    let made = match attach(program, next, req, ifindex) {
+    let made = match attach(program, next, at.req, at.ifindex) {
         Ok(made) => made,
         Err(err) => {
-            undo(maps);
+            undo(at.maps);
             return Err(err);
         }
     };
     crate::fault::step();
     if made != first_mode {
-        record(maps, made)?;
+        record(at.maps, made)?;
     }
     Ok(Made {
         attachment: made,
@@ -116,31 +110,23 @@ pub(super) fn attach_program(at: Attaching<'_>, next: &NextProgram) -> Result<Ma
 /// Swaps this build's program in on a chained interface (`--replace`): one netlink replace that
 /// expects mcfilter's program there, then the new program's pin takes the old one's place by a
 /// rename, so the state never lacks a pinned program for the interface.
-pub(super) fn replace_program(at: Attaching<'_>) -> Result<Made, Error> {
-    let Attaching {
-        ebpf,
-        program: name,
-        state,
-        maps,
-        req,
-        ifindex,
-    } = at;
-    let attach_err = |err| req.attach_error(err);
-    let pin_err = req.pin_error("pinning its program");
-    let program = load_program(ebpf, name, req)?;
+pub(super) fn replace_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
+    let attach_err = |err| at.req.attach_error(err);
+    let pin_err = at.req.pin_error("pinning its program");
+    let program = load_program(at.ebpf, at.program, at.req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
-    let made = replace(state, program, req, ifindex)?;
+    let made = replace(at.state, program, at.req, at.ifindex)?;
     crate::fault::step();
     // bpffs names cannot hold a dot.
-    let fresh_pin = state.path().join(format!("prog_new_{ifindex}"));
+    let fresh_pin = at.state.path().join(format!("prog_new_{}", at.ifindex));
     crate::pin::remove_pin(&fresh_pin)?;
     program
         .pin(&fresh_pin)
         .map_err(|err| pin_err(io::Error::other(err)))?;
     crate::fault::step();
-    std::fs::rename(&fresh_pin, state.program(ifindex)).map_err(&pin_err)?;
+    std::fs::rename(&fresh_pin, at.state.program(at.ifindex)).map_err(&pin_err)?;
     crate::fault::step();
-    record_replaced(state, maps, req, ifindex, prog_id)?;
+    record_replaced(at.state, at.maps, at.req, at.ifindex, prog_id)?;
     Ok(Made {
         attachment: made,
         native_error: None,
