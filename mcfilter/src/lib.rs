@@ -20,12 +20,12 @@
 
 pub mod allow;
 pub mod audit;
-mod batch;
 pub mod build;
 pub mod exposure;
 pub mod fault;
 pub mod filter;
 pub mod kernel;
+mod map_ops;
 pub mod maps;
 pub mod memory;
 mod netlink;

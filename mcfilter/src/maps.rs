@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
 use mcfilter_common::{
     Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IfaceMeta, IpKey, PendingSource,
     SourceStats, frag_timeout_slot, map_names,
@@ -12,6 +12,7 @@ use mcfilter_common::{
 use crate::{
     Error,
     allow::{AllowList, Recovery},
+    map_ops::gone,
     pin::{StateDir, StateLock},
 };
 
@@ -180,15 +181,6 @@ pub fn forget_iface_meta(state: &StateDir, ifindex: u32) -> Result<(), Error> {
     }
     let (mut map, _): (HashMap<MapData, u32, IfaceMeta>, _) = open(state, map_names::IFACE_META)?;
     gone(map.remove(&ifindex)).map_err(map_err(map_names::IFACE_META))
-}
-
-/// A removal's result, where a key that is not there is success (the kernel says ENOENT).
-pub(crate) fn gone(result: Result<(), MapError>) -> Result<(), MapError> {
-    match result {
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        other => other,
-    }
 }
 
 /// How long the program remembers a dropped datagram, in seconds (IPv4, IPv6); `None` for a

@@ -172,9 +172,11 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         drop_reflected: config.drop_reflected != 0,
         allow_entries: maps.allow.size()?,
         allow_capacity: maps.allow.capacity(),
-        sources_entries: crate::batch::count(IterableMap::map(&maps.sources)).map_err(Error::Io)?,
+        sources_entries: crate::map_ops::count(IterableMap::map(&maps.sources))
+            .map_err(Error::Io)?,
         sources_capacity: maps.sources_capacity,
-        fragments_entries: crate::batch::count(IterableMap::map(&maps.frags)).map_err(Error::Io)?,
+        fragments_entries: crate::map_ops::count(IterableMap::map(&maps.frags))
+            .map_err(Error::Io)?,
         fragments_capacity: maps.frags_capacity,
         fragments_timeouts_secs: crate::maps::frag_timeouts(state)?,
         kernel_memory,

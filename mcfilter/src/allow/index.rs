@@ -14,7 +14,7 @@ use super::{
     cidr::{address_key, from_key, is_host, to_key},
     gone,
 };
-use crate::{Error, batch};
+use crate::{Error, map_ops};
 
 /// A list longer than this gets its addresses indexed: a client among a thousand entries walks
 /// about ten trie nodes, more than one hash lookup costs (README, Performance).
@@ -69,11 +69,12 @@ impl AllowList {
 
     /// Puts addresses into the index (after the trie has them), thousands a system call.
     pub(super) fn add_to_index(&mut self, addresses: &[IpKey]) -> Result<(), Error> {
-        let calls =
-            batch::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| Error::MapBatch {
+        let calls = map_ops::insert(self.hosts.map(), addresses, ALLOWED).map_err(|err| {
+            Error::MapBatch {
                 name: mcfilter_common::map_names::ALLOW_HOSTS,
                 err,
-            })?;
+            }
+        })?;
         (0..calls).for_each(|_| crate::fault::step());
         Ok(())
     }

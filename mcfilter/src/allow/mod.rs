@@ -338,7 +338,7 @@ fn state_err(err: MapError) -> Error {
 
 /// A removal's result, where "not there" is success.
 fn gone(result: Result<(), MapError>) -> Result<(), Error> {
-    crate::maps::gone(result).map_err(Error::allow_map)
+    crate::map_ops::gone(result).map_err(Error::allow_map)
 }
 
 fn is_full(err: &MapError) -> bool {

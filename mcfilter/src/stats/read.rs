@@ -10,7 +10,7 @@ use mcfilter_common::{Counter, IpKey, MAX_REASONS, SourceStats, map_names};
 
 use super::{PrefixRow, SourceRow, Stats, TopN, aggregate_prefix, fold_source, totals};
 use crate::{
-    Error, batch,
+    Error, map_ops,
     maps::{Maps, map_err},
     pin::StateDir,
     sys,
@@ -103,7 +103,7 @@ fn read_each_source(maps: &Maps, mut each: impl FnMut(SourceRow)) -> Result<Stat
     // Stream the LRU map in batches.
     let mut values = Vec::new();
     let mut present = 0u64;
-    batch::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
+    map_ops::for_each_percpu(&maps.sources, |key: IpKey, per_cpu: &[SourceStats]| {
         present += 1;
         values.clear();
         values.extend_from_slice(per_cpu);

@@ -1,4 +1,5 @@
-//! Batched map operations (Linux 5.6): reads of hash maps (BPF_MAP_LOOKUP_BATCH), so `stats`
+//! Map operations aya does not have: removals where a key that is not there is success
+//! ([`gone`]), and batched operations (Linux 5.6): reads of hash maps (BPF_MAP_LOOKUP_BATCH), so `stats`
 //! stays fast with a million live sources and `status` counts a map in a few calls, and inserts
 //! into hash maps (BPF_MAP_UPDATE_BATCH), so indexing a large allow-list's addresses does not add
 //! a system call per address. Thousands of entries per call instead of one or two calls per
@@ -12,7 +13,7 @@ use std::{
 
 use aya::{
     Pod,
-    maps::{IterableMap, MapData, MapType},
+    maps::{IterableMap, MapData, MapError, MapType},
 };
 
 /// `BPF_MAP_LOOKUP_BATCH` from `enum bpf_cmd`.
@@ -188,4 +189,13 @@ pub(crate) fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io:
         }
     }
     Ok(calls)
+}
+
+/// A removal's result, where a key that is not there is success (the kernel says ENOENT).
+pub(crate) fn gone(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        other => other,
+    }
 }
