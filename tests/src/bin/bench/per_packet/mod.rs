@@ -1,111 +1,23 @@
-//! Per-packet cost by class through BPF_PROG_TEST_RUN: mcfilter, the floor and xdp-filter.
+//! Per-packet cost by class through BPF_PROG_TEST_RUN: mcfilter, the floor and xdp-filter. The
+//! classes are in `classes.rs`, xdp-filter's loading in `xdp_filter.rs`.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, process::Command};
+use std::collections::BTreeSet;
 
-use ipnet::IpNet;
 use mcfilter_tests::{
     fixtures::*,
-    netns::NetNs,
     oracle::{Oracle, Policy},
     packet::*,
-    program::{Floor, Harness, Pinned},
+    program::{Floor, Harness},
 };
 use serde_json::json;
 
 use crate::{Options, Spread, median};
 
-/// `2001:db8::3`, a /128 entry of every [`allow_list`] (its fourth generated entry).
-const LISTED_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+mod classes;
+mod xdp_filter;
 
-/// The IPv4 address of generated entry `i` (a /32 unless `i % 10` says otherwise).
-fn generated_v4(i: u32) -> Ipv4Addr {
-    Ipv4Addr::from(0x0a00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761) >> 4))
-}
-
-/// An allow-list of `n` entries: mostly /32 and /128, some /24 and /64, always including the
-/// allowed fixtures' prefixes (`198.18.1.10/32`, `2001:db8:1::/48`) and [`LISTED_V6`].
-pub(crate) fn allow_list(n: usize) -> Vec<IpNet> {
-    let mut nets: BTreeSet<IpNet> = policy().allow.into_iter().collect();
-    let mut i: u32 = 0;
-    while nets.len() < n {
-        let v4 = generated_v4(i);
-        let net = match i % 10 {
-            0 => IpNet::new(v4.into(), 24),
-            1 | 2 => IpNet::new(
-                std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i) << 64).into(),
-                64,
-            ),
-            3 => IpNet::new(
-                std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | u128::from(i)).into(),
-                128,
-            ),
-            _ => IpNet::new(v4.into(), 32),
-        }
-        .expect("prefix")
-        .trunc();
-        nets.insert(net);
-        i += 1;
-    }
-    nets.into_iter().collect()
-}
-
-/// xdp-filter (xdp-tools, Debian) with its default features, dropping UDP and TCP to 11211,
-/// loaded on a veth in a namespace of its own without libxdp's dispatcher and pinned so that
-/// the same frames can be run through it. Removed on drop.
-struct XdpFilter {
-    ns: NetNs,
-    pin: std::path::PathBuf,
-    program: Pinned,
-}
-
-impl XdpFilter {
-    fn load() -> Self {
-        let ns = NetNs::new("xdpf");
-        ns.ip(&["link", "add", "xf0", "type", "veth", "peer", "name", "xf1"]);
-        ns.ip(&["link", "set", "xf0", "up"]);
-        let run = |args: &[&str]| {
-            let out = ns
-                .command("xdp-filter")
-                .args(args)
-                .env("LIBXDP_SKIP_DISPATCHER", "1")
-                .output()
-                .expect("run xdp-filter (Debian package xdp-tools)");
-            assert!(out.status.success(), "xdp-filter {args:?}: {out:?}");
-        };
-        run(&["load", "xf0", "--mode", "skb"]);
-        run(&["port", "11211", "--proto", "udp", "--mode", "dst"]);
-        run(&["port", "11211", "--proto", "tcp", "--mode", "dst"]);
-        let link = ns
-            .command("ip")
-            .args(["-j", "link", "show", "xf0"])
-            .output()
-            .expect("ip");
-        let link: serde_json::Value = serde_json::from_slice(&link.stdout).expect("ip -j");
-        let id = link[0]["xdp"]["prog"]["id"]
-            .as_u64()
-            .expect("xdp-filter's program id");
-        let pin = std::path::PathBuf::from("/sys/fs/bpf").join(mcfilter_tests::unique("xdpf"));
-        let out = Command::new("bpftool")
-            .args(["prog", "pin", "id", &id.to_string()])
-            .arg(&pin)
-            .output()
-            .expect("run bpftool");
-        assert!(out.status.success(), "bpftool prog pin: {out:?}");
-        let program = Pinned::open(&pin);
-        XdpFilter { ns, pin, program }
-    }
-}
-
-impl Drop for XdpFilter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.pin);
-        let _ = self
-            .ns
-            .command("xdp-filter")
-            .args(["unload", "xf0"])
-            .output();
-    }
-}
+pub(crate) use classes::allow_list;
+use xdp_filter::XdpFilter;
 
 /// One class's runs: mcfilter, the floor, xdp-filter and, with `--baseline`, the baseline
 /// build of mcfilter.
@@ -168,155 +80,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
     let floor = Floor::load();
     let xdp_filter = XdpFilter::load();
     let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
-    let syn = tcp_syn(40000, 11211);
-    let (q, qinq) = (ETH_P_8021Q, ETH_P_8021AD);
-    let hbh_dst_rt = [Ext::HopByHop, Ext::DestOpts, Ext::Routing];
-    let classes: Vec<(&str, Vec<u8>, usize)> = vec![
-        (
-            "udp4 other port",
-            v4(DENIED_V4, IPPROTO_UDP, &udp(1, 53, &[0; 32])),
-            10,
-        ),
-        (
-            "udp6 other port",
-            v6(DENIED_V6, IPPROTO_UDP, &udp(1, 53, &[0; 32])),
-            10,
-        ),
-        (
-            "tcp4 other port",
-            v4(DENIED_V4, IPPROTO_TCP, &tcp_syn(1, 80)),
-            10,
-        ),
-        (
-            "tcp6 other port",
-            v6(DENIED_V6, IPPROTO_TCP, &tcp_syn(1, 80)),
-            10,
-        ),
-        ("arp", arp(DENIED_V4, SERVER_V4), 10),
-        ("udp4 11211", v4(DENIED_V4, IPPROTO_UDP, &stats), 10),
-        ("udp6 11211", v6(DENIED_V6, IPPROTO_UDP, &stats), 10),
-        (
-            "udp4 11211, QinQ",
-            v4_with(
-                &[qinq, q],
-                DENIED_V4,
-                &[],
-                NOT_FRAGMENTED,
-                IPPROTO_UDP,
-                &stats,
-            ),
-            10,
-        ),
-        (
-            "udp4 11211, 40 B options",
-            v4_with(
-                &[],
-                DENIED_V4,
-                &[1; 40],
-                NOT_FRAGMENTED,
-                IPPROTO_UDP,
-                &stats,
-            ),
-            10,
-        ),
-        (
-            "udp6 11211, 3 ext headers",
-            v6_with(&[], DENIED_V6, &hbh_dst_rt, IPPROTO_UDP, &stats),
-            10,
-        ),
-        (
-            "tcp4 allowed address, 10 entries",
-            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
-            10,
-        ),
-        (
-            "tcp4 denied, 10 entries",
-            v4(DENIED_V4, IPPROTO_TCP, &syn),
-            10,
-        ),
-        (
-            "tcp6 allowed address, 10 entries",
-            v6(LISTED_V6, IPPROTO_TCP, &syn),
-            10,
-        ),
-        (
-            "tcp6 allowed by a /48, 10 entries",
-            v6(ALLOWED_V6, IPPROTO_TCP, &syn),
-            10,
-        ),
-        (
-            "tcp4 allowed address, 10k entries",
-            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
-            10_000,
-        ),
-        (
-            "tcp4 allowed address among the generated ones, 10k entries",
-            v4(generated_v4(4).octets(), IPPROTO_TCP, &syn),
-            10_000,
-        ),
-        (
-            "tcp4 denied, 10k entries",
-            v4(DENIED_V4, IPPROTO_TCP, &syn),
-            10_000,
-        ),
-        (
-            "tcp4 allowed address, 1M entries",
-            v4(ALLOWED_V4, IPPROTO_TCP, &syn),
-            1_000_000,
-        ),
-        (
-            "tcp4 allowed address among the generated ones, 1M entries",
-            v4(generated_v4(4).octets(), IPPROTO_TCP, &syn),
-            1_000_000,
-        ),
-        (
-            "tcp4 denied, 1M entries",
-            v4(DENIED_V4, IPPROTO_TCP, &syn),
-            1_000_000,
-        ),
-        (
-            "tcp6 allowed address, 1M entries",
-            v6(LISTED_V6, IPPROTO_TCP, &syn),
-            1_000_000,
-        ),
-        (
-            "tcp6 allowed by a /48, 1M entries",
-            v6(ALLOWED_V6, IPPROTO_TCP, &syn),
-            1_000_000,
-        ),
-        (
-            "udp4 11211 first fragment",
-            v4_with(&[], DENIED_V4, &[], Frag::first(9), IPPROTO_UDP, &stats),
-            10,
-        ),
-        (
-            "udp4 later fragment",
-            v4_with(
-                &[],
-                DENIED_V4,
-                &[],
-                Frag::later(9, 185, false),
-                IPPROTO_UDP,
-                &[0; 64],
-            ),
-            10,
-        ),
-        (
-            "udp6 later fragment",
-            v6_with(
-                &[],
-                DENIED_V6,
-                &[Ext::Fragment {
-                    offset: 185,
-                    more: false,
-                    id: 9,
-                }],
-                IPPROTO_UDP,
-                &[0; 64],
-            ),
-            10,
-        ),
-    ];
+    let classes = classes::classes();
     println!(
         "Per-packet cost through BPF_PROG_TEST_RUN ({} repeats; each figure the median of {} runs and their spread, min-max)\n",
         opts.repeat, opts.runs
