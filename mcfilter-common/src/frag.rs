@@ -49,15 +49,20 @@ impl FragClock {
 /// Key of the fragment verdict cache: what the kernel's reassembly keys a datagram by. IPv4:
 /// addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (`proto` 0, since
 /// Linux does not key IPv6 reassembly by the fragment header's next header). Addresses as in
-/// [`IpKey::addr`].
+/// [`IpKey::addr`](crate::IpKey::addr).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
+    /// The source address.
     pub src: [u32; 4],
+    /// The destination address.
     pub dst: [u32; 4],
+    /// The fragment id (IPv4: 16 bits, widened).
     pub id: u32,
-    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,
+    /// The IPv4 protocol (0 for IPv6).
     pub proto: u8,
+    /// Zero.
     pub _pad: [u8; 2],
 }

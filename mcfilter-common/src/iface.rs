@@ -6,7 +6,9 @@ pub const IFNAMSIZ: usize = 16;
 
 /// XDP attach modes as stored in [`IfaceInfo::mode`].
 pub mod xdp_mode {
+    /// The driver's own XDP hook.
     pub const NATIVE: u32 = 1;
+    /// Generic XDP in the kernel stack.
     pub const SKB: u32 = 2;
 }
 

@@ -5,6 +5,7 @@
 //! fields and a compile-time size check, so the kernel and userspace agree on every byte.
 //! Reason codes are append-only: a code, once released, keeps its number and meaning.
 #![cfg_attr(not(test), no_std)]
+#![warn(missing_docs)]
 
 mod frag;
 mod iface;

@@ -15,7 +15,7 @@ pub const ALLOW_HOSTS: &str = "mcf_allow_hosts";
 /// [`ALLOW_SLOT_INDEXED`](crate::ALLOW_SLOT_INDEXED): the allow-list's state, written by
 /// userspace with every change.
 pub const ALLOW_STATE: &str = "mcf_allow_state";
-/// `PerCpuArray<Counter>` indexed by [`stats_slot`]: exact totals by reason.
+/// `PerCpuArray<Counter>` indexed by [`stats_slot`](crate::stats_slot): exact totals by reason.
 pub const STATS: &str = "mcf_stats";
 /// `LruPerCpuHashMap<IpKey, SourceStats>`: per-source counters of dropped packets.
 pub const SOURCES: &str = "mcf_sources";
@@ -38,7 +38,7 @@ pub const IFACE_STATS: &str = "mcf_if_stats";
 pub const LOGS: &str = "AYA_LOGS";
 /// A chained program's next program (a one-slot program array; one per program).
 pub const NEXT: &str = "mcf_next";
-/// `PerCpuArray<PendingSource>` ([`RECENT_SLOTS`] entries): each CPU's sources seen once,
+/// `PerCpuArray<PendingSource>` ([`RECENT_SLOTS`](crate::RECENT_SLOTS) entries): each CPU's sources seen once,
 /// by a hash of the address. A source enters `mcf_sources` when it is seen again, so a
 /// flood of one-off spoofed sources costs no LRU insert; a source whose slot another takes
 /// first is counted as not recorded. Readers add the slots in.

@@ -112,6 +112,8 @@ pub const fn stats_slot(reason: Reason, dry_run: bool) -> u32 {
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Counter {
+    /// Packets.
     pub packets: u64,
+    /// Their bytes (frame lengths).
     pub bytes: u64,
 }

@@ -43,6 +43,7 @@ impl IpKey {
     /// Trie prefix length that matches a whole key (family word + 128 address bits).
     pub const FULL_PREFIX: u32 = Self::FAMILY_BITS + 128;
 
+    /// The key of IPv4 address `addr`.
     #[inline(always)]
     pub const fn v4(addr: [u8; 4]) -> Self {
         IpKey {
@@ -51,6 +52,7 @@ impl IpKey {
         }
     }
 
+    /// The key of IPv6 address `addr`.
     #[inline(always)]
     pub const fn v6(addr: [u8; 16]) -> Self {
         IpKey {
@@ -73,13 +75,15 @@ impl IpKey {
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct SourceStats {
+    /// Dropped (or, in dry-run, counted) packets.
     pub packets: u64,
+    /// Their bytes (frame lengths).
     pub bytes: u64,
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC_COARSE) of the last packet.
     pub last_seen_ns: u64,
     /// Of `packets`, those only counted (dry-run): what enforcing would have dropped.
     pub dry_run_packets: u64,
-    /// [`Reason`] code of the last packet.
+    /// [`Reason`](crate::Reason) code of the last packet.
     pub last_reason: u32,
     /// Non-zero when the last packet was only counted (dry-run), not dropped.
     pub last_dry_run: u32,
@@ -89,7 +93,9 @@ pub struct SourceStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PendingSource {
+    /// The source.
     pub key: IpKey,
+    /// Zero.
     pub _pad: u32,
     /// `packets == 0`: nothing pending.
     pub stats: SourceStats,

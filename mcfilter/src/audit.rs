@@ -22,9 +22,15 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Worth knowing; nothing to fix (a loopback listener, UDP that is dropped).
     Info,
+    /// Nothing is exposed, but something does not work as meant (an empty allow-list).
     Low,
+    /// Protection is partial: dry-run, a protected port in the ephemeral range, a listener
+    /// reachable without the filter from private networks.
     Medium,
+    /// A protected port is open to the world: a public listener without the filter, a filter
+    /// another tool removed, an allow-list that lets nearly everyone in.
     High,
 }
 
@@ -52,19 +58,28 @@ impl Severity {
 /// One finding, with the fix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    /// How much it matters.
     pub severity: Severity,
+    /// The protected port it concerns, if one.
     pub port: Option<u16>,
+    /// What was found, in one sentence.
     pub finding: String,
+    /// What to do about it.
     pub fix: String,
 }
 
 /// `mcfilter audit`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Audit {
+    /// The protected ports.
     pub ports: Vec<u16>,
+    /// The interfaces the filter runs on.
     pub filtered_interfaces: Vec<String>,
+    /// The sockets listening on a protected port.
     pub listeners: Vec<Listener>,
+    /// What the audit found, the worst first.
     pub findings: Vec<Finding>,
+    /// The worst finding's severity (`None`: nothing found).
     pub worst: Option<Severity>,
 }
 

@@ -16,8 +16,11 @@ use crate::{Error, sys};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
+    /// Reachable only from this host.
     Loopback,
+    /// Reachable from private networks: RFC 1918, link-local, 198.18.0.0/15, ULA.
     Private,
+    /// Reachable from anywhere: a public address.
     Public,
     /// The wildcard address: every interface.
     Any,
@@ -26,8 +29,11 @@ pub enum Scope {
 /// A socket bound to a protected port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Listener {
+    /// `tcp` or `udp`.
     pub protocol: &'static str,
+    /// The address and port it listens on.
     pub address: SocketAddr,
+    /// Who can reach it.
     pub scope: Scope,
     /// `name[pid]` of the owning processes (empty if unknown).
     pub processes: Vec<String>,

@@ -41,10 +41,12 @@ use crate::{
 /// What `attach` is asked to do.
 #[derive(Clone, Debug)]
 pub struct AttachRequest {
+    /// The interface to attach to.
     pub iface: String,
+    /// The XDP mode to attach in.
     pub mode: Mode,
     /// Replaces the protected ports (shared by all interfaces); `None` keeps them, or protects
-    /// [`DEFAULT_PORT`] on the first attach.
+    /// [`DEFAULT_PORT`](crate::DEFAULT_PORT) on the first attach.
     pub ports: Option<BTreeSet<u16>>,
     /// Added to the allow-list.
     pub allow: BTreeSet<IpNet>,
@@ -69,6 +71,7 @@ pub struct AttachRequest {
 }
 
 impl AttachRequest {
+    /// A request with the defaults (mode `auto`, no ports or allow-list changes) for `iface`.
     pub fn new(iface: impl Into<String>) -> Self {
         AttachRequest {
             iface: iface.into(),
@@ -112,22 +115,32 @@ impl AttachRequest {
 /// What `attach` did.
 #[derive(Debug)]
 pub struct Attached {
+    /// The interface's name.
     pub iface: String,
+    /// The interface's index.
     pub ifindex: u32,
+    /// The XDP mode the program runs in.
     pub attachment: Attachment,
     /// Why native mode was not used when `auto` fell back to skb.
     pub native_error: Option<String>,
+    /// The program's id (see `bpftool prog show`).
     pub prog_id: u32,
+    /// This attach created the state (the first interface).
     pub created_state: bool,
     /// The protected ports now (shared by every interface).
     pub ports: Vec<u16>,
+    /// Dry-run: drops are counted, not made.
     pub dry_run: bool,
+    /// Reflection-victim protection: UDP from a protected source port is dropped.
     pub drop_reflected: bool,
+    /// What the attach added to the allow-list.
     pub allow_change: Change,
     /// The program this attach put behind mcfilter (`--then`), by id.
     pub next: Option<u32>,
 }
 
+/// Attaches the filter to `req.iface` (or swaps this build's program in with `--replace`), creating
+/// the state on the first interface; nothing is left half-done on failure.
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
     let framing = sys::framing(&req.iface)?;

@@ -16,11 +16,17 @@ use crate::{
     pin::{StateDir, StateLock},
 };
 
+/// Typed handles on the pinned maps of a state (see [`Maps::open`]).
 pub struct Maps {
+    /// The policy the program reads.
     pub config: Array<MapData, Config>,
+    /// The allow-list.
     pub allow: AllowList,
+    /// The exact totals by reason, per CPU.
     pub stats: PerCpuArray<MapData, Counter>,
+    /// Dropped packets by source, per CPU (an LRU).
     pub sources: PerCpuHashMap<MapData, IpKey, SourceStats>,
+    /// `sources`' capacity.
     pub sources_capacity: u32,
     /// Each CPU's latest dropped source, not yet added to `sources`.
     pub pending: PerCpuArray<MapData, PendingSource>,
@@ -28,7 +34,9 @@ pub struct Maps {
     pub recent: PerCpuArray<MapData, PendingSource>,
     /// Datagrams whose first fragment was dropped.
     pub frags: HashMap<MapData, FragKey, u32>,
+    /// `frags`' capacity.
     pub frags_capacity: u32,
+    /// The program running on each attached interface, by ifindex.
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
     /// An allow-list change an earlier command left unfinished, settled by [`Maps::open`].
     pub recovered: Option<Recovery>,
@@ -129,12 +137,14 @@ impl Maps {
         Ok(ifaces)
     }
 
+    /// Records the program running on `ifindex` (its name, mode and id).
     pub fn record_iface(&mut self, ifindex: u32, info: IfaceInfo) -> Result<(), Error> {
         self.ifaces
             .insert(ifindex, info, 0)
             .map_err(map_err(map_names::IFACES))
     }
 
+    /// Forgets `ifindex`'s record; one that is not there is no error.
     pub fn forget_iface(&mut self, ifindex: u32) -> Result<(), Error> {
         gone(self.ifaces.remove(&ifindex)).map_err(map_err(map_names::IFACES))
     }

@@ -94,6 +94,7 @@ fn r8(bytes: usize) -> u64 {
 /// What the state's maps cost the kernel now.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct KernelMemory {
+    /// All of it, in bytes.
     pub total_bytes: u64,
     /// By pin name: the shared maps, the events ring, each interface's own counters and, when
     /// chained, its next program's array.

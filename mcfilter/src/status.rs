@@ -22,6 +22,7 @@ use crate::{
 pub struct InterfaceStatus {
     /// The name now (or at attach time, if the interface is gone).
     pub name: String,
+    /// The interface's index.
     pub ifindex: u32,
     /// `native` or `skb`; `unknown` for a link whose record an earlier build did not write.
     #[serde(serialize_with = "mode_name")]
@@ -29,6 +30,7 @@ pub struct InterfaceStatus {
     /// Where its packets begin, which decides the program: `ethernet` (`mcfilter`) or `ip`
     /// (`mcfilter_ip`); `unknown` once the interface is gone.
     pub framing: &'static str,
+    /// mcfilter's program's id on it.
     pub program_id: u32,
     /// The build that attached (or last swapped in) its program; `null` when an earlier build
     /// did, which kept no record of it.
@@ -47,6 +49,7 @@ pub struct InterfaceStatus {
 /// The program a chained interface hands its passed packets to.
 #[derive(Debug, serde::Serialize)]
 pub struct NextStatus {
+    /// The next program's id.
     pub program_id: u32,
     /// Its name, when it is still loaded and named.
     pub name: Option<String>,
@@ -55,20 +58,29 @@ pub struct NextStatus {
 /// `mcfilter status`.
 #[derive(Debug, serde::Serialize)]
 pub struct Status {
+    /// The state dir.
     pub state_dir: String,
     /// This binary's build (version + object hash), to compare with each interface's.
     pub build: String,
+    /// The interfaces mcfilter is attached to.
     pub interfaces: Vec<InterfaceStatus>,
+    /// The protected ports.
     pub ports: Vec<u16>,
+    /// Dry-run: drops are counted, not made.
     pub dry_run: bool,
     /// Reflection-victim protection: UDP from a protected source port is dropped.
     pub drop_reflected: bool,
+    /// Entries on the allow-list.
     pub allow_entries: usize,
+    /// The allow-list's capacity.
     pub allow_capacity: u32,
+    /// Sources the per-source map holds.
     pub sources_entries: usize,
+    /// The per-source map's capacity.
     pub sources_capacity: u32,
     /// Datagrams whose first fragment was dropped, remembered to drop their later fragments.
     pub fragments_entries: usize,
+    /// The fragment cache's capacity.
     pub fragments_capacity: u32,
     /// How long a dropped datagram is remembered, in seconds: the kernel's reassembly timeouts
     /// (IPv4, IPv6) when the last attach read them; `null` for a state made by an older build.
@@ -83,6 +95,7 @@ fn mode_name<S: serde::Serializer>(mode: &Option<Attachment>, out: S) -> Result<
     out.serialize_str(filter::show_mode(*mode))
 }
 
+/// Where mcfilter is attached, with what policy and what its maps hold; read under the shared lock.
 pub fn status(state: &StateDir) -> Result<Status, Error> {
     let (_lock, mut maps) = Maps::open_to_read(state)?;
     let config = maps.config()?;
@@ -192,8 +205,11 @@ fn read_sysctl(name: &str) -> Option<String> {
 /// opens may get it as its source port, and the filter then judges the replies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EphemeralPort {
+    /// The ephemeral range's first port (`net.ipv4.ip_local_port_range`).
     pub low: u16,
+    /// Its last port.
     pub high: u16,
+    /// The protected port inside it.
     pub port: u16,
 }
 

@@ -20,7 +20,9 @@ pub const SYN_SIZED_BYTES: u64 = 102;
 /// Why a suggestion should be read before it is allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caution {
+    /// Fewer than [`FEW_PACKETS`] packets: a knock, maybe spoofed.
     FewPackets,
+    /// Only SYN-sized packets: it never sent data.
     SynSized,
 }
 
@@ -36,9 +38,13 @@ impl fmt::Display for Caution {
 /// One suggested entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Suggestion {
+    /// The CIDR to allow (the source as a /32 or /128).
     pub net: IpNet,
+    /// Dropped packets from it.
     pub packets: u64,
+    /// Of those, the ones dry-run only counted.
     pub would_drop_packets: u64,
+    /// Why to read it before allowing it, if there is a reason.
     pub caution: Option<Caution>,
 }
 

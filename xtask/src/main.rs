@@ -131,6 +131,19 @@ fn lint() -> anyhow::Result<()> {
         .args(TEST_FEATURES)
         .args(["--", "-D", "warnings"])
         .run()?;
+    // The libraries' documentation: every public item documented (`missing_docs`), every
+    // intra-doc link resolved.
+    Cmd::new("cargo")
+        .args([
+            "doc",
+            "--no-deps",
+            "--package",
+            "mcfilter",
+            "--package",
+            "mcfilter-common",
+        ])
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .run()?;
     // The eBPF crate is no_std: lint it for the host with panic=abort, which needs -Z (and a
     // target dir of its own, so the flags do not invalidate the main build).
     Cmd::new("cargo")

@@ -16,6 +16,7 @@ use mcfilter_common::{FAMILY_V4, FAMILY_V6, IpKey};
     "'{text}' is not an IPv4 or IPv6 CIDR (examples: 198.18.0.0/15, 2001:db8::/32, 198.18.1.10)"
 )]
 pub struct CidrError {
+    /// The text as given.
     pub text: String,
 }
 
@@ -25,6 +26,7 @@ pub struct CidrError {
 pub struct ListError {
     /// 1-based.
     pub line: usize,
+    /// What is wrong with it.
     pub err: CidrError,
 }
 

@@ -47,7 +47,9 @@ pub struct AllowList {
 /// What a change did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Change {
+    /// Entries the change put on the list.
     pub added: Vec<IpNet>,
+    /// Entries the change took off the list.
     pub removed: Vec<IpNet>,
 }
 

@@ -11,6 +11,7 @@ use crate::{Error, maps::Maps, pin::StateDir, sys};
 /// What `detach` did.
 #[derive(Debug)]
 pub struct Detached {
+    /// The interface's name.
     pub iface: String,
     /// The last interface was detached and the state dir removed.
     pub state_removed: bool,
@@ -18,6 +19,8 @@ pub struct Detached {
     pub hand_back: HandBack,
 }
 
+/// Detaches the filter from `iface`, hands a chained interface back to its next program, and
+/// removes the state with the last interface.
 pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;

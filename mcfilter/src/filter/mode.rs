@@ -31,7 +31,9 @@ impl Mode {
 /// The XDP mode mcfilter attached a program in (it never offloads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attachment {
+    /// The driver's own XDP hook.
     Native,
+    /// Generic XDP in the kernel stack (any driver, slower).
     Skb,
 }
 
@@ -59,6 +61,7 @@ pub fn show_mode(mode: Option<Attachment>) -> &'static str {
 }
 
 impl Attachment {
+    /// `native` or `skb`, as output and the state name it.
     pub fn name(self) -> &'static str {
         match self {
             Attachment::Native => "native",

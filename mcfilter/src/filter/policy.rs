@@ -25,8 +25,11 @@ pub struct Policy {
 /// What to change of a [`Policy`]; `None` keeps a field as it is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyChange {
+    /// The protected ports, replacing the current ones.
     pub ports: Option<BTreeSet<u16>>,
+    /// Dry-run on or off.
     pub dry_run: Option<bool>,
+    /// Reflection-victim protection on or off.
     pub drop_reflected: Option<bool>,
 }
 
@@ -40,6 +43,7 @@ impl Policy {
         }
     }
 
+    /// The policy a program's config holds.
     pub fn from_config(config: &Config) -> Self {
         Policy {
             ports: config.protected_ports().collect(),
@@ -48,6 +52,7 @@ impl Policy {
         }
     }
 
+    /// The config the program reads for this policy.
     pub fn to_config(&self) -> Config {
         let mut config = Config::empty();
         self.ports.iter().for_each(|&port| config.protect(port));
@@ -119,6 +124,7 @@ pub fn parse_port(text: &str) -> Result<u16, PortError> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("'{text}' is not a port; use 1 to 65535")]
 pub struct PortError {
+    /// The text as given.
     pub text: String,
 }
 

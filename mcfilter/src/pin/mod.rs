@@ -77,10 +77,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The state dir at `dir` (nothing is created until an attach).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         StateDir { dir: dir.into() }
     }
 
+    /// Where it is.
     pub fn path(&self) -> &Path {
         &self.dir
     }

@@ -20,7 +20,9 @@ pub use read::{iface_totals, read, read_by_prefix};
 /// A packet and byte total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Total {
+    /// Packets.
     pub packets: u64,
+    /// Their bytes (frame lengths).
     pub bytes: u64,
 }
 
@@ -43,8 +45,11 @@ impl Total {
 /// One source's drops, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SourceRow {
+    /// The source address.
     pub source: IpAddr,
+    /// Its dropped (or would-be dropped) packets.
     pub packets: u64,
+    /// Their bytes.
     pub bytes: u64,
     /// Of `packets`, those dry-run only counted: what enforcing would have dropped.
     pub would_drop_packets: u64,
@@ -54,6 +59,7 @@ pub struct SourceRow {
     pub reason: Option<Reason>,
     /// The last packet was only counted (dry-run).
     pub dry_run: bool,
+    /// When its last packet was dropped, in milliseconds before the reading.
     pub last_seen_ms_ago: u64,
 }
 
@@ -103,6 +109,7 @@ pub struct Stats {
     /// Distinct sources the per-source map has held, and how many of them the LRU has since
     /// evicted to make room (their counts are gone; the totals above still have them).
     pub sources_seen: u64,
+    /// Of `sources_seen`, those the LRU has evicted.
     pub sources_evicted: u64,
     /// Dropped first fragments the fragment cache could not remember (their later fragments
     /// then pass, and cost the host reassembly memory until the kernel's timeout).
@@ -118,12 +125,16 @@ pub struct Stats {
 /// enforcing would have dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// Dropped.
     Drop,
+    /// Passed.
     Pass,
+    /// Passed by dry-run; enforcing would have dropped them.
     WouldDrop,
 }
 
 impl Action {
+    /// The `action` label's value.
     pub fn name(self) -> &'static str {
         match self {
             Action::Drop => "drop",
@@ -137,8 +148,11 @@ impl Action {
 /// busiest sources, whose number stays bounded when a flood's sources are spoofed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrefixRow {
+    /// The /24 or /48.
     pub prefix: IpNet,
+    /// Dropped packets from its sources.
     pub packets: u64,
+    /// Their bytes.
     pub bytes: u64,
     /// Of `packets`, those dry-run only counted.
     pub would_drop_packets: u64,
@@ -208,28 +222,40 @@ pub fn totals(slots: &[Counter]) -> Stats {
 /// A packet and bit rate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct Rate {
+    /// Packets a second.
     pub pps: f64,
+    /// Bits a second.
     pub bps: f64,
 }
 
 /// Rates between two readings `secs` apart, for `stats --watch`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Rates {
+    /// Seconds between the two readings.
     pub interval_s: f64,
+    /// Packets the program dropped.
     pub dropped: Rate,
+    /// Packets the program passed.
     pub passed: Rate,
+    /// Packets dry-run passed that enforcing would have dropped.
     pub would_drop: Rate,
+    /// By reason.
     #[serde(serialize_with = "by_name")]
     pub reasons: BTreeMap<Reason, Rate>,
     /// The busiest sources now, with their packet rate over the interval.
     pub sources: Vec<SourceRate>,
 }
 
+/// One of the busiest sources, with its rate over a `stats --watch` interval.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SourceRate {
+    /// The source address.
     pub source: IpAddr,
+    /// Its dropped packets a second.
     pub pps: f64,
+    /// Its dropped packets so far.
     pub packets: u64,
+    /// The reason of its last packet.
     #[serde(serialize_with = "reason_name")]
     pub reason: Option<Reason>,
 }

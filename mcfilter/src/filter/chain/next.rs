@@ -28,8 +28,10 @@ pub enum Next {
 /// Text that names no next program.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NextError {
+    /// `id:` followed by something that is not a program id.
     #[error("'{0}' is not a program id (id:N, N > 0)")]
     Id(String),
+    /// Neither `existing`, `id:N` nor an absolute path.
     #[error("'{0}' is not `existing`, `id:N` or the absolute path of a pinned program")]
     Unknown(String),
 }
@@ -76,15 +78,22 @@ pub(in crate::filter) struct NextProgram {
 /// Why mcfilter cannot run in front of a program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unchainable {
+    /// Not an XDP program.
     NotXdp,
+    /// Offloaded to a NIC: it cannot be tail-called.
     Offloaded,
+    /// One of mcfilter's own programs.
     OwnProgram,
+    /// Attached in another XDP mode than the one asked for.
     OtherMode,
+    /// The kernel refused it in the program array (JIT or `xdp.frags` mismatch).
     Refused,
+    /// The interface has another XDP program; `--then existing` chains to it.
     Occupied,
 }
 
 impl Unchainable {
+    /// Why, in the words of the one-line refusal.
     pub fn why(self) -> &'static str {
         match self {
             Unchainable::NotXdp => "it is not an XDP program",
