@@ -26,6 +26,18 @@ pub enum Scope {
     Any,
 }
 
+impl Scope {
+    /// The scope as the output names it (as in JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Loopback => "loopback",
+            Scope::Private => "private",
+            Scope::Public => "public",
+            Scope::Any => "any",
+        }
+    }
+}
+
 /// A socket bound to a protected port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Listener {
@@ -182,4 +194,16 @@ pub fn warnings(ports: &BTreeSet<u16>, filtered: &BTreeSet<String>) -> Result<Ve
     warnings.sort();
     warnings.dedup();
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn a_scope_has_one_name() {
+        for scope in [Scope::Loopback, Scope::Private, Scope::Public, Scope::Any] {
+            assert_eq!(serde_json::to_value(scope).unwrap(), scope.name());
+        }
+    }
 }

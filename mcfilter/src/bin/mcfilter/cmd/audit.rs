@@ -17,12 +17,9 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<ExitCode> {
             ("processes", Align::Left),
         ]);
         for l in &report.listeners {
-            let scope = serde_json::to_value(l.scope).ok();
             listeners.row(vec![
                 format!("{} {}", l.protocol, l.address),
-                scope
-                    .and_then(|s| s.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                l.scope.name().to_owned(),
                 l.processes.join(", "),
             ]);
         }

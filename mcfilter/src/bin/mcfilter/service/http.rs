@@ -83,15 +83,24 @@ pub(super) async fn serve_health(State(shared): State<Arc<Shared>>) -> (StatusCo
     let checked = tokio::task::spawn_blocking(move || health(&config)).await;
     match checked {
         Ok(Ok(text)) => (StatusCode::OK, text),
-        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Ok(Err(unhealthy)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{unhealthy}\n")),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{err}\n")),
     }
 }
 
+/// Why the service is not ready.
+#[derive(Debug, thiserror::Error)]
+enum Unhealthy {
+    #[error(transparent)]
+    Status(#[from] mcfilter::Error),
+    #[error("not attached: {}", .0.join(", "))]
+    NotAttached(Vec<String>),
+}
+
 /// Healthy when the program is attached on every configured interface; the answer names this
 /// binary's build and each interface's program's.
-fn health(config: &Config) -> Result<String, String> {
-    let status = mcfilter::status(&StateDir::new(&config.state_dir)).map_err(|e| e.to_string())?;
+fn health(config: &Config) -> Result<String, Unhealthy> {
+    let status = mcfilter::status(&StateDir::new(&config.state_dir))?;
     let missing: Vec<&str> = config
         .interfaces
         .iter()
@@ -114,6 +123,8 @@ fn health(config: &Config) -> Result<String, String> {
         }
         Ok(text)
     } else {
-        Err(format!("not attached: {}", missing.join(", ")))
+        Err(Unhealthy::NotAttached(
+            missing.into_iter().map(str::to_owned).collect(),
+        ))
     }
 }
