@@ -75,6 +75,20 @@ fn row(name: &str, reason: &str, allow_entries: usize, t: &Timing) -> serde_json
         "change_ns": before.map(|b| b.change)})
 }
 
+/// The references' runs on `frame`: the floor's and xdp-filter's.
+fn references(
+    floor: &Floor,
+    xdp_filter: &XdpFilter,
+    frame: &[u8],
+    opts: &Options,
+) -> (Spread, Spread) {
+    let runs = |time: &dyn Fn() -> u64| Spread::of((0..opts.runs).map(|_| time()).collect());
+    (
+        runs(&|| floor.time(frame, opts.repeat)),
+        runs(&|| xdp_filter.program.time(frame, opts.repeat)),
+    )
+}
+
 /// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames.
 pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
     let floor = Floor::load();
@@ -139,16 +153,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
                 )
             }
         };
-        let base = Spread::of(
-            (0..opts.runs)
-                .map(|_| floor.time(&frame, opts.repeat))
-                .collect(),
-        );
-        let theirs = Spread::of(
-            (0..opts.runs)
-                .map(|_| xdp_filter.program.time(&frame, opts.repeat))
-                .collect(),
-        );
+        let (base, theirs) = references(&floor, &xdp_filter, &frame, opts);
         let timing = Timing {
             ours,
             base,
@@ -220,16 +225,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
             })
             .collect();
         let tail_call = Baseline::of(&pairs);
-        let base = Spread::of(
-            (0..opts.runs)
-                .map(|_| floor.time(&frame, opts.repeat))
-                .collect(),
-        );
-        let theirs = Spread::of(
-            (0..opts.runs)
-                .map(|_| xdp_filter.program.time(&frame, opts.repeat))
-                .collect(),
-        );
+        let (base, theirs) = references(&floor, &xdp_filter, &frame, opts);
         let timing = Timing {
             ours: Spread::of(pairs.iter().map(|p| p.0).collect()),
             base,
