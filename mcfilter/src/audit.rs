@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub use crate::exposure::{Listener, Scope, scope};
+pub use crate::exposure::{Listener, Protocol, Scope, scope};
 use crate::{
     DEFAULT_PORT, Error,
     exposure::{self, listeners, unfiltered_carriers},
@@ -161,7 +161,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
         } else {
             listener.processes.join(", ")
         };
-        let at = format!("{} {}", listener.protocol.to_uppercase(), listener.address);
+        let at = format!("{} {}", listener.protocol.upper(), listener.address);
         if listener.scope == Scope::Loopback {
             findings.push(Finding {
                 severity: Severity::Info,
@@ -177,7 +177,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
             _ => Severity::Medium,
         };
         match (listener.protocol, unfiltered.is_empty()) {
-            ("udp", false) => findings.push(Finding {
+            (Protocol::Udp, false) => findings.push(Finding {
                 severity: exposed_severity,
                 port: Some(port),
                 finding: format!(
@@ -189,7 +189,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
                     &format!("run memcached with -U 0, or `mcfilter attach {}`", unfiltered[0]),
                 ),
             }),
-            ("udp", true) => findings.push(Finding {
+            (Protocol::Udp, true) => findings.push(Finding {
                 severity: Severity::Info,
                 port: Some(port),
                 finding: format!("{who} listens on {at}; mcfilter drops UDP to it on every interface that reaches it"),
@@ -249,7 +249,7 @@ pub fn audit(state: &StateDir) -> Result<Audit, Error> {
         if filter.allow.is_empty()
             && found
                 .iter()
-                .any(|l| l.protocol == "tcp" && l.scope != Scope::Loopback)
+                .any(|l| l.protocol == Protocol::Tcp && l.scope != Scope::Loopback)
         {
             findings.push(Finding {
                 severity: Severity::Low,

@@ -38,11 +38,39 @@ impl Scope {
     }
 }
 
+/// A listening socket's transport protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A TCP socket in LISTEN.
+    Tcp,
+    /// A bound UDP socket not connected to a peer (it receives from anyone).
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`, as output names it (as in JSON).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// `TCP` or `UDP`, as a sentence names it.
+    pub fn upper(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
 /// A socket bound to a protected port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Listener {
-    /// `tcp` or `udp`.
-    pub protocol: &'static str,
+    /// TCP or UDP.
+    pub protocol: Protocol,
     /// The address and port it listens on.
     pub address: SocketAddr,
     /// Who can reach it.
@@ -91,7 +119,7 @@ pub fn listeners(ports: &BTreeSet<u16>) -> Result<Vec<(Listener, u64)>, Error> {
         if entry.state == procfs::net::TcpState::Listen
             && ports.contains(&entry.local_address.port())
         {
-            found.push(("tcp", entry.local_address, entry.inode));
+            found.push((Protocol::Tcp, entry.local_address, entry.inode));
         }
     }
     let udp = procfs::net::udp()
@@ -101,7 +129,7 @@ pub fn listeners(ports: &BTreeSet<u16>) -> Result<Vec<(Listener, u64)>, Error> {
     for entry in udp {
         // A bound UDP socket that is not connected to a peer receives from anyone.
         if ports.contains(&entry.local_address.port()) && entry.remote_address.port() == 0 {
-            found.push(("udp", entry.local_address, entry.inode));
+            found.push((Protocol::Udp, entry.local_address, entry.inode));
         }
     }
     let owners = socket_owners();
@@ -183,7 +211,7 @@ pub fn warnings(ports: &BTreeSet<u16>, filtered: &BTreeSet<String>) -> Result<Ve
         .filter_map(|listener| {
             let unfiltered = unfiltered_carriers(&listener, &addresses, filtered);
             let first = unfiltered.first()?;
-            let at = format!("{} {}", listener.protocol.to_uppercase(), listener.address);
+            let at = format!("{} {}", listener.protocol.upper(), listener.address);
             let fix = fix(first, &format!("`mcfilter attach {first}`"));
             Some(format!(
                 "{at} is reachable without the filter through {}; {fix}",
@@ -198,12 +226,20 @@ pub fn warnings(ports: &BTreeSet<u16>, filtered: &BTreeSet<String>) -> Result<Ve
 
 #[cfg(test)]
 mod tests {
-    use super::Scope;
+    use super::{Protocol, Scope};
 
     #[test]
     fn a_scope_has_one_name() {
         for scope in [Scope::Loopback, Scope::Private, Scope::Public, Scope::Any] {
             assert_eq!(serde_json::to_value(scope).unwrap(), scope.name());
+        }
+    }
+
+    #[test]
+    fn a_protocol_has_one_name() {
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            assert_eq!(serde_json::to_value(protocol).unwrap(), protocol.name());
+            assert_eq!(protocol.upper(), protocol.name().to_uppercase());
         }
     }
 }

@@ -18,7 +18,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<ExitCode> {
         ]);
         for l in &report.listeners {
             listeners.row(vec![
-                format!("{} {}", l.protocol, l.address),
+                format!("{} {}", l.protocol.name(), l.address),
                 l.scope.name().to_owned(),
                 l.processes.join(", "),
             ]);
