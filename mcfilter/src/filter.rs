@@ -96,11 +96,17 @@ impl AttachRequest {
         }
     }
 
-    fn pin_error(&self, what: &'static str) -> impl Fn(io::Error) -> Error {
-        move |err| Error::Pin {
+    /// A failure to pin (or read the pin of) the interface's link or program: `what` was
+    /// being done; aya's pin errors are carried as the io error's source.
+    fn pin_error(
+        &self,
+        what: &'static str,
+        err: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Pin {
             iface: self.iface.clone(),
             what,
-            err,
+            err: io::Error::other(err),
         }
     }
 

@@ -47,7 +47,7 @@ pub(super) fn attach_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
         );
         let meta = crate::maps::forget_iface_meta(at.state, at.ifindex);
         undone(&at.req.iface, "forgetting its build record", meta);
-        return Err(at.req.pin_error("pinning its link")(io::Error::other(err)));
+        return Err(at.req.pin_error("pinning its link", err));
     }
     crate::fault::step();
     Ok(Made {
@@ -109,9 +109,9 @@ pub(super) fn replace_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
     let attach_err = |err| at.req.attach_error(err);
     let program = load_program(at.ebpf, at.program, at.req)?;
     let pinned = PinnedLink::from_pin(at.state.link(at.ifindex))
-        .map_err(|err| at.req.pin_error("reading its pinned link")(io::Error::other(err)))?;
+        .map_err(|err| at.req.pin_error("reading its pinned link", err))?;
     let link = XdpLink::try_from(FdLink::from(pinned))
-        .map_err(|err| at.req.pin_error("reading its pinned link")(io::Error::other(err)))?;
+        .map_err(|err| at.req.pin_error("reading its pinned link", err))?;
     let link_id = program.attach_to_link(link).map_err(attach_err)?;
     crate::fault::step();
     // The link stays pinned where it was; this handle only closes its fd when dropped.

@@ -15,7 +15,7 @@
 //! using it: the same type (XDP), both JITed or both not, and the same `xdp.frags` support
 //! (Linux 5.18); a failed tail call falls through, and mcfilter then passes the packet.
 
-use std::{io, os::fd::AsFd as _};
+use std::os::fd::AsFd as _;
 
 use aya::{
     maps::{MapData, ProgramArray},
@@ -84,9 +84,7 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, next: &NextProgram) -> Resu
     };
     if let Err(err) = program.pin(at.state.program(at.ifindex)) {
         undo(at.maps);
-        return Err(at.req.pin_error("pinning its program")(io::Error::other(
-            err,
-        )));
+        return Err(at.req.pin_error("pinning its program", err));
     }
     crate::fault::step();
     let made = match attach(program, next, at.req, at.ifindex) {
@@ -112,7 +110,6 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, next: &NextProgram) -> Resu
 /// rename, so the state never lacks a pinned program for the interface.
 pub(super) fn replace_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
     let attach_err = |err| at.req.attach_error(err);
-    let pin_err = at.req.pin_error("pinning its program");
     let program = load_program(at.ebpf, at.program, at.req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
     let made = replace(at.state, program, at.req, at.ifindex)?;
@@ -122,9 +119,10 @@ pub(super) fn replace_program(at: &mut Attaching<'_>) -> Result<Made, Error> {
     crate::pin::remove_pin(&fresh_pin)?;
     program
         .pin(&fresh_pin)
-        .map_err(|err| pin_err(io::Error::other(err)))?;
+        .map_err(|err| at.req.pin_error("pinning its program", err))?;
     crate::fault::step();
-    std::fs::rename(&fresh_pin, at.state.program(at.ifindex)).map_err(&pin_err)?;
+    std::fs::rename(&fresh_pin, at.state.program(at.ifindex))
+        .map_err(|err| at.req.pin_error("pinning its program", err))?;
     crate::fault::step();
     record_replaced(at.state, at.maps, at.req, at.ifindex, prog_id)?;
     Ok(Made {
