@@ -10,9 +10,10 @@ pub(crate) enum Align {
     Right,
 }
 
-/// A table with a header row, padded to the widest cell of each column.
+/// A table, with a header row or without, padded to the widest cell of each column.
 pub(crate) struct Table {
     columns: Vec<(String, Align)>,
+    header: bool,
     rows: Vec<Vec<String>>,
 }
 
@@ -20,6 +21,16 @@ impl Table {
     pub(crate) fn new(columns: &[(&str, Align)]) -> Self {
         Table {
             columns: columns.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
+            header: true,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A table of rows only (key-value summaries), its columns aligned as `aligns`.
+    pub(crate) fn without_header(aligns: &[Align]) -> Self {
+        Table {
+            columns: aligns.iter().map(|a| (String::new(), *a)).collect(),
+            header: false,
             rows: Vec::new(),
         }
     }
@@ -45,7 +56,8 @@ impl Table {
             .collect();
         let header: Vec<String> = self.columns.iter().map(|(h, _)| h.clone()).collect();
         let mut out = String::new();
-        for row in std::iter::once(&header).chain(&self.rows) {
+        let header = self.header.then_some(&header);
+        for row in header.into_iter().chain(&self.rows) {
             let cells: Vec<String> = row
                 .iter()
                 .zip(&self.columns)
@@ -110,6 +122,14 @@ mod tests {
             t.render(),
             "reason           packets\nudp_port              12\ntcp_not_allowed  1234567\n"
         );
+    }
+
+    #[test]
+    fn a_table_without_header_has_only_its_rows() {
+        let mut t = Table::without_header(&[Align::Left, Align::Left]);
+        t.row(vec!["ports".into(), "11211".into()]);
+        t.row(vec!["dry-run".into(), "off".into()]);
+        assert_eq!(t.render(), "ports    11211\ndry-run  off\n");
     }
 
     #[test]

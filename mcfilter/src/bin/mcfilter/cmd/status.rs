@@ -12,7 +12,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let ports: Vec<String> = status.ports.iter().map(u16::to_string).collect();
-    let mut summary = Table::new(&[("", Align::Left), ("", Align::Left)]);
+    let mut summary = Table::without_header(&[Align::Left, Align::Left]);
     for (key, value) in [
         ("state dir", status.state_dir.clone()),
         ("build", status.build.clone()),
@@ -99,9 +99,7 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
             },
         ]);
     }
-    // The summary's header row is empty: skip it.
     let summary = summary.render();
-    let summary = summary.split_once('\n').map_or("", |(_, rest)| rest);
     let warnings: String = status
         .warnings
         .iter()
