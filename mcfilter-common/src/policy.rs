@@ -10,6 +10,21 @@ pub const PROGRAM_NAME: &str = "mcfilter";
 /// The XDP program for interfaces whose packets start at the IP header (link type `none`: TUN,
 /// WireGuard): the same verdict path, entered at the IP header.
 pub const PROGRAM_NAME_IP: &str = "mcfilter_ip";
+/// The Ethernet program as a component of libxdp's dispatcher (`attach --multiprog`): the same
+/// verdict path without the tail call of chaining, which an extension of a dispatcher's slot
+/// may not hold (Linux 6.12.y and 6.14+ count a tail call as changing packet data, and the
+/// slot's own function does not).
+pub const PROGRAM_NAME_COMPONENT: &str = "mcfilter_mp";
+/// The IP-framed program as a component of libxdp's dispatcher.
+pub const PROGRAM_NAME_IP_COMPONENT: &str = "mcfilter_ip_mp";
+/// Every program of the object that filters: how mcfilter recognises its own program on an
+/// interface.
+pub const PROGRAM_NAMES: [&str; 4] = [
+    PROGRAM_NAME,
+    PROGRAM_NAME_IP,
+    PROGRAM_NAME_COMPONENT,
+    PROGRAM_NAME_IP_COMPONENT,
+];
 
 /// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
 /// and metrics need not walk the trie.

@@ -34,7 +34,7 @@ use crate::{
     reason = "aya's #[xdp] entry point takes its context by value"
 )]
 pub(crate) fn mcfilter(ctx: XdpContext) -> u32 {
-    filter(&ctx, Framing::Ethernet)
+    filter::<CHAINABLE>(&ctx, Framing::Ethernet)
 }
 
 /// The entry for interfaces whose packets start at the IP header (TUN, WireGuard).
@@ -44,12 +44,43 @@ pub(crate) fn mcfilter(ctx: XdpContext) -> u32 {
     reason = "aya's #[xdp] entry point takes its context by value"
 )]
 pub(crate) fn mcfilter_ip(ctx: XdpContext) -> u32 {
-    filter(&ctx, Framing::Ip)
+    filter::<CHAINABLE>(&ctx, Framing::Ip)
 }
 
-/// Both entries: `framing` is a constant in each, so each program holds one parser.
+/// The entry for Ethernet-framed interfaces as a component of libxdp's dispatcher (`attach
+/// --multiprog`, loaded as an extension of a slot): no tail call, which the kernel's check of
+/// an extension against the slot's function refuses (Linux 6.12.y and 6.14+ count a tail call
+/// as changing packet data, and the slot's function does not). The dispatcher, not a tail
+/// call, runs the next component.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[xdp] entry point takes its context by value"
+)]
+pub(crate) fn mcfilter_mp(ctx: XdpContext) -> u32 {
+    filter::<COMPONENT>(&ctx, Framing::Ethernet)
+}
+
+/// The IP-framed entry as a component of libxdp's dispatcher.
+#[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's #[xdp] entry point takes its context by value"
+)]
+pub(crate) fn mcfilter_ip_mp(ctx: XdpContext) -> u32 {
+    filter::<COMPONENT>(&ctx, Framing::Ip)
+}
+
+/// `filter`'s `CHAIN` for the interface's own programs: they hold the tail call, taken when
+/// the loader sets `CHAINED`.
+const CHAINABLE: bool = true;
+/// `filter`'s `CHAIN` for a dispatcher's components: no tail call in the program at all.
+const COMPONENT: bool = false;
+
+/// Every entry: `framing` and `CHAIN` are constants in each, so each program holds one parser,
+/// and only the programs that may chain hold the tail call.
 #[inline(always)]
-fn filter(ctx: &XdpContext, framing: Framing) -> u32 {
+fn filter<const CHAIN: bool>(ctx: &XdpContext, framing: Framing) -> u32 {
     let Some(config) = CONFIG.get(0) else {
         // Unreachable: index 0 of a one-entry array always exists.
         return xdp_action::XDP_PASS;
@@ -60,8 +91,10 @@ fn filter(ctx: &XdpContext, framing: Framing) -> u32 {
     stats::record(ctx, reason, dry_run, bytes, source);
     if reason.is_drop() && !dry_run {
         xdp_action::XDP_DROP
-    } else {
+    } else if CHAIN {
         pass(ctx)
+    } else {
+        xdp_action::XDP_PASS
     }
 }
 

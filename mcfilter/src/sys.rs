@@ -63,6 +63,16 @@ impl Framing {
         }
     }
 
+    /// The program that filters this framing as a component of libxdp's dispatcher (`attach
+    /// --multiprog`).
+    pub fn component_program(self) -> Option<&'static str> {
+        match self {
+            Framing::Ethernet => Some(mcfilter_common::PROGRAM_NAME_COMPONENT),
+            Framing::Ip => Some(mcfilter_common::PROGRAM_NAME_IP_COMPONENT),
+            Framing::Unfiltered(_) => None,
+        }
+    }
+
     /// Its name in `status` and `--json`: `ethernet`, `ip`, or the refused link type.
     pub fn name(self) -> &'static str {
         match self {
