@@ -18,14 +18,18 @@ use mcfilter_common::{DEFAULT_ALLOW_CAPACITY, map_names};
 
 mod chain;
 mod detach;
+mod dispatcher;
 mod link;
 mod mode;
+mod multiprog;
 mod policy;
 
 pub use chain::{HandBack, Next, NextError, Unchainable, program_name, running};
 pub use detach::{Detached, detach};
-use link::{attach_program, load_program, loaded, record_replaced, replace_program, this_build};
+pub use dispatcher::Unjoinable;
+use link::{attach_program, load_program, loaded, record_replaced, replace_program};
 pub use mode::{Attachment, Mode, show_mode};
+pub use multiprog::{DEFAULT_PRIORITY, Membership, membership};
 pub use policy::{
     Policy, PolicyChange, PortError, change_policy, parse_port, policy, set_allow_list,
 };
@@ -68,6 +72,9 @@ pub struct AttachRequest {
     pub service: bool,
     /// Run in front of this program and hand it every packet mcfilter passes (see `chain`).
     pub then: Option<Next>,
+    /// Join (or start) libxdp's dispatcher on the interface as a component with this run
+    /// priority (`--multiprog`, see `multiprog`).
+    pub multiprog: Option<u32>,
 }
 
 impl AttachRequest {
@@ -86,6 +93,7 @@ impl AttachRequest {
             force: false,
             service: false,
             then: None,
+            multiprog: None,
         }
     }
 
@@ -107,6 +115,23 @@ impl AttachRequest {
             iface: self.iface.clone(),
             what,
             err: io::Error::other(err),
+        }
+    }
+
+    /// A failed netlink swap of the interface's XDP program.
+    fn swap_error(&self, err: io::Error) -> Error {
+        Error::ChainSwap {
+            iface: self.iface.clone(),
+            err,
+        }
+    }
+
+    /// A failed step of building or swapping libxdp's dispatcher (`--multiprog`).
+    fn dispatcher_error(&self, what: &'static str, err: impl Into<io::Error>) -> Error {
+        Error::Dispatcher {
+            iface: self.iface.clone(),
+            what,
+            err: err.into(),
         }
     }
 
@@ -143,6 +168,8 @@ pub struct Attached {
     pub allow_change: Change,
     /// The program this attach put behind mcfilter (`--then`), by id.
     pub next: Option<u32>,
+    /// libxdp's dispatcher that runs mcfilter as a component now (`--multiprog`), by id.
+    pub dispatcher: Option<u32>,
 }
 
 /// Attaches the filter to `req.iface` (or swaps this build's program in with `--replace`), creating
@@ -150,14 +177,23 @@ pub struct Attached {
 pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> {
     let ifindex = sys::ifindex(&req.iface)?;
     let framing = sys::framing(&req.iface)?;
-    let Some(program) = framing.program() else {
+    if framing.program().is_none() {
         return Err(Error::UnfilteredLinkType {
             iface: req.iface.clone(),
             link_type: framing.name(),
         });
-    };
+    }
     crate::kernel::probe()?;
     let _lock: StateLock = state.prepare_and_lock()?;
+    // A dispatcher's component is the entry without the tail call, loaded as an extension of
+    // its slot.
+    let component = req.multiprog.is_some() || (req.replace && state.component(ifindex).exists());
+    let program = if component {
+        framing.component_program()
+    } else {
+        framing.program()
+    }
+    .expect("a filtered framing has both programs");
     match (state.holds(ifindex), req.replace) {
         (true, false) => {
             return Err(Error::AlreadyAttached {
@@ -188,7 +224,14 @@ pub fn attach(state: &StateDir, req: &AttachRequest) -> Result<Attached, Error> 
         state.create()?;
         crate::fault::step();
     }
-    let result = attach_locked(state, req, ifindex, program, fresh, next.as_ref());
+    let result = attach_locked(
+        state,
+        req,
+        ifindex,
+        (program, component),
+        fresh,
+        next.as_ref(),
+    );
     if result.is_err() {
         if fresh {
             // Nothing of a failed first attach stays behind.
@@ -209,7 +252,7 @@ fn attach_locked(
     state: &StateDir,
     req: &AttachRequest,
     ifindex: u32,
-    program: &str,
+    (program, component): (&str, bool),
     fresh: bool,
     next: Option<&chain::NextProgram>,
 ) -> Result<Attached, Error> {
@@ -225,6 +268,9 @@ fn attach_locked(
     let clock = crate::kernel::frag_clock();
     let mut loader = EbpfLoader::new();
     loader.override_global(mcfilter_common::FRAG_HZ_GLOBAL, &clock.hz, true);
+    if component {
+        loader.extension(program);
+    }
     if chained {
         loader
             .override_global(mcfilter_common::CHAINED_GLOBAL, &CHAINED, true)
@@ -290,11 +336,13 @@ fn attach_locked(
         req,
         ifindex,
     };
-    let attached = match next {
+    let attached = match (next, req.multiprog) {
+        _ if req.replace && component => multiprog::replace_program(&mut at),
         _ if req.replace && chained => chain::replace_program(&mut at),
         _ if req.replace => replace_program(&mut at),
-        Some(next) => chain::attach_program(&mut at, next),
-        None => attach_program(&mut at),
+        (Some(next), _) => chain::attach_program(&mut at, next),
+        (None, Some(priority)) => multiprog::attach_program(&mut at, priority),
+        (None, None) => attach_program(&mut at),
     };
     if attached.is_ok() && req.replace {
         // The program is swapped in already: a cache that cannot be emptied is worth a warning,
@@ -316,6 +364,10 @@ fn attach_locked(
             drop_reflected: policy.drop_reflected,
             allow_change,
             next: next.map(|next| next.id),
+            dispatcher: component
+                .then(|| multiprog::membership(ifindex, made.prog_id))
+                .flatten()
+                .map(|membership| membership.dispatcher_id),
         }),
         Err(err) => {
             undone(

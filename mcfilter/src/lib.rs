@@ -362,6 +362,40 @@ pub enum Error {
         /// The interface's name.
         iface: String,
     },
+    /// `attach --multiprog` on a kernel that refuses extension (freplace) programs.
+    #[error(
+        "this kernel ({release}) refuses freplace (BPF_PROG_TYPE_EXT) programs, which libxdp's dispatcher runs, so --multiprog cannot work here; nothing was changed: attach without it, or in front of the program there with --then existing"
+    )]
+    MultiprogUnsupported {
+        /// The running kernel's release.
+        release: String,
+    },
+    /// `attach --multiprog` without libxdp's dispatcher object installed.
+    #[error(
+        "--multiprog loads libxdp's dispatcher, and xdp-dispatcher.o is not installed (Debian: libxdp1; or set LIBXDP_OBJECT_PATH); nothing was changed"
+    )]
+    NoDispatcher,
+    /// `attach --multiprog` on an interface whose XDP program is not a dispatcher it can join.
+    #[error(
+        "mcfilter cannot join the XDP program on {iface} as a component of libxdp's dispatcher: {why}; nothing was changed (--then existing runs in front of any XDP program)"
+    )]
+    Unjoinable {
+        /// The interface's name.
+        iface: String,
+        /// Why.
+        why: filter::Unjoinable,
+    },
+    /// A step of building, linking or swapping libxdp's dispatcher failed.
+    #[error("{iface}: libxdp's dispatcher: {what}")]
+    Dispatcher {
+        /// The interface's name.
+        iface: String,
+        /// What was being done.
+        what: &'static str,
+        /// What the kernel or the system said.
+        #[source]
+        err: io::Error,
+    },
     /// Any other system error.
     #[error(transparent)]
     Io(#[from] io::Error),

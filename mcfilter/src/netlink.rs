@@ -100,6 +100,16 @@ pub(crate) fn detach_xdp(ifindex: u32, mode: u32) -> io::Result<()> {
     set_xdp(ifindex, -1, mode, None)
 }
 
+/// Removes `expected` from `ifindex` (attached through netlink in the mode `flags` names),
+/// atomically: the kernel refuses (EEXIST) if another program is there now.
+pub(crate) fn detach_xdp_expected(
+    ifindex: u32,
+    flags: u32,
+    expected: BorrowedFd<'_>,
+) -> io::Result<()> {
+    set_xdp(ifindex, -1, flags | XDP_FLAGS_REPLACE, Some(expected))
+}
+
 /// Attaches `program` to `ifindex` through netlink with `flags` (a mode and
 /// XDP_FLAGS_UPDATE_IF_NOEXIST, or XDP_FLAGS_REPLACE with `expected`: then the kernel swaps
 /// atomically, and only if `expected` is the program attached).

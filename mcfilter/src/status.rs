@@ -39,8 +39,12 @@ pub struct InterfaceStatus {
     pub service: bool,
     /// The program mcfilter hands every packet it passes to (`attach --then`), if chained.
     pub next: Option<NextStatus>,
-    /// mcfilter's program is the one on the interface. Always so for a program held by a link;
-    /// a chained one is attached through netlink, which another tool can change.
+    /// libxdp's dispatcher that runs mcfilter as one of its components (`attach
+    /// --multiprog`), while it does.
+    pub dispatcher: Option<DispatcherStatus>,
+    /// mcfilter's program is the one on the interface (or, `--multiprog`, one of its
+    /// dispatcher's components). Always so for a program held by a link; a chained one and a
+    /// dispatcher are attached through netlink, which another tool can change.
     pub running: bool,
     /// The interface still exists.
     pub present: bool,
@@ -53,6 +57,15 @@ pub struct NextStatus {
     pub program_id: u32,
     /// Its name, when it is still loaded and named.
     pub name: Option<String>,
+}
+
+/// libxdp's dispatcher running mcfilter as a component.
+#[derive(Debug, serde::Serialize)]
+pub struct DispatcherStatus {
+    /// The dispatcher's program id.
+    pub program_id: u32,
+    /// Its components, in the order they run (mcfilter's among them).
+    pub components: Vec<NextStatus>,
 }
 
 /// `mcfilter status`.
@@ -111,10 +124,14 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         let info = records.get(&ifindex);
         let current = sys::ifname(ifindex);
         let chained = state.program(ifindex).exists();
-        let program_id = if chained {
-            ProgramInfo::from_pin(state.program(ifindex))
-                .ok()
-                .map(|program| program.id())
+        let component = state.component(ifindex).exists();
+        let program_id = if chained || component {
+            let pin = if chained {
+                state.program(ifindex)
+            } else {
+                state.component(ifindex)
+            };
+            ProgramInfo::from_pin(pin).ok().map(|program| program.id())
         } else {
             PinnedLink::from_pin(state.link(ifindex))
                 .ok()
@@ -123,7 +140,25 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         }
         .or(info.map(|info| info.prog_id))
         .unwrap_or_default();
-        let running = !chained || filter::running(ifindex) == Some(program_id);
+        let membership = component
+            .then(|| filter::membership(ifindex, program_id))
+            .flatten();
+        let running = if component {
+            membership.is_some()
+        } else {
+            !chained || filter::running(ifindex) == Some(program_id)
+        };
+        let dispatcher = membership.map(|membership| DispatcherStatus {
+            program_id: membership.dispatcher_id,
+            components: membership
+                .components
+                .into_iter()
+                .map(|(program_id, name)| NextStatus {
+                    program_id,
+                    name: Some(name),
+                })
+                .collect(),
+        });
         let framing = current
             .as_deref()
             .and_then(|name| sys::framing(name).ok())
@@ -162,6 +197,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
             build: build.map(crate::build::show),
             service: own.is_some_and(|meta| meta.service != 0),
             next,
+            dispatcher,
             running,
         });
     }

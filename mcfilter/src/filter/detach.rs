@@ -5,7 +5,10 @@ use std::{collections::BTreeSet, io};
 
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::chain::{self, HandBack};
+use super::{
+    chain::{self, HandBack},
+    multiprog,
+};
 use crate::{Error, maps::Maps, pin::StateDir, sys};
 
 /// What `detach` did.
@@ -25,7 +28,14 @@ pub fn detach(state: &StateDir, iface: &str) -> Result<Detached, Error> {
     let _lock = state.prepare_and_lock()?;
     let mut maps = Maps::open(state)?;
     let ifindex = find_ifindex(state, &maps, iface)?;
-    let hand_back = if state.program(ifindex).exists() {
+    let hand_back = if state.component(ifindex).exists() {
+        // A dispatcher's component: the dispatcher goes on without it (or goes, if it ran
+        // only mcfilter); then its pin goes, so the interface is no longer attached here.
+        let hand_back = multiprog::leave(state, iface, ifindex)?;
+        crate::fault::step();
+        crate::pin::remove_pin(&state.component(ifindex))?;
+        hand_back
+    } else if state.program(ifindex).exists() {
         // Chained: the next program takes mcfilter's place (one atomic swap); then the pins go,
         // the program's first, so the interface is no longer attached in the state.
         let next = crate::maps::iface_meta(state)?

@@ -161,6 +161,81 @@ pub(super) fn record_replaced(
     Ok(info)
 }
 
+/// The records of a program attached through netlink (`--then`, `--multiprog`), which holds no
+/// link: they and the program's pin in the state come before the swap that puts it on the
+/// interface, and a failure of any step undoes them, so the interface keeps what it had and the
+/// state does not hold it. Its fields are the attach's (see [`Attaching`]).
+pub(super) struct NetlinkRecords<'a> {
+    pub(super) state: &'a StateDir,
+    pub(super) maps: &'a mut Maps,
+    pub(super) req: &'a AttachRequest,
+    pub(super) ifindex: u32,
+    pub(super) prog_id: u32,
+    /// The program it chains to (`--then`), 0 for none.
+    pub(super) next: u32,
+    /// Where its program is pinned in the state dir.
+    pub(super) pin: std::path::PathBuf,
+}
+
+impl NetlinkRecords<'_> {
+    /// Writes the interface's record, in the mode the swap is expected to get, and its build
+    /// record; undone if either fails.
+    pub(super) fn write(&mut self, planned: Attachment) -> Result<(), Error> {
+        let written = self.record(planned).and_then(|()| {
+            crate::fault::step();
+            let meta = this_build(self.req.service, self.next);
+            crate::maps::set_iface_meta(self.state, self.ifindex, meta)
+        });
+        match written {
+            Ok(()) => {
+                crate::fault::step();
+                Ok(())
+            }
+            Err(err) => Err(self.undo(err)),
+        }
+    }
+
+    /// Undoes the records and the program's pin after a failed step; returns that step's error.
+    pub(super) fn undo(&mut self, err: Error) -> Error {
+        let iface = &self.req.iface;
+        undone(
+            iface,
+            "unpinning its program",
+            crate::pin::remove_pin(&self.pin),
+        );
+        undone(
+            iface,
+            "forgetting its record",
+            self.maps.forget_iface(self.ifindex),
+        );
+        let meta = crate::maps::forget_iface_meta(self.state, self.ifindex);
+        undone(iface, "forgetting its build record", meta);
+        err
+    }
+
+    /// The swap got mode `made`: the record follows it if it was not the one planned.
+    pub(super) fn finish(mut self, planned: Attachment, made: Attachment) -> Result<Made, Error> {
+        crate::fault::step();
+        if made != planned {
+            self.record(made)?;
+        }
+        Ok(Made {
+            attachment: made,
+            native_error: None,
+            prog_id: self.prog_id,
+        })
+    }
+
+    fn record(&mut self, mode: Attachment) -> Result<(), Error> {
+        let info = IfaceInfo {
+            name: sys::name_to_bytes(&self.req.iface),
+            mode: mode.code(),
+            prog_id: self.prog_id,
+        };
+        self.maps.record_iface(self.ifindex, info)
+    }
+}
+
 /// The record of an interface this build's program now runs on, managed by the service or not,
 /// chained to program `next` (0: not chained).
 pub(super) fn this_build(service: bool, next: u32) -> IfaceMeta {

@@ -8,6 +8,8 @@
 //! <state-dir>/link_<ifindex>   one XDP link per interface
 //! <state-dir>/if_stats_<ifindex>                 each interface's own counters
 //! <state-dir>/prog_<ifindex>, next_<ifindex>     a chained interface's program and its next one
+//! <state-dir>/component_<ifindex>                its program as a component of libxdp's
+//!                                                dispatcher (libxdp's pins, in BPFFS/xdp/, link it)
 //! <state-dir>_lock/            the lock (a directory: bpffs holds no files)
 //! ```
 //!
@@ -45,6 +47,9 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const LINK_PREFIX: &str = "link_";
 /// A chained interface's program (attached through netlink, which holds no link to pin).
 const PROGRAM_PREFIX: &str = "prog_";
+/// An interface's program when it runs as a component of libxdp's dispatcher (`attach
+/// --multiprog`): an extension program, which libxdp's own pins link into the dispatcher.
+const COMPONENT_PREFIX: &str = "component_";
 /// A chained interface's next program, in a one-slot program array.
 const NEXT_PREFIX: &str = "next_";
 /// Each interface's own counters (`mcf_if_stats` of its program), pinned at attach.
@@ -103,15 +108,23 @@ impl StateDir {
         self.dir.join(format!("{PROGRAM_PREFIX}{ifindex}"))
     }
 
+    /// The pin of the program on interface `ifindex` when it runs as a component of libxdp's
+    /// dispatcher (`attach --multiprog`): libxdp's pins hold its link.
+    pub fn component(&self, ifindex: u32) -> PathBuf {
+        self.dir.join(format!("{COMPONENT_PREFIX}{ifindex}"))
+    }
+
     /// The pin of the program array that holds a chained interface's next program.
     pub fn next(&self, ifindex: u32) -> PathBuf {
         self.dir.join(format!("{NEXT_PREFIX}{ifindex}"))
     }
 
     /// Whether interface `ifindex` is attached here: its link is pinned, or (chained) its
-    /// program.
+    /// program, or (a dispatcher's component) its extension program.
     pub fn holds(&self, ifindex: u32) -> bool {
-        self.link(ifindex).exists() || self.program(ifindex).exists()
+        self.link(ifindex).exists()
+            || self.program(ifindex).exists()
+            || self.component(ifindex).exists()
     }
 
     /// The pin of interface `ifindex`'s own counters. Pinned, they can be read without looking
@@ -136,10 +149,11 @@ impl StateDir {
     }
 
     /// The ifindexes attached here: those with a link pinned, and those whose chained program
-    /// is.
+    /// or dispatcher component is.
     pub fn attached_ifindexes(&self) -> io::Result<Vec<u32>> {
         let mut indexes = self.ifindexes_pinned_as(LINK_PREFIX)?;
         indexes.extend(self.ifindexes_pinned_as(PROGRAM_PREFIX)?);
+        indexes.extend(self.ifindexes_pinned_as(COMPONENT_PREFIX)?);
         indexes.sort_unstable();
         indexes.dedup();
         Ok(indexes)

@@ -123,6 +123,16 @@ pub(crate) struct AttachArgs {
     #[arg(long, value_name = "NEXT", conflicts_with_all = ["replace", "force"],
           value_parser = |text: &str| text.parse::<mcfilter::filter::Next>())]
     pub(crate) then: Option<mcfilter::filter::Next>,
+    /// Share the interface through libxdp's dispatcher (as xdp-loader and xdp-filter do):
+    /// join the one there, or start one, as a component that hands on what it passes; needs a
+    /// kernel that runs freplace programs and Debian's libxdp1; `detach` leaves the others
+    /// running
+    #[arg(long, conflicts_with_all = ["replace", "force", "then"])]
+    pub(crate) multiprog: bool,
+    /// The component's run priority in the dispatcher (lower runs first; ties by name)
+    #[arg(long, value_name = "N", requires = "multiprog",
+          default_value_t = mcfilter::filter::DEFAULT_PRIORITY)]
+    pub(crate) priority: u32,
     /// Per-source counter capacity (LRU), used when this attach creates the state [default:
     /// what 24 MiB holds with this host's possible CPUs, at most 65536]
     #[arg(long, value_name = "ENTRIES", value_parser = clap::value_parser!(u32).range(1..))]

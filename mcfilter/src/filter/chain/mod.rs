@@ -15,15 +15,13 @@
 //! using it: the same type (XDP), both JITed or both not, and the same `xdp.frags` support
 //! (Linux 5.18); a failed tail call falls through, and mcfilter then passes the packet.
 
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, BorrowedFd};
 
 use aya::{
     maps::{MapData, ProgramArray},
     programs::{ProgramInfo, Xdp},
 };
 use mcfilter_common::{PROGRAM_NAME, PROGRAM_NAME_IP, map_names};
-
-use mcfilter_common::IfaceInfo;
 
 mod next;
 
@@ -32,15 +30,13 @@ pub use next::{Next, NextError, Unchainable, program_name};
 pub(super) use next::{NextProgram, resolve};
 
 use super::{
-    AttachRequest, Attaching, Attachment, Made, Mode, load_program, loaded, record_replaced,
-    this_build,
+    AttachRequest, Attaching, Attachment, Made, Mode, link::NetlinkRecords, load_program, loaded,
+    record_replaced,
 };
 use crate::{
     Error,
-    maps::Maps,
     netlink::{self, XDP_FLAGS_REPLACE, XDP_FLAGS_UPDATE_IF_NOEXIST, XdpMode},
     pin::StateDir,
-    sys,
 };
 /// Attaches a program that chains to `next`: through netlink, with its program pinned (netlink
 /// holds no link). The records and the program's pin come first, the swap on the interface
@@ -52,57 +48,29 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, next: &NextProgram) -> Resu
     crate::fault::step();
     let program = loaded(at.ebpf, at.program, at.req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
-    let record = |records: &mut Maps, attachment: Attachment| {
-        records.record_iface(
-            at.ifindex,
-            IfaceInfo {
-                name: sys::name_to_bytes(&at.req.iface),
-                mode: attachment.code(),
-                prog_id,
-            },
-        )
-    };
-    let first_mode = match (next.replaces, at.req.mode) {
+    let planned = match (next.replaces, at.req.mode) {
         (Some(mode), _) => attachment(mode),
         (None, Mode::Skb) => Attachment::Skb,
         (None, Mode::Auto | Mode::Native) => Attachment::Native,
     };
-    record(at.maps, first_mode)?;
-    crate::fault::step();
-    crate::maps::set_iface_meta(at.state, at.ifindex, this_build(at.req.service, next.id))?;
-    crate::fault::step();
-    let undo = |records: &mut Maps| {
-        let program = crate::pin::remove_pin(&at.state.program(at.ifindex));
-        super::undone(&at.req.iface, "unpinning its program", program);
-        super::undone(
-            &at.req.iface,
-            "forgetting its record",
-            records.forget_iface(at.ifindex),
-        );
-        let meta = crate::maps::forget_iface_meta(at.state, at.ifindex);
-        super::undone(&at.req.iface, "forgetting its build record", meta);
-    };
-    if let Err(err) = program.pin(at.state.program(at.ifindex)) {
-        undo(at.maps);
-        return Err(at.req.pin_error("pinning its program", err));
-    }
-    crate::fault::step();
-    let made = match attach(program, next, at.req, at.ifindex) {
-        Ok(made) => made,
-        Err(err) => {
-            undo(at.maps);
-            return Err(err);
-        }
-    };
-    crate::fault::step();
-    if made != first_mode {
-        record(at.maps, made)?;
-    }
-    Ok(Made {
-        attachment: made,
-        native_error: None,
+    let mut records = NetlinkRecords {
+        state: at.state,
+        maps: at.maps,
+        req: at.req,
+        ifindex: at.ifindex,
         prog_id,
-    })
+        next: next.id,
+        pin: at.state.program(at.ifindex),
+    };
+    records.write(planned)?;
+    if let Err(err) = program.pin(&records.pin) {
+        return Err(records.undo(at.req.pin_error("pinning its program", err)));
+    }
+    crate::fault::step();
+    match attach(program, next, at.req, at.ifindex) {
+        Ok(made) => records.finish(planned, made),
+        Err(err) => Err(records.undo(err)),
+    }
 }
 
 /// Swaps this build's program in on a chained interface (`--replace`): one netlink replace that
@@ -159,10 +127,6 @@ fn attach(
     ifindex: u32,
 ) -> Result<Attachment, Error> {
     let ours = program.fd().map_err(|err| req.attach_error(err))?;
-    let swap_err = |err| Error::ChainSwap {
-        iface: req.iface.clone(),
-        err,
-    };
     if let Some(mode) = next.replaces {
         let flag = mode.flag().ok_or_else(|| Error::Unchainable {
             iface: req.iface.clone(),
@@ -175,20 +139,25 @@ fn attach(
             flag | XDP_FLAGS_REPLACE,
             Some(next.fd.as_fd()),
         )
-        .map_err(swap_err)?;
+        .map_err(|err| req.swap_error(err))?;
         return Ok(attachment(mode));
     }
+    attach_fresh(ours.as_fd(), req, ifindex).map(attachment)
+}
+
+/// Attaches `program` through netlink to an interface with no XDP program, in the first of the
+/// request's modes the driver supports; fails if a program appeared meanwhile.
+pub(super) fn attach_fresh(
+    program: BorrowedFd<'_>,
+    req: &AttachRequest,
+    ifindex: u32,
+) -> Result<XdpMode, Error> {
     for mode in req.mode.tries().iter().map(|&mode| XdpMode::from(mode)) {
         let flag = mode.flag().unwrap_or_default();
-        match netlink::attach_xdp(
-            ifindex,
-            ours.as_fd(),
-            flag | XDP_FLAGS_UPDATE_IF_NOEXIST,
-            None,
-        ) {
-            Ok(()) => return Ok(attachment(mode)),
+        match netlink::attach_xdp(ifindex, program, flag | XDP_FLAGS_UPDATE_IF_NOEXIST, None) {
+            Ok(()) => return Ok(mode),
             Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
-            Err(err) => return Err(swap_err(err)),
+            Err(err) => return Err(req.swap_error(err)),
         }
     }
     // Every mode tried said the driver does not support it.
@@ -206,10 +175,7 @@ fn replace(
     req: &AttachRequest,
     ifindex: u32,
 ) -> Result<Attachment, Error> {
-    let swap_err = |err| Error::ChainSwap {
-        iface: req.iface.clone(),
-        err,
-    };
+    let swap_err = |err| req.swap_error(err);
     let (id, mode) = netlink::attached(ifindex)
         .map_err(swap_err)?
         .ok_or_else(|| Error::ChainBroken {
@@ -248,6 +214,9 @@ pub enum HandBack {
     Next(u32),
     /// Whatever another tool put in place of mcfilter's chained program: left as it is.
     LeftAlone,
+    /// libxdp's dispatcher (this id), running the other components without mcfilter
+    /// (`attach --multiprog`).
+    Dispatcher(u32),
 }
 
 /// Hands a chained interface back to its next program: one atomic netlink replace that expects
@@ -290,7 +259,7 @@ pub fn running(ifindex: u32) -> Option<u32> {
     netlink::attached(ifindex).ok().flatten().map(|(id, _)| id)
 }
 
-fn attachment(mode: XdpMode) -> Attachment {
+pub(super) fn attachment(mode: XdpMode) -> Attachment {
     match mode {
         XdpMode::Skb => Attachment::Skb,
         XdpMode::Driver | XdpMode::Hardware => Attachment::Native,

@@ -28,6 +28,8 @@ struct Report {
     allow_added: Vec<String>,
     /// The program mcfilter runs in front of (`--then`).
     next: Option<NextStatus>,
+    /// libxdp's dispatcher that runs mcfilter as a component (`--multiprog`), by program id.
+    dispatcher_id: Option<u32>,
     /// Why `--mode auto` fell back to skb mode.
     native_error: Option<String>,
     /// Interfaces that deliver to a protected listener without the filter.
@@ -50,6 +52,7 @@ pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Res
         force: args.force,
         service: false,
         then: args.then,
+        multiprog: args.multiprog.then_some(args.priority),
     };
     let attached = mcfilter::attach(state, &request)?;
     // Other ways in: interfaces that deliver to a protected listener without the filter.
@@ -78,6 +81,7 @@ pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Res
                 program_id,
                 name: filter::program_name(program_id),
             }),
+            dispatcher_id: attached.dispatcher,
             native_error: attached.native_error,
             warnings,
             ports: attached.ports,
@@ -122,6 +126,12 @@ pub(super) fn run(state: &StateDir, args: AttachArgs, json: bool) -> anyhow::Res
             attached.iface,
             filter::program_name(next).map_or_else(String::new, |name| format!(" ({name})")),
             attached.iface,
+        );
+    }
+    if let Some(dispatcher) = attached.dispatcher {
+        eprintln!(
+            "mcfilter: {} runs mcfilter as a component of libxdp's dispatcher (program {dispatcher}; `xdp-loader status {}` lists them all); `mcfilter detach {}` leaves the others running",
+            attached.iface, attached.iface, attached.iface,
         );
     }
     for warning in warnings {

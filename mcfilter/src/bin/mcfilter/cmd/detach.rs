@@ -57,6 +57,13 @@ pub(super) fn run(state: &StateDir, args: &DetachArgs, json: bool) -> anyhow::Re
                 false,
             ),
             HandBack::LeftAlone => (None, true),
+            HandBack::Dispatcher(program_id) => (
+                Some(NextStatus {
+                    program_id,
+                    name: filter::program_name(program_id),
+                }),
+                false,
+            ),
         };
         report.state_removed = detached.state_removed;
         report.detached.push(DetachedIface {

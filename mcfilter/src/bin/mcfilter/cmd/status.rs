@@ -90,12 +90,23 @@ pub(super) fn run(state: &StateDir, json: bool) -> anyhow::Result<()> {
             iface.program_id.to_string(),
             iface.build.clone().unwrap_or_else(|| "earlier".into()),
             if iface.service { "service" } else { "cli" }.into(),
-            match &iface.next {
-                None => "-".into(),
-                Some(next) => match &next.name {
+            match (&iface.next, &iface.dispatcher) {
+                (Some(next), _) => match &next.name {
                     Some(name) => format!("{} ({name})", next.program_id),
                     None => next.program_id.to_string(),
                 },
+                // `--multiprog`: the dispatcher and its components in run order.
+                (None, Some(dispatcher)) => format!(
+                    "dispatcher {}: {}",
+                    dispatcher.program_id,
+                    dispatcher
+                        .components
+                        .iter()
+                        .map(|c| c.name.as_deref().unwrap_or("?"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (None, None) => "-".into(),
             },
         ]);
     }
