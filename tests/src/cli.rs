@@ -42,6 +42,7 @@ pub fn binary() -> &'static Path {
 pub struct Mcfilter {
     state_dir: PathBuf,
     netns: Option<PathBuf>,
+    mount_ns: Option<PathBuf>,
 }
 
 impl Mcfilter {
@@ -50,6 +51,7 @@ impl Mcfilter {
         Mcfilter {
             state_dir: PathBuf::from("/sys/fs/bpf").join(crate::unique(tag)),
             netns: None,
+            mount_ns: None,
         }
     }
 
@@ -59,21 +61,31 @@ impl Mcfilter {
         self
     }
 
+    /// Runs the CLI inside the mount namespace `mnt` too (its bpffs, not the host's; the state
+    /// dir goes with that bpffs).
+    pub fn in_mount_ns(mut self, mnt: PathBuf) -> Self {
+        self.mount_ns = Some(mnt);
+        self
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
 
     /// The command for `args`, with `--state-dir` appended.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display()))
-                    .arg("--")
-                    .arg(binary());
-                c
+        let mut command = if self.netns.is_some() || self.mount_ns.is_some() {
+            let mut c = Command::new("nsenter");
+            if let Some(ns) = &self.netns {
+                c.arg(format!("--net={}", ns.display()));
             }
-            None => Command::new(binary()),
+            if let Some(mnt) = &self.mount_ns {
+                c.arg(format!("--mount={}", mnt.display()));
+            }
+            c.arg("--").arg(binary());
+            c
+        } else {
+            Command::new(binary())
         };
         command
             .args(args)
@@ -96,6 +108,24 @@ impl Mcfilter {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).expect("utf-8 output")
+    }
+
+    /// Runs `args` with the fault injection set to abort at step `step` (a binary built with
+    /// the `fault-injection` feature): whether it was killed (otherwise it finished, and
+    /// successfully).
+    pub fn killed_at(&self, args: &[&str], step: usize) -> bool {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = self
+            .command(args)
+            .env(mcfilter::fault::CRASH_AFTER_ENV, step.to_string())
+            .output()
+            .expect("run mcfilter");
+        let killed = out.status.signal() == Some(libc::SIGABRT);
+        assert!(
+            killed || out.status.success(),
+            "{args:?} at step {step}: {out:?}"
+        );
+        killed
     }
 
     /// Runs `args` (which must print JSON) and parses stdout.

@@ -46,13 +46,25 @@ impl XdpFilter {
         self.dir.join("mnt")
     }
 
+    /// The mount namespace (its bind-mounted file), to run mcfilter in next to xdp-filter:
+    /// libxdp's dispatcher keeps its state in the bpffs both see.
+    pub fn mount_ns(&self) -> PathBuf {
+        self.mnt()
+    }
+
     /// `xdp-filter ARGS` in its mount namespace and the test's network namespace.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.tool("xdp-filter", args)
+    }
+
+    /// `PROGRAM ARGS` (xdp-loader, bpftool) in xdp-filter's mount namespace and the test's
+    /// network namespace.
+    pub fn tool(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("nsenter");
         command
             .arg(format!("--mount={}", self.mnt().display()))
             .arg(format!("--net={}", self.netns.display()))
-            .args(["--", "xdp-filter"])
+            .args(["--", program])
             .args(args);
         command
     }

@@ -26,13 +26,6 @@ const PEER_PORT: u16 = 9999;
 /// A port neither drops.
 const OPEN_PORT: u16 = 7777;
 
-/// How many datagrams to `port` reach the server out of `count` sent.
-fn delivered(lab: &Lab, from: &Host, port: u16, count: usize) -> usize {
-    let listener = lab.server.udp_listener(port);
-    from.send_udp(&[lab.server.v4.into()], port, b"stats\r\n", count);
-    lab::receive(&listener, count).len()
-}
-
 /// Runs `swap` while an allowed client uses memcached over TCP and another host sends UDP to
 /// the peer's port without pause; returns the client's failed rounds and whether any datagram
 /// to the peer's port reached the server (there must be no moment without the peer's rule).
@@ -98,16 +91,8 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
         .ns
         .xdp_program(IFACE)
         .expect("xdp-filter's program");
-    assert_eq!(
-        delivered(&lab, &other, PEER_PORT, 3),
-        0,
-        "xdp-filter's rule"
-    );
-    assert_eq!(
-        delivered(&lab, &other, PORT, 3),
-        3,
-        "xdp-filter passes 11211"
-    );
+    assert_eq!(lab.delivered(&other, PEER_PORT, 3), 0, "xdp-filter's rule");
+    assert_eq!(lab.delivered(&other, PORT, 3), 3, "xdp-filter passes 11211");
 
     let mcf = Mcfilter::new("ch").in_netns(&lab.server.ns);
     let (failures, leaked) = swap_under_traffic(&lab, &client, &other, || {
@@ -135,17 +120,17 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
         "mcfilter is the interface's program"
     );
     assert_eq!(
-        delivered(&lab, &other, PORT, 5),
+        lab.delivered(&other, PORT, 5),
         0,
         "mcfilter drops UDP {PORT}"
     );
     assert_eq!(
-        delivered(&lab, &other, PEER_PORT, 5),
+        lab.delivered(&other, PEER_PORT, 5),
         0,
         "xdp-filter, reached through mcfilter, drops UDP {PEER_PORT}"
     );
     assert_eq!(
-        delivered(&lab, &other, OPEN_PORT, 5),
+        lab.delivered(&other, OPEN_PORT, 5),
         5,
         "other ports pass both"
     );
@@ -157,8 +142,8 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
         .output()
         .expect("xdp-filter");
     assert!(!unload.status.success(), "xdp-filter unload: {unload:?}");
-    assert_eq!(delivered(&lab, &other, PEER_PORT, 3), 0);
-    assert_eq!(delivered(&lab, &other, PORT, 3), 0);
+    assert_eq!(lab.delivered(&other, PEER_PORT, 3), 0);
+    assert_eq!(lab.delivered(&other, PORT, 3), 0);
 
     // The upgrade path: another build's program swapped in keeps the chain.
     let before = status(&mcf)["interfaces"][0]["program_id"].clone();
@@ -172,8 +157,8 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
         lab.server.ns.xdp_program(IFACE),
         iface["program_id"].as_u64()
     );
-    assert_eq!(delivered(&lab, &other, PEER_PORT, 3), 0, "still chained");
-    assert_eq!(delivered(&lab, &other, PORT, 3), 0);
+    assert_eq!(lab.delivered(&other, PEER_PORT, 3), 0, "still chained");
+    assert_eq!(lab.delivered(&other, PORT, 3), 0);
 
     let (failures, leaked) = swap_under_traffic(&lab, &client, &other, || {
         let said = mcf.ok(&["detach", IFACE]);
@@ -190,8 +175,8 @@ fn mcfilter_runs_in_front_of_xdp_filter_and_hands_the_interface_back() {
         "xdp-filter is the interface's program again"
     );
     assert!(!mcf.state_dir().exists(), "nothing of mcfilter is left");
-    assert_eq!(delivered(&lab, &other, PEER_PORT, 3), 0, "its rule applies");
-    assert_eq!(delivered(&lab, &other, PORT, 3), 3, "mcfilter is gone");
+    assert_eq!(lab.delivered(&other, PEER_PORT, 3), 0, "its rule applies");
+    assert_eq!(lab.delivered(&other, PORT, 3), 3, "mcfilter is gone");
     // xdp-filter's refused unload made it forget the program (README, "Running next to other
     // XDP programs"); netlink removes it.
     lab.server
@@ -255,15 +240,15 @@ fn mcfilter_chains_to_a_program_by_id_and_hands_it_the_interface() {
         status(&mcf)["interfaces"][0]["next"]["program_id"],
         floor_id
     );
-    assert_eq!(delivered(&lab, &other, PORT, 3), 0);
-    assert_eq!(delivered(&lab, &other, OPEN_PORT, 3), 3);
+    assert_eq!(lab.delivered(&other, PORT, 3), 0);
+    assert_eq!(lab.delivered(&other, OPEN_PORT, 3), 3);
     mcf.ok(&["detach", IFACE]);
     assert_eq!(
         lab.server.ns.xdp_program(IFACE),
         Some(u64::from(floor_id)),
         "the next program runs on the interface now"
     );
-    assert_eq!(delivered(&lab, &other, PORT, 3), 3);
+    assert_eq!(lab.delivered(&other, PORT, 3), 3);
     lab.server
         .ns
         .ip(&["link", "set", "dev", IFACE, "xdp", "off"]);

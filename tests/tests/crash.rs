@@ -8,11 +8,9 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    os::unix::process::ExitStatusExt as _,
 };
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
-use mcfilter::fault::CRASH_AFTER_ENV;
 use mcfilter_common::{Config, IfaceInfo, IfaceMeta, IpKey, map_names};
 use mcfilter_tests::{cli::Mcfilter, netns::NetNs, privileged_test};
 use serde_json::Value;
@@ -56,28 +54,11 @@ impl Rig {
         links[0]["ifindex"].as_u64().expect("an ifindex")
     }
 
-    /// Runs `args` with the fault injection set to abort at step `step`: whether it was killed
-    /// (otherwise it finished, successfully).
-    fn killed_at(&self, args: &[&str], step: usize) -> bool {
-        let out = self
-            .mcf
-            .command(args)
-            .env(CRASH_AFTER_ENV, step.to_string())
-            .output()
-            .expect("run mcfilter");
-        let killed = out.status.signal() == Some(libc::SIGABRT);
-        assert!(
-            killed || out.status.success(),
-            "{args:?} at step {step}: {out:?}"
-        );
-        killed
-    }
-
     /// Kills `args` at step 1, 2, ... and calls `check` after each kill and after the run that
     /// finished (with whether it was killed); returns how many steps the command has.
     fn walk(&self, args: &[&str], mut check: impl FnMut(usize, bool)) -> usize {
         for step in 1..MAX_STEPS {
-            let killed = self.killed_at(args, step);
+            let killed = self.mcf.killed_at(args, step);
             if step == 1 {
                 assert!(
                     killed,

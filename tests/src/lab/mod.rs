@@ -49,6 +49,14 @@ impl Lab {
         Lab { switch, server }
     }
 
+    /// How many of `count` datagrams `from` sends to the server's UDP `port` reach a socket
+    /// there.
+    pub fn delivered(&self, from: &Host, port: u16, count: usize) -> usize {
+        let listener = self.server.udp_listener(port);
+        from.send_udp(&[self.server.v4.into()], port, b"stats\r\n", count);
+        receive(&listener, count).len()
+    }
+
     /// Adds a host at 198.18.0.`last` / 2001:db8::`last` (the same digits, read as hex).
     pub fn host(&self, tag: &str, last: u8) -> Host {
         connect(&self.switch, tag, last)
