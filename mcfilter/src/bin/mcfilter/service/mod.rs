@@ -103,6 +103,11 @@ pub(crate) fn check(path: &Path) -> anyhow::Result<String> {
 }
 
 async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> anyhow::Result<()> {
+    // The handlers first: from READY=1 on (and the log line a supervisor may wait for), a
+    // SIGHUP is a reload, never the default action that ends the process.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .with_context(|| format!("listening for metrics on {}", config.metrics_addr))?;
@@ -128,9 +133,6 @@ async fn serve(path: PathBuf, config: Config, mut owned: BTreeSet<String>) -> an
         .with_state(shared.clone());
     let server = tokio::spawn(serve_http(listener, router));
 
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     let mut poll = tokio::time::interval(POLL);
     let mut seen = watched(&path, &shared);
     let state_dir = shared.config.lock().expect("config lock").state_dir.clone();
