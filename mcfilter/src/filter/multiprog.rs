@@ -96,11 +96,15 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, priority: u32) -> Result<Ma
         next: 0,
         pin: at.state.component(at.ifindex),
     };
-    let written = records.write(planned).and_then(|()| {
-        ext.pin(&records.pin)
-            .map_err(|err| at.req.pin_error("pinning its program", err))
-    });
-    let swapped = written.and_then(|()| {
+    if let Err(err) = records.write(planned) {
+        let pins = dispatcher::unpin_all(&prepared.dir);
+        undone(&at.req.iface, "unpinning the new dispatcher", pins);
+        return Err(err);
+    }
+    let pinned = ext
+        .pin(&records.pin)
+        .map_err(|err| at.req.pin_error("pinning its program", err));
+    let swapped = pinned.and_then(|()| {
         crate::fault::step();
         match &old {
             Some(old) => swap(&mut prepared, old, &at.req.iface, at.ifindex),
