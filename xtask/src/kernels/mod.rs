@@ -98,8 +98,9 @@ struct Step {
     args: Vec<String>,
 }
 
-/// The kernel that also runs `--multiprog` killed at every step (some 50 program loads, four
-/// minutes under emulation): Debian 12's, the oldest that shares through libxdp's dispatcher.
+/// The kernel that also runs `--multiprog` killed at every step (a program load per step,
+/// about four minutes under emulation): Debian 12's, the oldest that shares through libxdp's
+/// dispatcher.
 const KILLS_KERNEL: &str = "6.1";
 
 /// What runs inside each kernel, chosen to keep the two guests under 15 minutes of CI: the
