@@ -26,6 +26,11 @@ impl Mode {
             Mode::Skb => &[Attachment::Skb],
         }
     }
+
+    /// The mode tried first.
+    pub fn first(self) -> Attachment {
+        self.tries()[0]
+    }
 }
 
 /// The XDP mode mcfilter attached a program in (it never offloads).

@@ -29,7 +29,7 @@ use aya::programs::{Extension, ProgramError, ProgramInfo};
 use mcfilter_common::PROGRAM_NAMES;
 
 use super::{
-    Attaching, Attachment, HandBack, Made, Mode,
+    Attaching, Attachment, HandBack, Made,
     chain::{attach_fresh, attachment},
     dispatcher::{self, CHAIN_ON_PASS, Component, Config, Current, Found, New, Unjoinable},
     link::{NetlinkRecords, record_replaced},
@@ -82,11 +82,9 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, priority: u32) -> Result<Ma
     members.push(ours);
     let mut prepared = prepare(&bpffs, &at.req.iface, at.ifindex, &object, members)?;
     crate::fault::step();
-    let planned = match (&old, at.req.mode) {
-        (Some(old), _) => attachment(old.mode),
-        (None, Mode::Skb) => Attachment::Skb,
-        (None, Mode::Auto | Mode::Native) => Attachment::Native,
-    };
+    let planned = old
+        .as_ref()
+        .map_or(at.req.mode.first(), |old| attachment(old.mode));
     let mut records = NetlinkRecords {
         state: at.state,
         maps: at.maps,

@@ -30,7 +30,7 @@ pub use next::{Next, NextError, Unchainable, program_name};
 pub(super) use next::{NextProgram, resolve};
 
 use super::{
-    AttachRequest, Attaching, Attachment, Made, Mode, link::NetlinkRecords, load_program, loaded,
+    AttachRequest, Attaching, Attachment, Made, link::NetlinkRecords, load_program, loaded,
     record_replaced,
 };
 use crate::{
@@ -48,11 +48,7 @@ pub(super) fn attach_program(at: &mut Attaching<'_>, next: &NextProgram) -> Resu
     crate::fault::step();
     let program = loaded(at.ebpf, at.program, at.req)?;
     let prog_id = program.info().map_err(attach_err)?.id();
-    let planned = match (next.replaces, at.req.mode) {
-        (Some(mode), _) => attachment(mode),
-        (None, Mode::Skb) => Attachment::Skb,
-        (None, Mode::Auto | Mode::Native) => Attachment::Native,
-    };
+    let planned = next.replaces.map_or(at.req.mode.first(), attachment);
     let mut records = NetlinkRecords {
         state: at.state,
         maps: at.maps,
