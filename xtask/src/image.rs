@@ -3,8 +3,9 @@
 //! binary (the XDP program is inside it), the shared libraries it loads, a minimal /etc and the
 //! example config. Nothing else: no shell, no package manager.
 //!
-//! `packaging/Containerfile` describes the same image for `podman build` or `docker build` from
-//! the root filesystem this prepares (`target/image/rootfs`).
+//! `packaging/Containerfile` builds the same image in two stages for `podman build` or
+//! `docker build` where a Rust base image can be pulled: its build stage runs `cargo xtask image
+//! --rootfs /rootfs` ([`rootfs`]), its final stage is that root filesystem alone.
 
 use std::{
     fs,
@@ -19,34 +20,40 @@ use crate::util::{Cmd, workspace_root};
 /// Where the binary lives in the image (the DaemonSet's command).
 const BINARY: &str = "usr/local/bin/mcfilter";
 
-/// `cargo xtask image`: the release binary's image in target/image/oci, tag VERSION, checked.
-pub(crate) fn run() -> anyhow::Result<()> {
+/// `cargo xtask image`: the release binary's image in target/image/oci, tag VERSION, checked;
+/// with `rootfs_only`, only the image's root filesystem, in that directory (the
+/// Containerfile's build stage).
+pub(crate) fn run(rootfs_only: Option<&Path>) -> anyhow::Result<()> {
+    crate::setup::build_tools()?;
     Cmd::new("cargo").args(crate::RELEASE_MCFILTER).run()?;
     let root = workspace_root()?;
-    let layout = build(
-        &root.join("target/release/mcfilter"),
-        &root.join("target/image"),
-    )?;
+    let binary = root.join("target/release/mcfilter");
+    if let Some(dir) = rootfs_only {
+        return rootfs(&binary, dir);
+    }
+    crate::setup::debian_packages(&["umoci"])?;
+    let layout = build(&binary, &root.join("target/image"))?;
     check(&layout, &root.join("target/image/check"))?;
+    let image = reference(&layout);
     println!(
-        "{}:{} (load it with `skopeo copy oci:{}:{} docker-daemon:mcfilter:{}` or push it with skopeo)",
-        layout.display(),
-        env!("CARGO_PKG_VERSION"),
-        layout.display(),
-        env!("CARGO_PKG_VERSION"),
+        "{image} (load it with `skopeo copy oci:{image} docker-daemon:mcfilter:{}` or push it with skopeo)",
         env!("CARGO_PKG_VERSION"),
     );
     Ok(())
 }
 
-/// The image of `binary` as an OCI layout in `out/oci` (tag VERSION); its root filesystem is
-/// also left in `out/rootfs` for the Containerfile.
-pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+/// The image in `layout` as umoci and skopeo name it (`LAYOUT:VERSION`).
+pub(crate) fn reference(layout: &Path) -> String {
+    format!("{}:{}", layout.display(), env!("CARGO_PKG_VERSION"))
+}
+
+/// The image's root filesystem in `dir` (made anew): `binary`, the shared libraries it loads,
+/// a minimal /etc and the example config.
+pub(crate) fn rootfs(binary: &Path, dir: &Path) -> anyhow::Result<()> {
     let root = workspace_root()?;
-    let rootfs = out.join("rootfs");
-    let _ = fs::remove_dir_all(out);
+    let _ = fs::remove_dir_all(dir);
     let place = |path: &str| -> anyhow::Result<PathBuf> {
-        let path = rootfs.join(path.trim_start_matches('/'));
+        let path = dir.join(path.trim_start_matches('/'));
         fs::create_dir_all(path.parent().expect("a file in a directory"))?;
         Ok(path)
     };
@@ -66,11 +73,19 @@ pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     // What libc reads for names; the service runs as root.
     fs::write(place("etc/passwd")?, "root:x:0:0:root:/:/sbin/nologin\n")?;
     fs::write(place("etc/group")?, "root:x:0:\n")?;
-    fs::create_dir_all(rootfs.join("sys/fs/bpf"))?;
-    fs::create_dir_all(rootfs.join("tmp"))?;
+    fs::create_dir_all(dir.join("sys/fs/bpf"))?;
+    fs::create_dir_all(dir.join("tmp"))?;
+    Ok(())
+}
 
+/// The image of `binary` as an OCI layout in `out/oci` (tag VERSION), from its root
+/// filesystem in `out/rootfs`.
+pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
+    let _ = fs::remove_dir_all(out);
+    let rootfs_dir = out.join("rootfs");
+    rootfs(binary, &rootfs_dir)?;
     let layout = out.join("oci");
-    let tag = format!("{}:{}", layout.display(), env!("CARGO_PKG_VERSION"));
+    let tag = reference(&layout);
     let bundle = out.join("bundle");
     Cmd::new("umoci")
         .args(["init", "--layout"])
@@ -90,7 +105,7 @@ pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     fs::remove_dir_all(&bundle_rootfs)?;
     Cmd::new("cp")
         .args(["-a"])
-        .args([&rootfs, &bundle_rootfs])
+        .args([&rootfs_dir, &bundle_rootfs])
         .run()?;
     Cmd::new("umoci")
         .args(["repack", "--image"])
@@ -132,7 +147,7 @@ pub(crate) fn build(binary: &Path, out: &Path) -> anyhow::Result<PathBuf> {
 /// and checks that the image holds nothing but the binary, its libraries and its /etc.
 pub(crate) fn check(layout: &Path, scratch: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(scratch);
-    let tag = format!("{}:{}", layout.display(), env!("CARGO_PKG_VERSION"));
+    let tag = reference(layout);
     Cmd::new("umoci")
         .args(["unpack", "--image"])
         .arg_str(&tag)
@@ -176,6 +191,7 @@ pub(crate) fn check(layout: &Path, scratch: &Path) -> anyhow::Result<()> {
         "--version in the image: {version:?}"
     );
     in_image(&["run", "--check", "--config", "/etc/mcfilter/mcfilter.toml"])?;
+    containerfile_agrees(&args)?;
     let mut files = Vec::new();
     list(&rootfs, &rootfs, &mut files)?;
     let unexpected: Vec<&String> = files
@@ -190,6 +206,59 @@ pub(crate) fn check(layout: &Path, scratch: &Path) -> anyhow::Result<()> {
     ensure!(
         unexpected.is_empty(),
         "the image holds more than mcfilter needs: {unexpected:?}"
+    );
+    Ok(())
+}
+
+/// Whether `packaging/Containerfile` describes the image `cargo xtask image` assembles: its
+/// final stage is `FROM scratch` with nothing but the root filesystem its build stage makes with
+/// `cargo xtask image --rootfs` ([`rootfs`], as here) and the same command (`args`).
+fn containerfile_agrees(args: &[&str]) -> anyhow::Result<()> {
+    let text = fs::read_to_string(workspace_root()?.join("packaging/Containerfile"))?;
+    let instructions: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    let last_from = instructions
+        .iter()
+        .rposition(|line| line.starts_with("FROM "))
+        .context("no FROM in the Containerfile")?;
+    let (build, last) = instructions.split_at(last_from);
+    ensure!(
+        last[0] == "FROM scratch",
+        "the final stage starts {:?}",
+        last[0]
+    );
+    let stage = build
+        .iter()
+        .rev()
+        .find_map(|line| line.strip_prefix("FROM ")?.split_once(" AS "))
+        .map(|(_, name)| name)
+        .context("no named build stage")?;
+    let run = build
+        .iter()
+        .find_map(|line| line.strip_prefix("RUN cargo xtask image --rootfs "))
+        .context("the build stage does not run `cargo xtask image --rootfs DIR`")?;
+    let json = |instruction: &str| -> anyhow::Result<Vec<String>> {
+        let line = last
+            .iter()
+            .find_map(|line| line.strip_prefix(instruction))
+            .with_context(|| format!("no {instruction}in the final stage"))?;
+        Ok(serde_json::from_str(line)?)
+    };
+    let mut command = json("ENTRYPOINT ")?;
+    command.extend(json("CMD ")?);
+    ensure!(
+        command == args,
+        "the Containerfile runs {command:?}, the image {args:?}"
+    );
+    let copy = format!("COPY --from={stage} {}/ /", run.trim_end_matches('/'));
+    ensure!(
+        last[1..].iter().all(|line| *line == copy
+            || line.starts_with("ENTRYPOINT ")
+            || line.starts_with("CMD ")),
+        "the final stage holds more than {copy:?}, ENTRYPOINT and CMD: {last:?}"
     );
     Ok(())
 }

@@ -60,7 +60,12 @@ enum Command {
     Package,
     /// Build the container image (an OCI layout in target/image/oci) from the release binary,
     /// offline, and check it
-    Image,
+    Image {
+        /// Only build the image's root filesystem, in DIR (packaging/Containerfile's build
+        /// stage)
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<std::path::PathBuf>,
+    },
     /// Inside a kernel-matrix guest: mount bpffs, load virtio_net, run the plan in OUT
     #[command(hide = true)]
     KernelGuest {
@@ -101,7 +106,7 @@ fn main() -> ExitCode {
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
         Command::Bench { baseline, args } => bench(baseline.as_deref(), &args),
         Command::Package => package::run(),
-        Command::Image => image::run(),
+        Command::Image { rootfs } => image::run(rootfs.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,30 +204,38 @@ fn test(kernel: &str, args: &[String]) -> anyhow::Result<()> {
         ])
         .args(TEST_FEATURES)
         .run_tee(|line| tally.read(line))?;
-    // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI.
+    // Tiers 2-4: the real program through BPF_PROG_TEST_RUN, in namespaces, and the CLI;
+    // the pod tests run the container image built around the same binary.
     let bin = build_mcfilter(&[], &TEST_FEATURES)?;
+    let out = workspace_root()?.join("target/tmp");
+    let layout = image::build(&bin, &out.join("image"))?;
     let result = Cmd::new("cargo")
         .args(["test", "--package", "mcfilter-tests"])
         .args(TEST_FEATURES)
         .arg_str("--")
         .args(args)
         .env("MCFILTER_BIN", &bin)
+        .env("MCFILTER_IMAGE", image::reference(&layout))
         .run_tee(|line| tally.read(line))
         .context("privileged tests failed")
-        .and_then(|()| packaging_checks(&bin, &mut tally))
+        .and_then(|()| packaging_checks(&bin, &layout, &out, &mut tally))
         .and_then(|()| kernels::run(&guests, &bin, &mut tally));
     println!("tests: {} passed, {} failed", tally.passed, tally.failed);
     result
 }
 
-/// Tier 5: the Debian package and the container image, built around the binary under test and
-/// checked (see [`package::check`], [`image::check`]); reported like tests.
-fn packaging_checks(bin: &std::path::Path, tally: &mut Tally) -> anyhow::Result<()> {
-    let out = workspace_root()?.join("target/tmp");
+/// Tier 5: the Debian package and the container image (`layout`), built around the binary
+/// under test in `out` and checked (see [`package::check`], [`image::check`]); reported like
+/// tests.
+fn packaging_checks(
+    bin: &std::path::Path,
+    layout: &std::path::Path,
+    out: &std::path::Path,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
     let package = package::build(bin, &out.join("package"))
         .and_then(|deb| package::check(&deb, &out.join("package/root")));
-    let image = image::build(bin, &out.join("image"))
-        .and_then(|layout| image::check(&layout, &out.join("image/check")));
+    let image = image::check(layout, &out.join("image/check"));
     let mut failed = Vec::new();
     for (name, result) in [
         (

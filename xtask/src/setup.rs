@@ -12,12 +12,15 @@ use crate::util::Cmd;
 /// The bpf-linker release that links LLVM 22 bitcode.
 const BPF_LINKER_VERSION: &str = "0.13";
 const LLVM_BIN: &str = "/usr/lib/llvm-22/bin";
-/// Debian packages: bpf-linker's build, then what tests and the demo run.
-const PACKAGES: &[&str] = &[
+/// Debian packages bpf-linker's build needs.
+const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+];
+/// Debian packages the tests and the demo run.
+const PACKAGES: &[&str] = &[
     "iproute2",
     "util-linux",
     "memcached",
@@ -27,8 +30,10 @@ const PACKAGES: &[&str] = &[
     // The man page check (`man --warnings`) and the package check (objdump, dpkg-deb).
     "man-db",
     "binutils",
-    // The image check (an OCI image assembled offline).
+    // The image check (an OCI image assembled offline) and the DaemonSet's pod, run with
+    // runc under the manifest's seccomp profile.
     "umoci",
+    "runc",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
     // The kernel-memory test reads `bpftool map show` next to `status`.
@@ -40,12 +45,20 @@ const BPFFS: &str = "/sys/fs/bpf";
 pub(crate) const BENCH_PACKAGES: &[&str] =
     &["xdp-tools", "bpftool", "ethtool", "nftables", "iptables"];
 
+/// Everything: the build's tools, then what the tests and the demo need, and bpffs.
 pub(crate) fn run() -> anyhow::Result<()> {
-    rust_src()?;
+    build_tools()?;
     debian_packages(PACKAGES)?;
     python_tools()?;
-    bpf_linker()?;
     bpffs()
+}
+
+/// What building mcfilter needs and nothing else (the Containerfile's build stage): rust-src
+/// for `-Z build-std`, then bpf-linker built against Debian's LLVM 22.
+pub(crate) fn build_tools() -> anyhow::Result<()> {
+    rust_src()?;
+    debian_packages(BUILD_PACKAGES)?;
+    bpf_linker()
 }
 
 fn step(name: &str, state: &str) {
