@@ -12,6 +12,7 @@ pub mod memcache;
 pub mod netns;
 pub mod oracle;
 pub mod packet;
+pub mod pod;
 pub mod program;
 pub mod tun;
 pub mod xdp_filter;

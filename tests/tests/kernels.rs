@@ -9,7 +9,7 @@ use std::{
     fs,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use aya_log::EbpfLogger;
@@ -17,7 +17,7 @@ use mcfilter_common::{IpKey, SourceStats};
 use mcfilter_tests::{
     cli::Mcfilter,
     fixtures::{ALLOWED_V4, DENIED_V4, policy, v4},
-    lab::{IFACE, Lab, receive},
+    lab::{IFACE, Lab, connects_from, receive},
     netns::NetNs,
     oracle::Policy,
     packet::{IPPROTO_UDP, memcached_udp_request, udp},
@@ -104,30 +104,6 @@ const SHOULD_CONNECT: Duration = Duration::from_secs(5);
 /// A connection that should be dropped is tried for this long.
 const SHOULD_NOT_CONNECT: Duration = Duration::from_secs(1);
 
-/// Whether a TCP connection from `ns`, with `from` as its source address, reaches `server`
-/// within `within`. The source is chosen by the route (`ip route ... src`), so plain std sockets
-/// do.
-fn connects(ns: &NetNs, from: IpAddr, server: SocketAddr, within: Duration) -> bool {
-    ns.ip(&[
-        "route",
-        "replace",
-        "198.18.0.0/24",
-        "dev",
-        IFACE,
-        "src",
-        &from.to_string(),
-    ]);
-    ns.run(|| {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&server, Duration::from_millis(200)).is_ok() {
-                return true;
-            }
-        }
-        false
-    })
-}
-
 /// The two NICs of the guest that `vng --network loop` wires to each other.
 fn looped_virtio_nics() -> Vec<String> {
     let mut nics: Vec<String> = fs::read_dir("/sys/class/net")
@@ -176,7 +152,7 @@ fn native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire() {
 
     // Control: unfiltered, both reach the server.
     assert!(
-        connects(&client, denied, dst, SHOULD_CONNECT),
+        connects_from(&client, denied, dst, SHOULD_CONNECT),
         "control: TCP crosses the wire"
     );
     let sender = client.run(|| UdpSocket::bind(("198.18.0.3", 0)).expect("bind sender"));
@@ -198,16 +174,16 @@ fn native_xdp_on_a_virtio_net_nic_filters_what_crosses_the_wire() {
     }
     assert!(receive(&udp, 1).is_empty(), "UDP {PORT} is never delivered");
     assert!(
-        connects(&client, allowed, dst, SHOULD_CONNECT),
+        connects_from(&client, allowed, dst, SHOULD_CONNECT),
         "the allowed client connects"
     );
     assert!(
-        !connects(&client, denied, dst, SHOULD_NOT_CONNECT),
+        !connects_from(&client, denied, dst, SHOULD_NOT_CONNECT),
         "the denied client does not"
     );
     mcf.ok(&["allow", "add", &denied.to_string()]);
     assert!(
-        connects(&client, denied, dst, SHOULD_CONNECT),
+        connects_from(&client, denied, dst, SHOULD_CONNECT),
         "allowed live, no re-attach"
     );
 

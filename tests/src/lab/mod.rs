@@ -10,7 +10,7 @@ use crate::netns::NetNs;
 mod sockets;
 mod watch;
 
-pub use sockets::{force_buffer, pending, receive, set_option, settle};
+pub use sockets::{connects_from, force_buffer, pending, receive, set_option, settle};
 pub use watch::{Largest, LargestReceived};
 
 /// The server's interface (the one the filter is attached to) and every host's.

@@ -5,12 +5,13 @@ use std::{
     ffi::CString,
     io::{self, ErrorKind},
     mem::size_of,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket},
     os::fd::{AsFd, AsRawFd as _},
     time::{Duration, Instant},
 };
 
 use super::{Host, IFACE};
+use crate::netns::NetNs;
 
 impl Host {
     /// Sends raw Ethernet frames out of this host's interface (forged sources, VLAN tags:
@@ -150,4 +151,28 @@ pub fn set_option(socket: &impl AsFd, level: i32, name: i32, value: &[u8]) {
 pub fn force_buffer(socket: &impl AsFd, option: i32, bytes: usize) {
     let bytes = i32::try_from(bytes).expect("a buffer size under 2 GiB");
     set_option(socket, libc::SOL_SOCKET, option, &bytes.to_ne_bytes());
+}
+
+/// Whether a TCP connection from `ns`, with `from` as its source address, reaches `server`
+/// within `within`. The source is chosen by the route to the lab's 198.18.0.0/24 (`ip route
+/// ... src`), so plain std sockets do.
+pub fn connects_from(ns: &NetNs, from: IpAddr, server: SocketAddr, within: Duration) -> bool {
+    ns.ip(&[
+        "route",
+        "replace",
+        "198.18.0.0/24",
+        "dev",
+        IFACE,
+        "src",
+        &from.to_string(),
+    ]);
+    ns.run(|| {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&server, Duration::from_millis(200)).is_ok() {
+                return true;
+            }
+        }
+        false
+    })
 }
