@@ -14,6 +14,7 @@ pub mod oracle;
 pub mod packet;
 pub mod pod;
 pub mod program;
+pub mod syscall_filter;
 pub mod tun;
 pub mod xdp_filter;
 

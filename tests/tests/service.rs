@@ -15,7 +15,7 @@ use mcfilter_tests::{
     lab::{self, Host, IFACE, Lab},
     memcache::{self, Memcached},
     netns::NetNs,
-    privileged_test,
+    privileged_test, syscall_filter,
 };
 
 const PORT: u16 = 11211;
@@ -627,8 +627,8 @@ fn a_restarted_service_swaps_in_its_program_and_owns_its_interfaces() {
 #[test]
 fn the_service_serves_everything_under_three_capabilities() {
     privileged_test!();
-    // The unit's capability set and sandbox (all but the system call filter and what needs
-    // systemd itself), as an unprivileged user in a bpffs of its own: the service
+    // The unit's capability set and sandbox (all but what needs systemd itself), its system
+    // call filter included, as an unprivileged user in a bpffs of its own: the service
     // attaches to the namespace's loopback, five datagrams from one source to the protected
     // port are dropped, then one from another (sent from one CPU: a source's run of packets
     // enters the per-source map, and is logged, when its CPU sees another source), the program's event about the new source reaches the
@@ -664,12 +664,17 @@ fn the_service_serves_everything_under_three_capabilities() {
         # Not through nobody_with, a function: $! must be the service (timeout forwards the
         # TERM below to it, and ends it in 120 s if nothing else does).
         caps=+bpf,+perfmon,+net_admin
+        # SystemCallFilter= and the other settings systemd enforces with seccomp
+        # (MemoryDenyWriteExecute, RestrictAddressFamilies, RestrictNamespaces,
+        # RestrictSUIDSGID): the filters are loaded right before mcfilter is exec'd.
         timeout 120 setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs \
-            --inh-caps=$caps --ambient-caps=$caps "$MCF" run --config {config} >/dev/null 2>{log} &
+            --inh-caps=$caps --ambient-caps=$caps {filter} "$MCF" run --config {config} >/dev/null 2>{log} &
         pid=$!
         health() {{ curl --silent --max-time 2 --output /dev/null --write-out '%{{http_code}}' http://127.0.0.1:9912/healthz; }}
         i=0; until [ "$(health)" = 200 ] || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.1; done
         echo "case healthy: $(health)"
+        service=$(grep -l "^PPid:[[:space:]]*$pid\$" /proc/[0-9]*/status | cut -d/ -f3)
+        echo "case filtered: $(cat /proc/$service/comm) $(awk '/^Seccomp(_filters)?:/ {{printf " %s", $2}}' /proc/$service/status)"
         taskset -c 0 bash -c 'for n in 1 2 3 4 5; do printf x > /dev/udp/198.18.0.1/11211; done;
             printf x > /dev/udp/198.18.0.2/11211'
         i=0; until grep -q 'new dropped source 198.18.0.1' {log} || [ $i -ge 200 ]; do i=$((i+1)); sleep 0.1; done
@@ -681,12 +686,19 @@ fn the_service_serves_everything_under_three_capabilities() {
         config = path.display(),
         log = log.display(),
         scrape = scrape.display(),
+        filter = syscall_filter::exec_under(&syscall_filter::unit_sandbox(), &dir),
     );
     let out = ns.private_bpffs_script(&script);
     let cases = mcfilter_tests::netns::script_cases(&out);
     let service_log = fs::read_to_string(&log).unwrap_or_default();
     let context = format!("{out:?}\nservice log:\n{service_log}");
-    for (case, want) in [("healthy", "200"), ("scraped", "0"), ("exit", "0")] {
+    for (case, want) in [
+        ("healthy", "200"),
+        // Seccomp mode 2 (filtered), two filters: the calls, and the settings' argument checks.
+        ("filtered", "mcfilter  2 2"),
+        ("scraped", "0"),
+        ("exit", "0"),
+    ] {
         assert_eq!(
             cases.get(case).map(String::as_str),
             Some(want),

@@ -34,6 +34,8 @@ const PACKAGES: &[&str] = &[
     // runc under the manifest's seccomp profile.
     "umoci",
     "runc",
+    // The service test's system call filter, the unit's, loaded with libseccomp.
+    "python3-seccomp",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
     // The kernel-memory test reads `bpftool map show` next to `status`.
