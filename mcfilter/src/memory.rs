@@ -14,7 +14,8 @@
 //! | array | `mcf_config`, `mcf_allow_state`, `mcf_frag_timeouts` | `n r8(value)` |
 //! | per-CPU array | `mcf_stats`, `if_stats_*`, `mcf_recent`, `mcf_pending`, `mcf_events` | `n (8 + r8(value) cpus)` |
 //!
-//! plus about 1 KiB of header per map; the LPM trie costs nothing until entries are added.
+//! plus, for every hash, its lock counters (`32 cpus`, [`MAP_LOCKED`]), and about 1 KiB of
+//! header per map; the LPM trie costs nothing until entries are added.
 
 use std::{
     collections::BTreeMap,
@@ -38,6 +39,9 @@ const BUCKET: u64 = 16;
 const HTAB_ELEM: u64 = 48;
 /// A pointer: a per-CPU hash element's or array entry's pointer to its per-CPU values.
 const POINTER: u64 = 8;
+/// Per possible CPU, every hash's `map_locked` counters (`HASHTAB_MAP_LOCK_COUNT` ints): 2 KiB
+/// on 64 CPUs, more than the rest of the map's header.
+const MAP_LOCKED: u64 = 8 * 4;
 
 /// The possible CPUs (`/sys/devices/system/cpu/possible`): the count per-CPU maps are
 /// allocated for, which can exceed the online CPUs. 1 if it cannot be read.
@@ -49,7 +53,13 @@ pub fn possible_cpus() -> u32 {
 pub fn percpu_hash_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u64 {
     let entries = u64::from(entries);
     BUCKET * entries.next_power_of_two()
-        + entries * (HTAB_ELEM + r8(key) + POINTER + r8(value) * u64::from(cpus))
+        + MAP_LOCKED * u64::from(cpus)
+        + entries * percpu_hash_element_bytes(key, value, cpus)
+}
+
+/// Bytes of one element of a per-CPU hash, its values included.
+fn percpu_hash_element_bytes(key: usize, value: usize, cpus: u32) -> u64 {
+    HTAB_ELEM + r8(key) + POINTER + r8(value) * u64::from(cpus)
 }
 
 /// Bytes of a per-CPU array of `entries`.
@@ -63,7 +73,7 @@ pub fn default_sources_capacity(cpus: u32) -> u32 {
     // An entry and, at worst, two buckets (the bucket count is the capacity rounded up to a
     // power of two).
     let per_entry =
-        percpu_hash_bytes(1, size_of::<IpKey>(), size_of::<SourceStats>(), cpus) + BUCKET;
+        percpu_hash_element_bytes(size_of::<IpKey>(), size_of::<SourceStats>(), cpus) + 2 * BUCKET;
     let fits = SOURCES_BUDGET / per_entry;
     u32::try_from(fits)
         .unwrap_or(u32::MAX)
@@ -162,13 +172,20 @@ mod tests {
     }
 
     /// The formula reproduces the kernel's account measured on Linux 6.18 with 2 CPUs
-    /// (`bpftool map show`: 11,535,296 B for 65,536 sources, 557,368 B for the recent table),
-    /// to the map's header.
+    /// (`bpftool map show`: 11,535,296 B for 65,536 sources, 557,368 B for the recent table)
+    /// and on Debian's 6.12 with 64 possible CPUs (25,128,608 B for the default 9,418
+    /// sources), to the map's header.
     #[test]
     fn the_formula_matches_the_kernels_account() {
         let sources = percpu_hash_bytes(65536, size_of::<IpKey>(), size_of::<SourceStats>(), 2);
         assert!(
             (11_535_296 - 2048..=11_535_296).contains(&sources),
+            "{sources}"
+        );
+        assert_eq!(default_sources_capacity(64), 9418);
+        let sources = percpu_hash_bytes(9418, size_of::<IpKey>(), size_of::<SourceStats>(), 64);
+        assert!(
+            (25_128_608 - 2048..=25_128_608).contains(&sources),
             "{sources}"
         );
         let recent = percpu_array_bytes(RECENT_SLOTS, size_of::<PendingSource>(), 2);
