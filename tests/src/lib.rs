@@ -3,6 +3,7 @@
 //! client. The tests themselves live in `tests/`; `src/bin/demo.rs` is `cargo xtask demo`.
 
 pub mod cli;
+pub mod container;
 pub mod fixtures;
 pub mod flood;
 pub mod generate;

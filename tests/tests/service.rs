@@ -651,7 +651,7 @@ fn the_service_serves_everything_under_three_capabilities() {
         r#"
         ip link set lo up && ip addr add 198.18.0.1/32 dev lo && ip addr add 198.18.0.2/32 dev lo || exit 91
         # The unit's sandbox, as far as a mount namespace plays it: ProtectProc=invisible (a
-        # proc of its own), ProtectKernelTunables (/sys and /proc/sys read-only, bpffs not),
+        # proc of its own), ReadOnlyPaths=/sys /proc/sys (read-only, bpffs not),
         # PrivateDevices (a /dev with the pseudo-devices only), UMask=0077, NoNewPrivileges.
         mount -t proc -o hidepid=invisible proc /proc || exit 92
         mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys || exit 93

@@ -34,8 +34,10 @@ const PACKAGES: &[&str] = &[
     // runc under the manifest's seccomp profile.
     "umoci",
     "runc",
-    // The service test's system call filter, the unit's, loaded with libseccomp.
+    // The service test's system call filter, the unit's, loaded with libseccomp; and a real
+    // systemd (PID 1 of a container) for the unit's own test.
     "python3-seccomp",
+    "systemd-container",
     // xdp-filter, the peer the chaining tests put mcfilter in front of.
     "xdp-tools",
     // The kernel-memory test reads `bpftool map show` next to `status`.
