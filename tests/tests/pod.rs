@@ -5,12 +5,12 @@
 
 use std::{
     fs,
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::{SocketAddr, TcpListener},
     time::{Duration, Instant},
 };
 
 use mcfilter_tests::{
-    lab::{IFACE, Lab, connects_from},
+    lab::{IFACE, LISTED_SOURCE, Lab, connects_from},
     netns::NetNs,
     pod::{Node, Pod},
     privileged_test,
@@ -49,16 +49,9 @@ fn the_daemonsets_pod_filters_the_node_under_its_profile_and_leaves_the_filter_w
     privileged_test!();
     let lab = Lab::new("pod");
     let server = &lab.server;
-    // The ConfigMap allows 198.18.1.0/24: one host there, one outside it.
+    // The allow-list holds 198.18.1.0/24: one host there, one outside it.
     let denied = lab.host("pdd", 2);
-    let allowed = lab.host("pda", 7);
-    let allowed_source = IpAddr::from([198, 18, 1, 7]);
-    allowed
-        .ns
-        .ip(&["addr", "add", &format!("{allowed_source}/24"), "dev", IFACE]);
-    server
-        .ns
-        .ip(&["route", "add", "198.18.1.0/24", "dev", IFACE]);
+    let allowed = lab.listed_host("pda", 7);
     let node = Node {
         netns: &server.ns,
         ip: server.v4.into(),
@@ -104,7 +97,7 @@ fn the_daemonsets_pod_filters_the_node_under_its_profile_and_leaves_the_filter_w
         "TCP from outside the list"
     );
     assert!(
-        connects_from(&allowed.ns, allowed_source, memcached, within),
+        connects_from(&allowed.ns, LISTED_SOURCE.into(), memcached, within),
         "TCP from the list"
     );
     let metrics = body(&server.ns, &pod.metrics);

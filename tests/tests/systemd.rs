@@ -6,7 +6,7 @@
 
 use std::{
     fs,
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::{SocketAddr, TcpListener},
     path::Path,
     process::Output,
     time::Duration,
@@ -15,7 +15,7 @@ use std::{
 use mcfilter_tests::{
     cli::binary,
     container::SystemdContainer,
-    lab::{IFACE, Lab, connects_from},
+    lab::{IFACE, LISTED_SOURCE, Lab, connects_from},
     privileged_test,
 };
 
@@ -41,16 +41,9 @@ fn the_unit_under_systemd_starts_ready_reloads_safely_and_stops_leaving_the_filt
     privileged_test!();
     let lab = Lab::new("sdu");
     let server = &lab.server;
+    // The allow-list holds 198.18.1.0/24: one host there, one outside it.
     let denied = lab.host("sdd", 2);
-    let allowed = lab.host("sda", 7);
-    let allowed_source = IpAddr::from([198, 18, 1, 7]);
-    allowed
-        .ns
-        .ip(&["addr", "add", &format!("{allowed_source}/24"), "dev", IFACE]);
-    server
-        .ns
-        .ip(&["route", "add", "198.18.1.0/24", "dev", IFACE]);
-
+    let allowed = lab.listed_host("sda", 7);
     // What the unit expects where it expects it: the binary in /usr/local/bin, the config in
     // /etc/mcfilter (a directory, so the test's edits show through the read-only bind).
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("sdu"));
@@ -110,7 +103,7 @@ fn the_unit_under_systemd_starts_ready_reloads_safely_and_stops_leaving_the_filt
     let within = Duration::from_secs(2);
     assert!(connects_from(
         &allowed.ns,
-        allowed_source,
+        LISTED_SOURCE.into(),
         memcached,
         within
     ));

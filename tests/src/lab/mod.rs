@@ -15,6 +15,8 @@ pub use watch::{Largest, LargestReceived};
 
 /// The server's interface (the one the filter is attached to) and every host's.
 pub const IFACE: &str = "eth0";
+/// The second address of [`Lab::listed_host`].
+pub const LISTED_SOURCE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 7);
 
 /// A namespace on the lab's bridge with one IPv4 and one IPv6 address.
 pub struct Host {
@@ -60,6 +62,19 @@ impl Lab {
     /// Adds a host at 198.18.0.`last` / 2001:db8::`last` (the same digits, read as hex).
     pub fn host(&self, tag: &str, last: u8) -> Host {
         connect(&self.switch, tag, last)
+    }
+
+    /// Adds a host at 198.18.0.`last` that also holds [`LISTED_SOURCE`], in the allow-list
+    /// of the packaged examples (198.18.1.0/24, the DaemonSet's ConfigMap); the server routes
+    /// that network to it. [`connects_from`] picks the source.
+    pub fn listed_host(&self, tag: &str, last: u8) -> Host {
+        let host = self.host(tag, last);
+        host.ns
+            .ip(&["addr", "add", &format!("{LISTED_SOURCE}/24"), "dev", IFACE]);
+        self.server
+            .ns
+            .ip(&["route", "add", "198.18.1.0/24", "dev", IFACE]);
+        host
     }
 
     /// Frames dropped on the lab's links before they reached a socket or the server's XDP
