@@ -76,6 +76,8 @@ pub struct Pod {
     dir: PathBuf,
     bpffs: PathBuf,
     child: Option<Child>,
+    /// The ConfigMap's name (its files are in a directory of that name).
+    config_map: String,
     /// The container's HTTP probes, as URLs on the node's address.
     pub liveness: String,
     pub readiness: String,
@@ -117,6 +119,10 @@ impl Pod {
             dir,
             bpffs,
             child: None,
+            config_map: config_map["metadata"]["name"]
+                .as_str()
+                .expect("the ConfigMap's name")
+                .to_owned(),
             liveness: String::new(),
             readiness: String::new(),
             metrics: String::new(),
@@ -239,6 +245,11 @@ impl Pod {
                 .expect("runc run"),
         );
         pod_guard
+    }
+
+    /// Where the ConfigMap's `file` is on the host: writing it is the ConfigMap's update.
+    pub fn config_map_file(&self, file: &str) -> PathBuf {
+        self.dir.join(&self.config_map).join(file)
     }
 
     /// What the container wrote (stdout and stderr) and runc with it.

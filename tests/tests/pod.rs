@@ -116,6 +116,25 @@ fn the_daemonsets_pod_filters_the_node_under_its_profile_and_leaves_the_filter_w
     assert!(series("tcp_not_allowed", "drop") >= 1, "{metrics}");
     assert!(series("tcp_allowed", "pass") >= 1, "{metrics}");
 
+    // The ConfigMap changes (the kubelet updates the mounted file): the service applies it,
+    // under the same profile; the host outside the list is allowed now.
+    let file = pod.config_map_file("mcfilter.toml");
+    let config = fs::read_to_string(&file).unwrap();
+    let widened = config.replace(
+        "allow = [\"198.18.1.0/24\"]",
+        "allow = [\"198.18.1.0/24\", \"198.18.0.2\"]",
+    );
+    assert_ne!(widened, config, "the ConfigMap's allow-list: {config}");
+    fs::write(&file, widened).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !connects_from(&denied.ns, denied.v4.into(), memcached, within) {
+        assert!(
+            Instant::now() < deadline,
+            "the ConfigMap's change was not applied in 20 s: {}",
+            pod.log()
+        );
+    }
+
     // The kubelet's SIGTERM ends it cleanly; the filter stays (detach_on_exit is false), so a
     // rolling update never leaves the node open.
     let program = server.ns.xdp_program(IFACE);
