@@ -14,7 +14,7 @@
 //! | array | `mcf_config`, `mcf_allow_state`, `mcf_frag_timeouts` | `n r8(value)` |
 //! | per-CPU array | `mcf_stats`, `if_stats_*`, `mcf_recent`, `mcf_pending`, `mcf_events` | `n (8 + r8(value) cpus)` |
 //!
-//! plus, for every hash, its lock counters (`32 cpus`, [`MAP_LOCKED`]), and about 1 KiB of
+//! plus, for every hash, its lock counters (`32 cpus`), and about 1 KiB of
 //! header per map; the LPM trie costs nothing until entries are added.
 
 use std::{
