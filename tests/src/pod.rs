@@ -142,27 +142,7 @@ impl Pod {
             node.ip
         ));
         let context = &container["securityContext"];
-        assert_eq!(context["privileged"], false, "not privileged");
-        assert_eq!(
-            context["capabilities"]["drop"],
-            json!(["ALL"]),
-            "every capability dropped but those added"
-        );
-        let capabilities: Vec<String> = context["capabilities"]["add"]
-            .as_array()
-            .expect("capabilities added")
-            .iter()
-            .map(|cap| format!("CAP_{}", cap.as_str().expect("a capability")))
-            .collect();
-        process["capabilities"] = json!({
-            "bounding": capabilities,
-            "effective": capabilities,
-            "permitted": capabilities,
-            "inheritable": [],
-            "ambient": [],
-        });
-        process["noNewPrivileges"] = json!(context["allowPrivilegeEscalation"] == false);
-        spec["root"]["readonly"] = json!(context["readOnlyRootFilesystem"] == true);
+        security_context(&mut spec, context);
         if let Some(object) = spec.as_object_mut() {
             object.remove("hostname");
         }
@@ -177,38 +157,11 @@ impl Pod {
                 namespace["path"] = json!(node.netns.path());
             }
         }
-        let volumes = pod["volumes"].as_array().expect("volumes");
-        let mounts = spec["mounts"].as_array_mut().expect("mounts");
-        for mount in container["volumeMounts"].as_array().expect("volume mounts") {
-            let name = &mount["name"];
-            let volume = volumes
-                .iter()
-                .find(|volume| &volume["name"] == name)
-                .unwrap_or_else(|| panic!("no volume {name}"));
-            let source = if volume["hostPath"]["path"] == "/sys/fs/bpf" {
-                pod_guard.bpffs.clone()
-            } else if let Some(map) = volume["configMap"]["name"].as_str() {
-                assert_eq!(config_map["metadata"]["name"], map, "the ConfigMap");
-                let files = pod_guard.dir.join(map);
-                fs::create_dir_all(&files).expect("configmap dir");
-                for (file, text) in config_map["data"].as_object().expect("data") {
-                    fs::write(files.join(file), text.as_str().expect("text")).expect("write");
-                }
-                files
-            } else {
-                panic!("a volume the test does not play: {volume}");
-            };
-            let mut options = vec!["rbind", "nosuid", "nodev", "noexec"];
-            if mount["readOnly"] == true {
-                options.push("ro");
-            }
-            mounts.push(json!({
-                "destination": mount["mountPath"],
-                "type": "bind",
-                "source": source,
-                "options": options,
-            }));
-        }
+        let mounts = volume_mounts(container, pod, config_map, &pod_guard.bpffs, &pod_guard.dir);
+        spec["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .extend(mounts);
         fs::write(&config_path, spec.to_string()).expect("write config.json");
 
         let port = |name: &Value| -> u64 {
@@ -305,6 +258,78 @@ impl Drop for Pod {
         let _ = Command::new("umount").arg(&self.bpffs).status();
         let _ = fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The container's `securityContext` in the runtime spec: not privileged, every capability
+/// dropped but those added (bounding, effective and permitted), no privilege escalation
+/// (no_new_privs), a read-only root.
+fn security_context(spec: &mut Value, context: &Value) {
+    assert_eq!(context["privileged"], false, "not privileged");
+    assert_eq!(
+        context["capabilities"]["drop"],
+        json!(["ALL"]),
+        "every capability dropped but those added"
+    );
+    let capabilities: Vec<String> = context["capabilities"]["add"]
+        .as_array()
+        .expect("capabilities added")
+        .iter()
+        .map(|cap| format!("CAP_{}", cap.as_str().expect("a capability")))
+        .collect();
+    let process = &mut spec["process"];
+    process["capabilities"] = json!({
+        "bounding": capabilities,
+        "effective": capabilities,
+        "permitted": capabilities,
+        "inheritable": [],
+        "ambient": [],
+    });
+    process["noNewPrivileges"] = json!(context["allowPrivilegeEscalation"] == false);
+    spec["root"]["readonly"] = json!(context["readOnlyRootFilesystem"] == true);
+}
+
+/// The container's volume mounts as bind mounts: the host's bpffs is `bpffs`, the ConfigMap a
+/// directory of its files under `dir`.
+fn volume_mounts(
+    container: &Value,
+    pod: &Value,
+    config_map: &Value,
+    bpffs: &Path,
+    dir: &Path,
+) -> Vec<Value> {
+    let volumes = pod["volumes"].as_array().expect("volumes");
+    let mut mounts = Vec::new();
+    for mount in container["volumeMounts"].as_array().expect("volume mounts") {
+        let name = &mount["name"];
+        let volume = volumes
+            .iter()
+            .find(|volume| &volume["name"] == name)
+            .unwrap_or_else(|| panic!("no volume {name}"));
+        let source = if volume["hostPath"]["path"] == "/sys/fs/bpf" {
+            bpffs.to_owned()
+        } else if let Some(map) = volume["configMap"]["name"].as_str() {
+            assert_eq!(config_map["metadata"]["name"], map, "the ConfigMap");
+            let files = dir.join(map);
+            fs::create_dir_all(&files).expect("configmap dir");
+            for (file, text) in config_map["data"].as_object().expect("data") {
+                fs::write(files.join(file), text.as_str().expect("text")).expect("write");
+            }
+            files
+        } else {
+            panic!("a volume the test does not play: {volume}");
+        };
+        let mut options = vec!["rbind", "nosuid", "nodev", "noexec"];
+        if mount["readOnly"] == true {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": mount["mountPath"],
+            "type": "bind",
+            "source": source,
+            "options": options,
+        }));
+    }
+    mounts
 }
 
 /// The process's arguments: the container's `command` or the image's entrypoint (its first
