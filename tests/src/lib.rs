@@ -21,6 +21,13 @@ pub mod xdp_filter;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// `path` under `packaging/` in the source tree (the unit, the manifests, the examples).
+pub fn packaging(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(path)
+}
+
 /// Whether this process may run privileged tests. Without root it prints why the test cannot
 /// run; under CI (`CI` set) that is a failure, never a silent pass.
 pub fn privileged(test: &str) -> bool {

@@ -23,11 +23,6 @@ use serde_json::{Value, json};
 
 use crate::netns::{NetNs, run};
 
-/// `packaging/kubernetes` in the source tree.
-pub fn manifests_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes")
-}
-
 /// The objects of `daemonset.yaml`, as JSON (PyYAML, which kubernetes-validate brings, reads
 /// the YAML).
 fn objects() -> Vec<Value> {
@@ -36,7 +31,7 @@ fn objects() -> Vec<Value> {
             "-c",
             "import json, sys, yaml; json.dump(list(yaml.safe_load_all(open(sys.argv[1]))), sys.stdout)",
         ])
-        .arg(manifests_dir().join("daemonset.yaml")));
+        .arg(crate::packaging("kubernetes").join("daemonset.yaml")));
     serde_json::from_slice(&out.stdout).expect("the manifests as JSON")
 }
 
@@ -382,7 +377,7 @@ fn seccomp_profile(context: &Value, pod: &Value) -> Value {
         profile => profile,
     };
     assert_eq!(profile["type"], "Localhost", "a Localhost seccomp profile");
-    let file = manifests_dir().join("seccomp").join(
+    let file = crate::packaging("kubernetes").join("seccomp").join(
         profile["localhostProfile"]
             .as_str()
             .expect("a profile path"),

@@ -19,8 +19,7 @@ use crate::netns::run;
 
 /// `packaging/mcfilter.service`.
 fn unit() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/mcfilter.service");
-    fs::read_to_string(path).expect("the unit")
+    fs::read_to_string(crate::packaging("mcfilter.service")).expect("the unit")
 }
 
 /// The system calls in `name` (a call, or a `@group` expanded with systemd-analyze).

@@ -905,7 +905,7 @@ fn the_version_names_the_commit_and_the_program() {
 fn the_kubernetes_manifests_validate_and_their_config_checks() {
     // No privileges needed. Every manifest against the Kubernetes schemas (offline, strict:
     // an unknown field fails), on the oldest and the newest version the schemas cover here.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/kubernetes");
+    let dir = mcfilter_tests::packaging("kubernetes");
     let manifests: Vec<std::path::PathBuf> = fs::read_dir(&dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())

@@ -7,7 +7,6 @@
 use std::{
     fs,
     net::{SocketAddr, TcpListener},
-    path::Path,
     process::Output,
     time::{Duration, Instant},
 };
@@ -56,7 +55,7 @@ fn the_unit_under_systemd_starts_ready_reloads_safely_and_stops_leaving_the_filt
     }
     let toml = etc.join("mcfilter.toml");
     fs::write(&toml, config("\"198.18.1.0/24\"")).unwrap();
-    let unit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/mcfilter.service");
+    let unit = mcfilter_tests::packaging("mcfilter.service");
     let container = SystemdContainer::boot(
         &server.ns,
         &[
