@@ -13,12 +13,14 @@ pub mod map_names;
 mod policy;
 mod reason;
 mod source;
+mod table;
 
 pub use frag::*;
 pub use iface::*;
 pub use policy::*;
 pub use reason::*;
 pub use source::*;
+pub use table::*;
 
 const _: () = {
     assert!(core::mem::size_of::<IfaceMeta>() == 32);
@@ -30,6 +32,8 @@ const _: () = {
     assert!(core::mem::size_of::<FragKey>() == 40);
     assert!(core::mem::size_of::<PendingSource>() == 64);
     assert!(core::mem::size_of::<EventBudget>() == 16);
+    assert!(core::mem::size_of::<StrideKey>() == 20);
+    assert!(core::mem::size_of::<StrideBits>() == 32);
     assert!(Reason::ALL.len() as u32 <= MAX_REASONS);
 };
 
@@ -46,6 +50,8 @@ mod pod {
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::PendingSource {}
     unsafe impl aya::Pod for super::EventBudget {}
+    unsafe impl aya::Pod for super::StrideKey {}
+    unsafe impl aya::Pod for super::StrideBits {}
 }
 
 #[cfg(test)]

@@ -6,14 +6,24 @@ pub const CONFIG: &str = "mcf_config";
 /// is the family, so one trie and one lookup serve IPv4 and IPv6 and the two can never
 /// match each other's entries.
 pub const ALLOW: &str = "mcf_allow";
-/// `HashMap<IpKey, u8>`: an index of the allow-list's single addresses (/32 and /128), kept
-/// while the list is large ([`ALLOW_SLOT_INDEXED`](crate::ALLOW_SLOT_INDEXED)): one hash
-/// lookup instead of a walk down a trie as deep as the list is long. Never holds an address
-/// the trie does not.
-pub const ALLOW_HOSTS: &str = "mcf_allow_hosts";
-/// `Array<u64>` indexed by [`ALLOW_SLOT_SIZE`](crate::ALLOW_SLOT_SIZE) and
-/// [`ALLOW_SLOT_INDEXED`](crate::ALLOW_SLOT_INDEXED): the allow-list's state, written by
-/// userspace with every change.
+/// `Array<u64>` of [`BLOCK_WORDS`](crate::BLOCK_WORDS) words: two bits per IPv4 /24, "wholly
+/// allowed" and "has longer entries" (see [`BLOCK_WHOLE`](crate::BLOCK_WHOLE)). Derived
+/// from the list by userspace; one lookup the verifier inlines.
+pub const ALLOW_BLOCKS: &str = "mcf_allow_blocks";
+/// `HashMap<StrideKey, StrideBits>`: the list's IPv6 entries, and its IPv4 entries longer
+/// than /24, by stride (see [`StrideKey`](crate::StrideKey)). Derived from the list by
+/// userspace; not preallocated.
+pub const ALLOW_STRIDES: &str = "mcf_allow_strides";
+/// `Array<u64>` of [`BLOOM_WORDS`](crate::BLOOM_WORDS) words: one bit per stride entry
+/// ([`StrideKey::bloom_bit`](crate::StrideKey::bloom_bit)), clear where the stride table
+/// holds no entry, so most strides a source is looked up in cost no hash map lookup.
+pub const ALLOW_BLOOM: &str = "mcf_allow_bloom";
+/// `Array<u64>` indexed by [`TABLE_SLOT_READY`](crate::TABLE_SLOT_READY) and
+/// [`TABLE_SLOT_V6_STRIDES`](crate::TABLE_SLOT_V6_STRIDES): whether the two tables above
+/// hold the list (the program uses the trie until they do) and which IPv6 strides are in use.
+pub const ALLOW_TABLES: &str = "mcf_allow_tables";
+/// `Array<u64>` indexed by [`ALLOW_SLOT_SIZE`](crate::ALLOW_SLOT_SIZE): the allow-list's
+/// size, written by userspace with every change.
 pub const ALLOW_STATE: &str = "mcf_allow_state";
 /// `PerCpuArray<Counter>` indexed by [`stats_slot`](crate::stats_slot): exact totals by reason.
 pub const STATS: &str = "mcf_stats";

@@ -29,11 +29,9 @@ pub const PROGRAM_NAMES: [&str; 4] = [
 /// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
 /// and metrics need not walk the trie.
 pub const ALLOW_SLOT_SIZE: u32 = 0;
-/// `mcf_allow_state` slot: non-zero while the list's addresses are indexed in
-/// `mcf_allow_hosts` (complete once any interrupted change is settled), so the program looks
-/// there first.
-pub const ALLOW_SLOT_INDEXED: u32 = 1;
-/// Slots of `mcf_allow_state`.
+/// Slots of `mcf_allow_state`. Slot 1 is retired: it switched the index of single addresses
+/// that the lookup tables (`mcf_allow_tables`) replaced; it stays so that states made before
+/// keep their layout.
 pub const ALLOW_STATE_SLOTS: u32 = 2;
 
 /// Default capacity of the allow-list (entries; allocated on insert, not up front).

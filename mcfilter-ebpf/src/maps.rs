@@ -11,9 +11,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, ProgramArray},
 };
 use mcfilter_common::{
-    ALLOW_STATE_SLOTS, Config, Counter, DEFAULT_ALLOW_CAPACITY, DEFAULT_SOURCES_CAPACITY,
-    EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey, IfaceInfo, IfaceMeta, IpKey,
-    MAX_IFACES, PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
+    ALLOW_STATE_SLOTS, BLOCK_WORDS, BLOOM_WORDS, Config, Counter, DEFAULT_ALLOW_CAPACITY,
+    DEFAULT_SOURCES_CAPACITY, EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey,
+    IfaceInfo, IfaceMeta, IpKey, MAX_IFACES, PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
+    StrideBits, StrideKey, TABLE_SLOTS,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -26,15 +27,28 @@ pub(crate) static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "mcf_next")]
 pub(crate) static NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
-/// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`).
+/// The allow-list: family-tagged IPv4 and IPv6 networks (see `IpKey`), and the journal of
+/// its changes. Looked up only while the tables below are not whole.
 #[map(name = "mcf_allow")]
 pub(crate) static ALLOW: LpmTrie<IpKey, u8> = LpmTrie::pinned(DEFAULT_ALLOW_CAPACITY, 0);
 
-/// An index of the allow-list's single addresses (/32, /128), by exact match, while the list is
-/// large. Not preallocated: like the trie, a large capacity costs nothing until used.
-#[map(name = "mcf_allow_hosts")]
-pub(crate) static ALLOW_HOSTS: HashMap<IpKey, u8> =
+/// The allow-list's IPv4 /24 bitmap (see `mcfilter_common::table`): preallocated, 4 MiB.
+#[map(name = "mcf_allow_blocks")]
+pub(crate) static ALLOW_BLOCKS: Array<u64> = Array::pinned(BLOCK_WORDS, 0);
+
+/// The allow-list's entries by stride (IPv6, and IPv4 longer than /24). Not preallocated: like
+/// the trie, a large capacity costs nothing but its buckets until used.
+#[map(name = "mcf_allow_strides")]
+pub(crate) static ALLOW_STRIDES: HashMap<StrideKey, StrideBits> =
     HashMap::pinned(DEFAULT_ALLOW_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// The stride table's Bloom filter: a bit per entry (see `mcfilter_common::table`), 1 MiB.
+#[map(name = "mcf_allow_bloom")]
+pub(crate) static ALLOW_BLOOM: Array<u64> = Array::pinned(BLOOM_WORDS, 0);
+
+/// Whether the tables above are whole, and the IPv6 strides in use.
+#[map(name = "mcf_allow_tables")]
+pub(crate) static ALLOW_TABLES: Array<u64> = Array::pinned(TABLE_SLOTS, 0);
 
 /// Exact totals by reason, per CPU (see `mcfilter_common::stats_slot`).
 #[map(name = "mcf_stats")]
@@ -62,7 +76,7 @@ pub(crate) static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECEN
 #[map(name = "mcf_events")]
 pub(crate) static EVENTS: PerCpuArray<EventBudget> = PerCpuArray::pinned(1, 0);
 
-/// The allow-list's size and whether `ALLOW_HOSTS` indexes it (see `map_names::ALLOW_STATE`).
+/// The allow-list's size (see `map_names::ALLOW_STATE`).
 #[map(name = "mcf_allow_state")]
 pub(crate) static ALLOW_STATE: Array<u64> = Array::pinned(ALLOW_STATE_SLOTS, 0);
 

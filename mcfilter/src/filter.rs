@@ -280,7 +280,7 @@ fn attach_locked(
         .default_map_pin_directory(state.path())
         // One more than asked for: the allow-list's journal entry (see `AllowList`).
         .map_max_entries(map_names::ALLOW, req.allow_capacity.saturating_add(1))
-        .map_max_entries(map_names::ALLOW_HOSTS, req.allow_capacity)
+        .map_max_entries(map_names::ALLOW_STRIDES, req.allow_capacity)
         .map_max_entries(map_names::SOURCES, req.sources_capacity)
         // Pinned by path, so what the service serves needs no program lookup by id (which
         // needs CAP_SYS_ADMIN): the interface's own counters, kept across `--replace`, and the

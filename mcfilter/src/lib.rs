@@ -11,7 +11,7 @@
 //! - [`pin`]: the state dir on bpffs, its lock and cleanup;
 //! - [`maps`]: typed handles on the pinned maps;
 //! - [`filter`]: attach, detach, the policy, chaining and the XDP mode;
-//! - [`allow`]: CIDRs, the allow-list, its journal and its index;
+//! - [`allow`]: CIDRs, the allow-list, its journal and its lookup tables;
 //! - [`stats`]: counters by reason and by source;
 //! - [`status`](mod@status), [`audit`](mod@audit), [`exposure`], [`suggest`]: what is attached, what is exposed, what to
 //!   allow;

@@ -1,8 +1,8 @@
 //! Map operations aya does not have: removals where a key that is not there is success
 //! ([`gone`]), and batched operations (Linux 5.6): reads of hash maps (BPF_MAP_LOOKUP_BATCH), so `stats`
-//! stays fast with a million live sources and `status` counts a map in a few calls, and inserts
-//! into hash maps (BPF_MAP_UPDATE_BATCH), so indexing a large allow-list's addresses does not add
-//! a system call per address. Thousands of entries per call instead of one or two calls per
+//! stays fast with a million live sources and `status` counts a map in a few calls, and writes
+//! and removals (BPF_MAP_UPDATE_BATCH, BPF_MAP_DELETE_BATCH), so the allow-list's lookup tables
+//! take no system call per entry. Thousands of entries per call instead of one or two calls per
 //! entry. aya 0.14 has no batch API; these are the raw `bpf(2)` calls in mcfilter.
 
 use std::{
@@ -20,6 +20,8 @@ use aya::{
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// `BPF_MAP_UPDATE_BATCH` from `enum bpf_cmd`.
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// `BPF_MAP_DELETE_BATCH` from `enum bpf_cmd`.
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 /// Entries asked for per call.
 const BATCH: u32 = 4096;
 
@@ -164,31 +166,67 @@ fn lookup_batches(
     }
 }
 
-/// Inserts (or overwrites) `keys` into a hash map, each with `value`, [`BATCH`] entries a
-/// system call; returns the number of calls made.
-pub(crate) fn insert<K: Pod, V: Pod>(map: &MapData, keys: &[K], value: V) -> io::Result<usize> {
-    let mut calls = 0;
-    let values = vec![value; BATCH as usize];
-    for chunk in keys.chunks(BATCH as usize) {
+/// Writes `values[i]` under `keys[i]` into a hash map or an array, [`BATCH`] entries a system
+/// call, in order.
+pub(crate) fn update<K: Pod, V: Pod>(map: &MapData, keys: &[K], values: &[V]) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len(), "a value for every key");
+    write_batches(
+        BPF_MAP_UPDATE_BATCH,
+        "BPF_MAP_UPDATE_BATCH",
+        map,
+        keys,
+        Some(values),
+    )
+}
+
+/// Removes `keys` from a hash map, [`BATCH`] a system call, in order; every key must be there.
+pub(crate) fn delete<K: Pod>(map: &MapData, keys: &[K]) -> io::Result<()> {
+    write_batches::<K, u8>(
+        BPF_MAP_DELETE_BATCH,
+        "BPF_MAP_DELETE_BATCH",
+        map,
+        keys,
+        None,
+    )
+}
+
+/// `cmd` on `keys` (and `values`, as many), [`BATCH`] a call.
+fn write_batches<K: Pod, V: Pod>(
+    cmd: libc::c_long,
+    name: &str,
+    map: &MapData,
+    keys: &[K],
+    values: Option<&[V]>,
+) -> io::Result<()> {
+    for (chunk, keys) in keys.chunks(BATCH as usize).enumerate() {
+        let values = values.map_or(std::ptr::null(), |values| {
+            values[chunk * BATCH as usize..].as_ptr()
+        });
         let mut attr = BatchAttr {
-            keys: chunk.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: chunk.len() as u32,
+            keys: keys.as_ptr() as u64,
+            values: values as u64,
+            count: keys.len() as u32,
             map_fd: map.fd().as_fd().as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` points at `count` keys and at least `count` values (a plain hash map's
-        // values are laid out back to back), alive for the call.
-        let done = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) };
-        calls += 1;
-        if let Err(err) = done {
-            return Err(io::Error::new(
-                err.kind(),
-                format!("BPF_MAP_UPDATE_BATCH: {err}"),
-            ));
-        }
+        // SAFETY: `attr` points at `count` keys and, for updates, `count` values (the values of
+        // a map that is not per-CPU are laid out back to back), alive for the call.
+        unsafe { bpf(cmd, &mut attr) }
+            .map_err(|err| io::Error::new(err.kind(), format!("{name}: {err}")))?;
     }
-    Ok(calls)
+    Ok(())
+}
+
+/// Every key of a hash map that is not per-CPU, [`BATCH`] a system call.
+pub(crate) fn keys<K: Pod>(map: &MapData) -> io::Result<Vec<K>> {
+    let info = map.info().map_err(io::Error::other)?;
+    let mut keys = Vec::new();
+    lookup_batches(map, size_of::<K>(), info.value_size() as usize, |key, _| {
+        // SAFETY: the kernel wrote a whole key; Pod types accept any bytes; unaligned read
+        // because the buffer is a byte vector.
+        keys.push(unsafe { key.as_ptr().cast::<K>().read_unaligned() });
+    })?;
+    Ok(keys)
 }
 
 /// A removal's result, where a key that is not there is success (the kernel says ENOENT).

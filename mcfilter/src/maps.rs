@@ -11,7 +11,7 @@ use mcfilter_common::{
 
 use crate::{
     Error,
-    allow::{AllowList, Recovery},
+    allow::{AllowList, AllowMaps, Recovery},
     map_ops::gone,
     pin::{StateDir, StateLock},
 };
@@ -58,10 +58,8 @@ impl Maps {
     }
 
     fn settled(mut maps: Self) -> Result<Self, Error> {
-        maps.recovered = maps.allow.recover()?;
-        // Settles the size (and index) of a state dir made by an earlier build: one system call
-        // otherwise.
-        maps.allow.size()?;
+        // A few system calls unless there is something to settle.
+        maps.recovered = maps.allow.settle()?;
         Ok(maps)
     }
 
@@ -93,12 +91,20 @@ impl Maps {
     }
 
     fn pinned(state: &StateDir) -> Result<Self, Error> {
-        let (allow, allow_max_entries) = open(state, map_names::ALLOW)?;
-        let (allow_hosts, _) = open(state, map_names::ALLOW_HOSTS)?;
+        let (trie, allow_max_entries) = open(state, map_names::ALLOW)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
-        let allow_state = open(state, map_names::ALLOW_STATE)?.0;
-        let allow = AllowList::new(allow, allow_hosts, allow_state, allow_max_entries);
+        let allow = AllowList::new(
+            AllowMaps {
+                trie,
+                state: open(state, map_names::ALLOW_STATE)?.0,
+                blocks: open(state, map_names::ALLOW_BLOCKS)?.0,
+                bloom: open(state, map_names::ALLOW_BLOOM)?.0,
+                strides: open(state, map_names::ALLOW_STRIDES)?.0,
+                tables: open(state, map_names::ALLOW_TABLES)?.0,
+            },
+            allow_max_entries,
+        );
         Ok(Maps {
             config: open(state, map_names::CONFIG)?.0,
             allow,
@@ -222,7 +228,11 @@ pub fn set_frag_timeouts(state: &StateDir, secs: [u32; 2]) -> Result<(), Error> 
 
 /// Maps whose capacity the user chooses when the state is made (`--allow-capacity`,
 /// `--sources-capacity`): any capacity is this build's layout.
-const CHOSEN_CAPACITY: [&str; 3] = [map_names::ALLOW, map_names::ALLOW_HOSTS, map_names::SOURCES];
+const CHOSEN_CAPACITY: [&str; 3] = [
+    map_names::ALLOW,
+    map_names::ALLOW_STRIDES,
+    map_names::SOURCES,
+];
 
 /// Refuses a state whose pinned maps do not have the layout `object` (this build's program)
 /// defines: type, key and value sizes, and capacity where the program fixes it. The loader

@@ -10,8 +10,8 @@
 //! | --- | --- | --- |
 //! | hash, preallocated (LRU included) | `mcf_frags`, `mcf_ifaces`, `mcf_iface_meta` | `16 pow2(n) + n (48 + r8(key) + r8(value))` |
 //! | per-CPU hash, preallocated | `mcf_sources` | `16 pow2(n) + n (56 + r8(key) + r8(value) cpus)` |
-//! | hash, not preallocated | `mcf_allow_hosts` | `16 pow2(n) + used (56 + r8(key) + r8(value))` |
-//! | array | `mcf_config`, `mcf_allow_state`, `mcf_frag_timeouts` | `n r8(value)` |
+//! | hash, not preallocated | `mcf_allow_strides` | `16 pow2(n) + used (56 + r8(key) + r8(value))` |
+//! | array | `mcf_allow_blocks` (4 MiB), `mcf_allow_bloom` (1 MiB), `mcf_config`, `mcf_allow_state`, `mcf_allow_tables`, `mcf_frag_timeouts` | `n r8(value)` |
 //! | per-CPU array | `mcf_stats`, `if_stats_*`, `mcf_recent`, `mcf_pending`, `mcf_events` | `n (8 + r8(value) cpus)` |
 //!
 //! plus, for every hash, its lock counters (`32 cpus`), and about 1 KiB of
@@ -37,6 +37,9 @@ pub const MIN_SOURCES: u32 = 4096;
 const BUCKET: u64 = 16;
 /// A hash element's header (`struct htab_elem`).
 const HTAB_ELEM: u64 = 48;
+/// The free-list node a hash that is not preallocated keeps with each element
+/// (`LLIST_NODE_SZ`).
+const LLIST_NODE: u64 = 8;
 /// A pointer: a per-CPU hash element's or array entry's pointer to its per-CPU values.
 const POINTER: u64 = 8;
 /// Per possible CPU, every hash's `map_locked` counters (`HASHTAB_MAP_LOCK_COUNT` ints): 2 KiB
@@ -60,6 +63,26 @@ pub fn percpu_hash_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u
 /// Bytes of one element of a per-CPU hash, its values included.
 fn percpu_hash_element_bytes(key: usize, value: usize, cpus: u32) -> u64 {
     HTAB_ELEM + r8(key) + POINTER + r8(value) * u64::from(cpus)
+}
+
+/// Bytes of a hash that is not preallocated (the allow-list's stride table), of capacity
+/// `entries`, holding `used` entries: its buckets whatever it holds, then each element with
+/// the kernel's free-list node.
+pub fn hash_bytes_not_preallocated(
+    entries: u32,
+    used: u64,
+    key: usize,
+    value: usize,
+    cpus: u32,
+) -> u64 {
+    BUCKET * u64::from(entries).next_power_of_two()
+        + MAP_LOCKED * u64::from(cpus)
+        + used * (HTAB_ELEM + LLIST_NODE + r8(key) + r8(value))
+}
+
+/// Bytes of an array of `entries` (the allow-list's /24 bitmap: 4 MiB).
+pub fn array_bytes(entries: u32, value: usize) -> u64 {
+    u64::from(entries) * r8(value)
 }
 
 /// Bytes of a per-CPU array of `entries`.
@@ -159,11 +182,16 @@ mod tests {
     use super::*;
 
     /// On a 64-CPU host the maps that grow with the CPU count stay within what leaves an attach
-    /// under 64 MiB with the 16 MiB address index of a 1M-entry allow-list and the rest.
+    /// under 64 MiB with the allow-list's lookup tables and the rest.
     #[test]
     fn an_attach_on_64_cpus_stays_under_64_mib() {
-        // The address index's buckets (16 MiB), then the rest (1.2 MiB measured; 2 allowed).
-        let fixed: u64 = (16 << 20) + (2 << 20);
+        // The stride table's buckets for a 1M-entry list (16 MiB), the /24 bitmap (4 MiB), the
+        // Bloom filter (1 MiB), then the rest (1.2 MiB measured; 2 allowed).
+        let buckets =
+            BUCKET * u64::from(mcfilter_common::DEFAULT_ALLOW_CAPACITY).next_power_of_two();
+        let blocks = u64::from(mcfilter_common::BLOCK_WORDS) * 8;
+        let bloom = u64::from(mcfilter_common::BLOOM_WORDS) * 8;
+        let fixed: u64 = buckets + blocks + bloom + (2 << 20);
         let total = per_cpu_bytes_at_defaults(64) + fixed;
         assert!(total < 64 << 20, "{} MiB", total >> 20);
         // Small hosts keep the full per-source capacity.

@@ -2,6 +2,7 @@
 //! BPF_PROG_TEST_RUN harness, a packet builder, an independent verdict oracle and a memcached
 //! client. The tests themselves live in `tests/`; `src/bin/demo.rs` is `cargo xtask demo`.
 
+pub mod allowed;
 pub mod cli;
 pub mod container;
 pub mod fixtures;

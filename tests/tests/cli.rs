@@ -204,9 +204,14 @@ fn json_output_keeps_its_contract() {
 fn status_shows_the_kernel_memory_the_formula_predicts() {
     privileged_test!();
     use mcfilter::memory;
-    use mcfilter_common::{IpKey, PendingSource, RECENT_SLOTS, SourceStats};
+    use mcfilter_common::{
+        BLOCK_WORDS, BLOOM_WORDS, DEFAULT_ALLOW_CAPACITY, IpKey, PendingSource, RECENT_SLOTS,
+        SourceStats, StrideBits, StrideKey,
+    };
     let (_lab, mcf) = Lab::with_mcfilter("km");
     mcf.ok(&["attach", IFACE]);
+    // Two entries, each an entry of the stride table (an IPv6 /128, an IPv4 /32).
+    mcf.ok(&["allow", "add", "2001:db8::7", "198.18.1.7"]);
     let status = mcf.json(&["status", "--json"]);
     let cpus = memory::possible_cpus();
     let memory = &status["kernel_memory"];
@@ -234,6 +239,18 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
             "mcf_recent",
             memory::percpu_array_bytes(RECENT_SLOTS, size_of::<PendingSource>(), cpus),
         ),
+        (
+            "mcf_allow_strides",
+            memory::hash_bytes_not_preallocated(
+                DEFAULT_ALLOW_CAPACITY,
+                2,
+                size_of::<StrideKey>(),
+                size_of::<StrideBits>(),
+                cpus,
+            ),
+        ),
+        ("mcf_allow_blocks", memory::array_bytes(BLOCK_WORDS, 8)),
+        ("mcf_allow_bloom", memory::array_bytes(BLOOM_WORDS, 8)),
     ] {
         let shown = memory["maps"][map].as_u64().expect("a map's bytes");
         assert_eq!(

@@ -10,9 +10,9 @@ use std::{
     net::Ipv4Addr,
 };
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
-use mcfilter_common::{Config, IfaceInfo, IfaceMeta, IpKey, map_names};
-use mcfilter_tests::{cli::Mcfilter, netns::NetNs, privileged_test};
+use aya::maps::{Array, HashMap, Map, MapData};
+use mcfilter_common::{Config, IfaceInfo, IfaceMeta, map_names};
+use mcfilter_tests::{allowed, cli::Mcfilter, netns::NetNs, privileged_test};
 use serde_json::Value;
 
 /// The most steps a command may take before the walk gives up.
@@ -90,11 +90,9 @@ impl Rig {
             .collect()
     }
 
-    /// Whether the pinned allow-list (the trie, which holds every entry) allows `addr`.
+    /// Whether the program allows `addr`, read from the pinned maps as it reads them.
     fn raw_allows(&self, addr: Ipv4Addr) -> bool {
-        let trie: LpmTrie<MapData, IpKey, u8> = self.pinned(map_names::ALLOW).expect("the trie");
-        trie.get(&Key::new(IpKey::FULL_PREFIX, IpKey::v4(addr.octets())), 0)
-            .is_ok()
+        allowed::program_allows(self.mcf.state_dir(), addr.into())
     }
 
     /// The interfaces `status` lists, with their program ids; `None` when it says the filter is

@@ -2,8 +2,8 @@
 //! xtask test` boots Debian's 6.1 and 6.12): native XDP on a virtio_net NIC (the NIC of most
 //! cloud VMs), an allow-list filled to exactly its capacity (before Linux 6.13 an update of a full
 //! LPM trie fails with ENOSPC even when the key is there already), the events' ring buffer
-//! (aya-log), the batched map operations of a large, indexed allow-list and of the per-source
-//! counters, and the verifier's headroom.
+//! (aya-log), the batched map operations of a large allow-list's lookup tables and of the
+//! per-source counters, and the verifier's headroom.
 
 use std::{
     fs,
@@ -267,8 +267,8 @@ fn a_large_allow_list_and_many_sources_go_through_batched_map_operations() {
     let denied = lab.host("bod", 20);
     let mcf = Mcfilter::new("bo").in_netns(&lab.server.ns);
     mcf.ok(&["attach", IFACE]);
-    // 1,200 single addresses: past the size at which the allow-list indexes its addresses in a
-    // hash map, filled with BPF_MAP_UPDATE_BATCH.
+    // 1,200 single addresses: the lookup tables (an array and a hash map) are written with
+    // BPF_MAP_UPDATE_BATCH.
     let mut clients: Vec<String> = (0..1200u32)
         .map(|i| Ipv4Addr::from(0xc612_1000 + i).to_string())
         .collect();
@@ -316,6 +316,12 @@ fn a_large_allow_list_and_many_sources_go_through_batched_map_operations() {
         sources.keys().count(),
         "{status}"
     );
+    // The list shrinks to the one client: the stride table's entries go with
+    // BPF_MAP_DELETE_BATCH, and the tables still tell the two apart.
+    fs::write(&file, allowed.v4.to_string()).unwrap();
+    mcf.ok(&["allow", "replace", "--file", file.to_str().unwrap()]);
+    assert!(attempt(&allowed), "the listed client still connects");
+    assert!(!attempt(&denied), "the unlisted one still does not");
     mcf.ok(&["detach", IFACE]);
     drop(listener);
     fs::remove_dir_all(dir).unwrap();

@@ -5,16 +5,17 @@
 use std::{
     collections::BTreeSet,
     fs,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::{fs::PermissionsExt as _, process::ExitStatusExt as _},
     process::Command,
     time::Duration,
 };
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key};
+use aya::maps::{Array, HashMap, Map, MapData};
 use mcfilter::fault::CRASH_AFTER_ENV;
-use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, IpKey, map_names};
+use mcfilter_common::{ALLOW_SLOT_SIZE, StrideBits, StrideKey, TABLE_SLOT_READY, map_names};
 use mcfilter_tests::{
+    allowed,
     cli::{Mcfilter, binary},
     lab::{self, IFACE, Lab, pending},
     load,
@@ -43,29 +44,9 @@ fn pinned<M: TryFrom<Map>>(mcf: &Mcfilter, name: &str) -> M {
     M::try_from(map).unwrap_or_else(|_| panic!("{name} is not of the expected type"))
 }
 
-/// Whether the pinned trie (which holds every entry) allows `addr`, read without running the
-/// CLI (which would recover).
-fn trie_allows(mcf: &Mcfilter, addr: Ipv4Addr) -> bool {
-    let trie: LpmTrie<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW);
-    trie.get(&Key::new(IpKey::FULL_PREFIX, IpKey::v4(addr.octets())), 0)
-        .is_ok()
-}
-
-/// The addresses in the pinned index of the allow-list, and whether the program uses it.
-fn index(mcf: &Mcfilter) -> (BTreeSet<IpKey>, bool) {
-    let hosts: HashMap<MapData, IpKey, u8> = pinned(mcf, map_names::ALLOW_HOSTS);
-    let state: Array<MapData, u64> = pinned(mcf, map_names::ALLOW_STATE);
-    let keys = hosts.keys().map(|key| key.expect("index key")).collect();
-    (keys, state.get(&ALLOW_SLOT_INDEXED, 0).expect("state") != 0)
-}
-
-/// The key of a CIDR written as text, when it is a single address.
-fn address_key(net: &str) -> Option<IpKey> {
-    match net.parse::<ipnet::IpNet>().expect("a CIDR") {
-        ipnet::IpNet::V4(v4) if v4.prefix_len() == 32 => Some(IpKey::v4(v4.addr().octets())),
-        ipnet::IpNet::V6(v6) if v6.prefix_len() == 128 => Some(IpKey::v6(v6.addr().octets())),
-        _ => None,
-    }
+/// The first address of a CIDR written as text.
+fn first_address(net: &str) -> IpAddr {
+    net.parse::<ipnet::IpNet>().expect("a CIDR").network()
 }
 
 #[test]
@@ -74,12 +55,11 @@ fn a_killed_allow_change_leaves_the_old_or_the_new_list() {
     killed_changes("kc", 0, 3);
 }
 
-/// The same with lists large enough for their addresses to be indexed: the index never holds an
-/// address the list does not, and is whole again once the change is settled.
+/// The same with lists of over a thousand entries (writes of the lookup tables in batches).
 #[test]
-fn a_killed_change_of_an_indexed_allow_list_leaves_the_old_or_the_new_list() {
+fn a_killed_change_of_a_large_allow_list_leaves_the_old_or_the_new_list() {
     privileged_test!();
-    killed_changes("ki", mcfilter::allow::INDEX_ABOVE as u16 + 50, 151);
+    killed_changes("ki", 1100, 151);
 }
 
 /// Replaces an allow-list by another, killed after every `step`-th map write (and finally not
@@ -113,8 +93,9 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
     let (old_file, new_file) = (write("old", &old), write("new", &new));
     mcf.ok(&["attach", "lo"]);
     mcf.ok(&["allow", "replace", "--file", &old_file]);
-    let indexed = old.len() > mcfilter::allow::INDEX_ABOVE;
-    assert_eq!(index(&mcf).1, indexed);
+    assert!(allowed::tables_ready(mcf.state_dir()));
+    // An address of every entry on either list.
+    let probes: BTreeSet<IpAddr> = old.union(&new).map(|net| first_address(net)).collect();
     let mut outcomes = BTreeSet::new();
     for crash_after in (1..).step_by(step) {
         assert!(crash_after < 100_000, "the change never finished");
@@ -128,16 +109,11 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
             killed || out.status.success(),
             "after {crash_after} writes: {out:?}"
         );
-        // Before anyone recovers: the filter is attached, still allows the entry both lists
-        // contain, and its index holds nothing that neither list has.
+        // Before anyone recovers: the filter is attached and still allows the entry both
+        // lists contain, whether the program reads the tables or the trie.
         assert!(
-            trie_allows(&mcf, common),
+            allowed::program_allows(mcf.state_dir(), common.into()),
             "after {crash_after} writes the common entry is missing"
-        );
-        let either: BTreeSet<IpKey> = old.union(&new).filter_map(|n| address_key(n)).collect();
-        assert!(
-            index(&mcf).0.is_subset(&either),
-            "after {crash_after} writes the index holds an unlisted address"
         );
         let shown = ns
             .command("ip")
@@ -149,7 +125,7 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
             "still attached"
         );
         // The next command settles the change: exactly the old or the new list, its size, and
-        // its index whole.
+        // tables on that allow exactly that list.
         let now = list(&mcf);
         assert!(
             now == old || now == new,
@@ -161,12 +137,11 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
             Some(now.len() as u64),
             "after {crash_after} writes"
         );
-        let addresses: BTreeSet<IpKey> = now.iter().filter_map(|n| address_key(n)).collect();
-        let (keys, used) = index(&mcf);
-        assert_eq!(used, indexed, "after {crash_after} writes");
-        if indexed {
-            assert_eq!(keys, addresses, "after {crash_after} writes");
-        }
+        assert!(
+            allowed::tables_ready(mcf.state_dir()),
+            "after {crash_after} writes"
+        );
+        assert_tables_allow(&mcf, &probes, &now);
         outcomes.insert((killed, now == new));
         mcf.ok(&["allow", "replace", "--file", &old_file]);
         if !killed {
@@ -182,29 +157,43 @@ fn killed_changes(tag: &str, extra: u16, step: usize) {
         outcomes.contains(&(true, true)),
         "some kills completed: {outcomes:?}"
     );
-    // A state dir made before the list's size and index were kept: the next command counts
-    // the list and indexes it if it is large.
+    // A state dir made before the list's size and the tables were kept: the next command
+    // counts the list and builds them.
     let mut state: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_STATE);
     state.set(ALLOW_SLOT_SIZE, 0, 0).expect("forget the size");
-    state
-        .set(ALLOW_SLOT_INDEXED, 0, 0)
-        .expect("forget the index");
-    let mut hosts: HashMap<MapData, IpKey, u8> = pinned(&mcf, map_names::ALLOW_HOSTS);
-    for key in index(&mcf).0 {
-        hosts.remove(&key).expect("empty the index");
+    let mut tables: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_TABLES);
+    tables
+        .set(TABLE_SLOT_READY, 0, 0)
+        .expect("switch the tables off");
+    let mut strides: HashMap<MapData, StrideKey, StrideBits> =
+        pinned(&mcf, map_names::ALLOW_STRIDES);
+    let keys: Vec<StrideKey> = strides.keys().map(|key| key.expect("key")).collect();
+    for key in keys {
+        strides.remove(&key).expect("empty the stride table");
     }
     assert_eq!(
         status(&mcf)["allow_entries"].as_u64(),
         Some(old.len() as u64)
     );
-    let addresses: BTreeSet<IpKey> = old.iter().filter_map(|n| address_key(n)).collect();
-    let (keys, used) = index(&mcf);
-    assert_eq!(used, indexed);
-    if indexed {
-        assert_eq!(keys, addresses);
-    }
+    assert!(allowed::tables_ready(mcf.state_dir()));
+    assert_tables_allow(&mcf, &probes, &old);
     mcf.ok(&["detach", "lo"]);
     fs::remove_dir_all(dir).unwrap();
+}
+
+/// The program allows each of `probes` exactly when `list` contains it.
+fn assert_tables_allow(mcf: &Mcfilter, probes: &BTreeSet<IpAddr>, list: &BTreeSet<String>) {
+    let list: Vec<ipnet::IpNet> = list
+        .iter()
+        .map(|net| net.parse().expect("a CIDR"))
+        .collect();
+    for addr in probes {
+        assert_eq!(
+            allowed::program_allows(mcf.state_dir(), *addr),
+            list.iter().any(|net| net.contains(addr)),
+            "{addr}"
+        );
+    }
 }
 
 fn status(mcf: &Mcfilter) -> Value {

@@ -3,7 +3,8 @@
 
 use std::{collections::BTreeSet, net::IpAddr};
 
-use mcfilter_common::Reason;
+use aya::maps::{Array, Map, MapData};
+use mcfilter_common::{Reason, TABLE_SLOT_READY, map_names};
 use mcfilter_tests::{
     Rng,
     fixtures::*,
@@ -17,28 +18,42 @@ use mcfilter_tests::{
 #[test]
 fn verdict_table_matches_the_oracle_and_the_fixtures() {
     privileged_test!();
-    check_table(policy());
+    let harness = Harness::new(&policy());
+    assert!(harness.maps().allow.tables_ready().unwrap());
+    check_table(&harness, policy());
 }
 
 #[test]
-fn verdict_table_holds_with_an_indexed_allow_list() {
+fn verdict_table_holds_with_a_large_allow_list() {
     privileged_test!();
-    // The table again with a list large enough for its addresses to be indexed (looked up in
-    // the hash map before the trie): the fixtures' sources keep their verdicts.
+    // The table again with a thousand more entries, in the strides the fixtures' sources are
+    // looked up in: the fixtures' sources keep their verdicts.
     let mut large = policy();
-    let addresses = (0..=mcfilter::allow::INDEX_ABOVE as u128)
+    let addresses = (0..=1024u128)
         .map(|i| IpAddr::from(std::net::Ipv6Addr::from((0x2001_0db8_ffffu128 << 80) | i)));
     large.allow.extend(addresses.map(ipnet::IpNet::from));
-    check_table(large);
+    check_table(&Harness::new(&large), large);
+}
+
+#[test]
+fn verdict_table_holds_with_the_lookup_tables_off() {
+    privileged_test!();
+    // The program's other way to the list, taken while userspace rebuilds the tables: the trie.
+    let harness = Harness::new(&policy());
+    let mut tables: Array<MapData, u64> = Array::try_from(
+        Map::from_map_data(
+            MapData::from_pin(harness.maps_dir().join(map_names::ALLOW_TABLES)).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    tables.set(TABLE_SLOT_READY, 0, 0).unwrap();
+    assert!(!harness.maps().allow.tables_ready().unwrap());
+    check_table(&harness, policy());
 }
 
 /// Every fixture row through the program and the oracle under `policy`.
-fn check_table(policy: Policy) {
-    let harness = Harness::new(&policy);
-    assert_eq!(
-        harness.maps().allow.indexed().unwrap(),
-        policy.allow.len() > mcfilter::allow::INDEX_ABOVE
-    );
+fn check_table(harness: &Harness, policy: Policy) {
     let mut oracle = Oracle::new(policy);
     let rows = table();
     for (name, frame, want) in &rows {
@@ -228,8 +243,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 /// `allow replace` applies the difference: while it swaps hundreds of entries, a source on both
-/// lists is allowed by every single run of the program, also while the list grows past the
-/// size where its addresses are indexed and shrinks back.
+/// lists, IPv4 or IPv6, is allowed by every single run of the program, while the lookup tables
+/// pass through both lists.
 #[test]
 fn replace_never_drops_an_entry_on_both_lists() {
     privileged_test!();
@@ -241,7 +256,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
             .chain([common, "2001:db8:1::/48".parse().unwrap()])
             .collect()
     };
-    let (small, large) = (256, mcfilter::allow::INDEX_ABOVE as u16 + 100);
+    let (small, large) = (256, 1124);
     let policy = Policy {
         ports: BTreeSet::from([11211]),
         allow: list(100, small).into_iter().collect(),
@@ -249,17 +264,28 @@ fn replace_never_drops_an_entry_on_both_lists() {
     };
     let harness = Harness::new(&policy);
     let syn = v4(ALLOWED_V4, IPPROTO_TCP, &tcp_syn(40000, 11211));
+    // Inside the common /48, next to each list's own /128s.
+    let syn6 = v6(
+        "2001:db8:1::99"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+        IPPROTO_TCP,
+        &tcp_syn(40000, 11211),
+    );
     let state = mcfilter::StateDir::new(harness.maps_dir());
     let done = std::sync::atomic::AtomicBool::new(false);
     let runs = std::thread::scope(|scope| {
         let prober = scope.spawn(|| {
             let mut runs = 0u64;
             while !done.load(std::sync::atomic::Ordering::Relaxed) || runs == 0 {
-                assert_eq!(
-                    harness.run(&syn),
-                    XDP_PASS,
-                    "run {runs}: allowed source dropped"
-                );
+                for frame in [&syn, &syn6] {
+                    assert_eq!(
+                        harness.run(frame),
+                        XDP_PASS,
+                        "run {runs}: allowed source dropped"
+                    );
+                }
                 runs += 1;
             }
             runs
@@ -274,12 +300,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
         let stop = Done(&done);
         let mut maps = mcfilter::Maps::open_loaded(&state).expect("maps");
         let mut before = small;
-        for (group, n, indexed) in [
-            (101, large, true),
-            (102, large, true),
-            (103, small, false),
-            (104, large, true),
-        ] {
+        for (group, n) in [(101, large), (102, large), (103, small), (104, large)] {
             let change = maps.allow.replace(&list(group, n)).expect("replace");
             assert_eq!(
                 (change.added.len(), change.removed.len()),
@@ -287,13 +308,7 @@ fn replace_never_drops_an_entry_on_both_lists() {
             );
             before = n;
             let allow = &mut maps.allow;
-            assert_eq!(allow.indexed().unwrap(), indexed, "{n} entries");
-            let addresses: BTreeSet<_> = list(group, n)
-                .into_iter()
-                .filter(|net| net.prefix_len() == net.max_prefix_len())
-                .collect();
-            let index = allow.index().unwrap();
-            assert_eq!(index, if indexed { addresses } else { BTreeSet::new() });
+            assert!(allow.tables_ready().unwrap(), "{n} entries");
             assert_eq!(allow.size().unwrap(), usize::from(n) + 2);
         }
         drop(stop);
@@ -355,4 +370,103 @@ fn a_million_spoofed_sources_keep_the_map_bounded_and_the_totals_exact() {
         stats.sources_not_recorded > 0,
         "one-off sources were given up, not inserted"
     );
+}
+
+/// The lookup tables against the oracle on lists of every shape: IPv4 entries from /18 to /32
+/// (whole /24s and the addresses of partly listed ones), IPv6 entries from /40 to /128, and
+/// sources drawn near and inside them, each judged by the program and the oracle; then the
+/// same after `allow replace` swaps the list for another.
+#[test]
+fn the_lookup_tables_allow_exactly_the_listed_sources() {
+    privileged_test!();
+    let mut rng = Rng::new(0x7ab1e5);
+    let random_list = |rng: &mut Rng| -> Vec<ipnet::IpNet> {
+        (0..300)
+            .map(|_| {
+                // Mostly long entries, some short ones; short ones rare enough not to cover
+                // the probes of the others.
+                let short = rng.chance(20);
+                if rng.chance(50) {
+                    let len = if short {
+                        18 + rng.below(7)
+                    } else {
+                        25 + rng.below(8)
+                    };
+                    // Inside 100.64.0.0/10.
+                    let addr = 0x6440_0000 | (rng.next_u64() as u32 & 0x003f_ffff);
+                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(addr), len as u8)
+                        .unwrap()
+                        .trunc()
+                        .into()
+                } else {
+                    let len = if short {
+                        40 + rng.below(24)
+                    } else {
+                        64 + rng.below(65)
+                    };
+                    // 2001:db8:X:Y::/64 with Y below 4, so long entries meet in their /64s.
+                    let addr = (0x2001_0db8u128 << 96)
+                        | u128::from(rng.next_u64() as u16) << 80
+                        | (rng.below(4) as u128) << 64
+                        | u128::from(rng.next_u64());
+                    ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(addr), len as u8)
+                        .unwrap()
+                        .trunc()
+                        .into()
+                }
+            })
+            .collect()
+    };
+    let first = random_list(&mut rng);
+    let policy = Policy {
+        ports: BTreeSet::from([11211]),
+        allow: first.clone(),
+        drop_reflected: false,
+    };
+    let harness = Harness::new(&policy);
+    let check = |allow: Vec<ipnet::IpNet>, rng: &mut Rng| {
+        let mut oracle = Oracle::new(Policy {
+            ports: BTreeSet::from([11211]),
+            allow: allow.clone(),
+            drop_reflected: false,
+        });
+        let mut verdicts = [0usize; 2];
+        for net in &allow {
+            for _ in 0..20 {
+                // Keep a random number of the entry's leading bits, randomise the rest.
+                let keep = u32::from(net.prefix_len()).saturating_sub(rng.below(10) as u32);
+                let noise = u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64());
+                let frame = match net {
+                    ipnet::IpNet::V4(net) => {
+                        let mask = u32::MAX.checked_shl(32 - keep).unwrap_or(0);
+                        let addr = (u32::from(net.network()) & mask) | (noise as u32 & !mask);
+                        v4(addr.to_be_bytes(), IPPROTO_TCP, &tcp_syn(40000, 11211))
+                    }
+                    ipnet::IpNet::V6(net) => {
+                        let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                        let addr = (u128::from(net.network()) & mask) | (noise & !mask);
+                        v6(addr.to_be_bytes(), IPPROTO_TCP, &tcp_syn(40000, 11211))
+                    }
+                };
+                let (want, _) = oracle.judge(&frame);
+                let (_, reason) = harness.verdict(&frame);
+                assert_eq!(reason, want, "{}", hex(&frame));
+                verdicts[usize::from(reason == Reason::TcpAllowed)] += 1;
+            }
+        }
+        // Both verdicts are exercised, many times.
+        assert!(verdicts.iter().all(|&n| n > 500), "{verdicts:?}");
+    };
+    check(first, &mut rng);
+    let second = random_list(&mut rng);
+    let mut maps =
+        mcfilter::Maps::open_loaded(&mcfilter::StateDir::new(harness.maps_dir())).expect("maps");
+    maps.allow
+        .replace(&second.iter().copied().collect())
+        .expect("replace");
+    check(second, &mut rng);
+}
+
+fn hex(frame: &[u8]) -> String {
+    frame.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -71,21 +71,6 @@ pub fn to_key(net: &IpNet) -> Key<IpKey> {
     Key::new(prefix, data)
 }
 
-/// The trie key of the single address `data` stands for (`None` for an unknown family).
-pub(super) fn address_key(data: IpKey) -> Option<Key<IpKey>> {
-    let bits = match u8::try_from(data.family).ok()? {
-        FAMILY_V4 => 32,
-        FAMILY_V6 => 128,
-        _ => return None,
-    };
-    Some(Key::new(IpKey::FAMILY_BITS + bits, data))
-}
-
-/// Whether `key` is a single address (/32 or /128): such entries are indexed.
-pub(super) fn is_host(key: &Key<IpKey>) -> bool {
-    address_key(key.data()).is_some_and(|address| address.prefix_len() == key.prefix_len())
-}
-
 /// The CIDR a trie key stands for (`None` for a key no version of mcfilter writes).
 pub fn from_key(key: &Key<IpKey>) -> Option<IpNet> {
     let data = key.data();
@@ -168,19 +153,7 @@ mod tests {
     }
 
     #[test]
-    fn only_addresses_are_indexed() {
-        for (s, host) in [
-            ("198.18.1.10/32", true),
-            ("2001:db8::1/128", true),
-            ("198.18.1.0/31", false),
-            ("2001:db8::/127", false),
-            ("0.0.0.0/0", false),
-            ("::/0", false),
-        ] {
-            assert_eq!(is_host(&to_key(&net(s))), host, "{s}");
-        }
-        // The program looks a packet's source up in the hosts map as it is: the key written
-        // for an address is the source's key.
+    fn an_address_is_keyed_as_the_program_keys_a_source() {
         let key = to_key(&net("198.18.1.10/32"));
         assert_eq!(key.data(), IpKey::v4([198, 18, 1, 10]));
     }

@@ -1,33 +1,31 @@
 //! The allow-list: the changes `allow add/del/replace` make, each all-or-nothing through a
-//! journal (here). Every entry lives in an LPM trie; while the list is large, its single
-//! addresses (/32, /128) are also indexed in a hash map, which the program looks up first
-//! (`index`). CIDR parsing, canonical form and the key encoding are `cidr`'s.
+//! journal (here). Every entry lives in an LPM trie, the list's record; the program looks
+//! sources up in lookup tables derived from it (`tables`), whose cost does not depend on the
+//! list's size. CIDR parsing, canonical form and the key encoding are `cidr`'s.
 
 use std::collections::BTreeSet;
 
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
-use mcfilter_common::{ALLOW_SLOT_INDEXED, ALLOW_SLOT_SIZE, IpKey};
+use mcfilter_common::{ALLOW_SLOT_SIZE, IpKey};
 
 use crate::Error;
 
 mod cidr;
-mod index;
+mod install;
+mod tables;
 
 pub use cidr::{CidrError, ListError, from_key, parse_cidr, parse_list, to_key};
-use index::addresses;
-pub use index::{INDEX_ABOVE, UNINDEX_BELOW};
+pub use install::AllowStrides;
+use tables::Tables;
 
 /// The allow-list (and its journal) as stored in the state dir.
 pub type AllowTrie = LpmTrie<MapData, IpKey, u8>;
-/// The index of the allow-list's single addresses as stored in the state dir.
-pub type AllowHosts = HashMap<MapData, IpKey, u8>;
-
 /// The pinned allow-list maps and their capacity.
 ///
-/// The trie holds the list; the index of its addresses is a cache that never holds an address
-/// the trie does not (addresses leave the index before the trie, and enter it after), so a
-/// kill at any point can cost the index an entry, never the filter its correctness.
+/// The trie holds the list; the lookup tables the program reads are derived from it, written
+/// with every change so that they allow both lists while it is under way (see `tables`), and
+/// rebuilt after a kill.
 ///
 /// Every change goes through a journal kept in the trie, so that a command killed half
 /// way (`kill -9`, a crash) never leaves a half-applied list: entries are inserted as `ADDING`
@@ -38,10 +36,30 @@ pub type AllowHosts = HashMap<MapData, IpKey, u8>;
 /// an entry on both lists is never missing, even while a change is under way.
 pub struct AllowList {
     trie: AllowTrie,
-    hosts: AllowHosts,
-    /// The list's size and whether `hosts` indexes it (see `map_names::ALLOW_STATE`).
+    /// The list's size (see `map_names::ALLOW_STATE`).
     state: Array<MapData, u64>,
+    /// The lookup tables: the /24 bitmap, the stride table and its Bloom filter, their state.
+    blocks: Array<MapData, u64>,
+    bloom: Array<MapData, u64>,
+    strides: AllowStrides,
+    tables: Array<MapData, u64>,
     capacity: u32,
+}
+
+/// The pinned maps an [`AllowList`] is made of.
+pub struct AllowMaps {
+    /// `mcf_allow`.
+    pub trie: AllowTrie,
+    /// `mcf_allow_state`.
+    pub state: Array<MapData, u64>,
+    /// `mcf_allow_blocks`.
+    pub blocks: Array<MapData, u64>,
+    /// `mcf_allow_bloom`.
+    pub bloom: Array<MapData, u64>,
+    /// `mcf_allow_strides`.
+    pub strides: AllowStrides,
+    /// `mcf_allow_tables`.
+    pub tables: Array<MapData, u64>,
 }
 
 /// What a change did.
@@ -84,16 +102,14 @@ fn journal_key() -> Key<IpKey> {
 
 impl AllowList {
     /// `max_entries` is the trie's size: one entry is kept for the journal.
-    pub fn new(
-        trie: AllowTrie,
-        hosts: AllowHosts,
-        state: Array<MapData, u64>,
-        max_entries: u32,
-    ) -> Self {
+    pub fn new(maps: AllowMaps, max_entries: u32) -> Self {
         AllowList {
-            trie,
-            hosts,
-            state,
+            trie: maps.trie,
+            state: maps.state,
+            blocks: maps.blocks,
+            bloom: maps.bloom,
+            strides: maps.strides,
+            tables: maps.tables,
             capacity: max_entries.saturating_sub(1),
         }
     }
@@ -104,25 +120,28 @@ impl AllowList {
     }
 
     /// How many entries the list has, without walking the trie (one system call). A state dir
-    /// whose size was never written (made before it was kept) is counted once, and indexed if
-    /// it is large.
+    /// whose size was never written (made before it was kept) is counted once.
     pub fn size(&mut self) -> Result<usize, Error> {
         match self.slot(ALLOW_SLOT_SIZE)? {
             0 => {
-                // Also the first command on a state dir made before the index existed, which
-                // indexes a large list here.
                 let list = self.list()?;
                 self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
-                self.reindex(list.len(), || addresses(list.iter()))?;
                 Ok(list.len())
             }
             stored => Ok((stored - 1) as usize),
         }
     }
 
-    /// Whether the list's addresses are indexed (the program looks them up in the hash map).
-    pub fn indexed(&self) -> Result<bool, Error> {
-        Ok(self.slot(ALLOW_SLOT_INDEXED)? != 0)
+    /// Settles the list for a command: completes or rolls back a change an earlier command left
+    /// unfinished, counts a list whose size was never written and builds the lookup tables
+    /// where they are not whole (a state made by an older build, or a rebuild cut short).
+    pub fn settle(&mut self) -> Result<Option<Recovery>, Error> {
+        let recovered = self.recover()?;
+        self.size()?;
+        if !self.tables_ready()? {
+            self.rebuild_tables(&Tables::of(&self.list()?))?;
+        }
+        Ok(recovered)
     }
 
     fn slot(&self, slot: u32) -> Result<u64, Error> {
@@ -188,7 +207,8 @@ impl AllowList {
     }
 
     /// Whether a command must settle the list before it can be read: a change an earlier
-    /// command left unfinished, or a size never written (a state dir made by an older build).
+    /// command left unfinished, a size never written or tables not whole (a state dir made by
+    /// an older build, or a rebuild cut short).
     /// Reading only: readers under the shared lock ask, and take the exclusive one to settle.
     pub fn unsettled(&self) -> Result<bool, Error> {
         let interrupted = match self.trie.get(&journal_key(), 0) {
@@ -196,16 +216,19 @@ impl AllowList {
             Err(MapError::KeyNotFound) => false,
             Err(err) => return Err(Error::allow_map(err)),
         };
-        Ok(interrupted || self.slot(ALLOW_SLOT_SIZE)? == 0)
+        Ok(interrupted || self.slot(ALLOW_SLOT_SIZE)? == 0 || !self.tables_ready()?)
     }
 
-    /// Completes or rolls back a change an earlier command left unfinished.
+    /// Completes or rolls back a change an earlier command left unfinished, and rebuilds the
+    /// lookup tables, which allow more than the settled list until then. They are switched off
+    /// first, so a kill here leaves them off (the next command rebuilds them), never stale.
     pub fn recover(&mut self) -> Result<Option<Recovery>, Error> {
         let phase = match self.trie.get(&journal_key(), 0) {
             Ok(phase) => phase,
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(err) => return Err(Error::allow_map(err)),
         };
+        self.switch_tables_off()?;
         let entries: Vec<(Key<IpKey>, u8)> = self
             .trie
             .iter()
@@ -239,11 +262,7 @@ impl AllowList {
         let list = self.list()?;
         self.set_slot(ALLOW_SLOT_SIZE, list.len() as u64 + 1)?;
         self.delete(&journal_key())?;
-        if self.indexed()? {
-            // The kill may have come before the index had the new addresses.
-            self.add_to_index(&addresses(list.iter()))?;
-        }
-        self.reindex(list.len(), || addresses(list.iter()))?;
+        self.rebuild_tables(&Tables::of(&list))?;
         Ok(Some(recovery))
     }
 
@@ -259,7 +278,6 @@ impl AllowList {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        let indexed = self.indexed()?;
         self.write(&journal_key(), PREPARING)?;
         for (done, net) in added.iter().enumerate() {
             if let Err(err) = self.write(&to_key(net), ADDING) {
@@ -274,30 +292,30 @@ impl AllowList {
         for net in removed {
             self.write(&to_key(net), REMOVING)?;
         }
+        // The tables allow both lists before the commit, exactly the new one after it.
+        let old = Tables::of(current);
+        let new = {
+            let removed: BTreeSet<&IpNet> = removed.iter().collect();
+            Tables::of(
+                current
+                    .iter()
+                    .filter(|net| !removed.contains(net))
+                    .chain(added),
+            )
+        };
+        self.grow_tables(&old, &new)?;
         self.write(&journal_key(), COMMITTED)?;
-        // Removed addresses leave the index first (the trie still allows them until the end),
-        // so the index never holds more than the new list's addresses.
-        for net in removed {
-            self.unindex(&to_key(net))?;
-        }
         for net in added {
             self.write(&to_key(net), ALLOWED)?;
         }
-        if indexed {
-            self.add_to_index(&addresses(added.iter()))?;
-        }
+        self.shrink_tables(&old, &new)?;
         for net in removed {
-            self.remove_from_trie(&to_key(net))?;
+            self.delete(&to_key(net))?;
         }
         // `added` holds no entry of the list and `removed` only entries of it.
         let len = current.len() + added.len() - removed.len();
         self.set_slot(ALLOW_SLOT_SIZE, len as u64 + 1)?;
-        self.delete(&journal_key())?;
-        self.reindex(len, || {
-            let removed: BTreeSet<&IpNet> = removed.iter().collect();
-            let kept = current.iter().filter(|net| !removed.contains(net));
-            addresses(kept.chain(added))
-        })
+        self.delete(&journal_key())
     }
 
     /// Writes an entry into the trie.
@@ -308,14 +326,8 @@ impl AllowList {
             .map_err(|err| self.full_or(err))
     }
 
-    /// Removes an entry: from the index, then from the trie.
+    /// Removes an entry from the trie.
     fn delete(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
-        self.unindex(key)?;
-        self.remove_from_trie(key)
-    }
-
-    /// Removes an entry from the trie (once it has left the index).
-    fn remove_from_trie(&mut self, key: &Key<IpKey>) -> Result<(), Error> {
         crate::fault::step();
         gone(self.trie.remove(key))
     }
@@ -354,10 +366,10 @@ fn is_full(err: &MapError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{cidr::is_host, *};
+    use super::*;
 
     #[test]
-    fn the_journal_is_no_address() {
-        assert!(!is_host(&journal_key()));
+    fn the_journal_is_no_entry() {
+        assert_eq!(from_key(&journal_key()), None);
     }
 }

@@ -275,7 +275,10 @@ mod tests {
         let mut expected = vec![
             map_names::CONFIG,
             map_names::ALLOW,
-            map_names::ALLOW_HOSTS,
+            map_names::ALLOW_BLOCKS,
+            map_names::ALLOW_BLOOM,
+            map_names::ALLOW_STRIDES,
+            map_names::ALLOW_TABLES,
             map_names::ALLOW_STATE,
             map_names::STATS,
             map_names::SOURCES,

@@ -1,39 +1,62 @@
 //! Control-plane timings of the real CLI, with each run's own peak RSS.
 
 use std::{
-    collections::BTreeSet,
     process::Command,
     time::{Duration, Instant},
 };
 
 use aya::maps::PerCpuValues;
 use mcfilter_common::{IpKey, SourceStats};
-use mcfilter_tests::{netns::NetNs, oracle::Policy, program::Harness};
+use mcfilter_tests::{cli::Mcfilter, netns::NetNs};
 use serde_json::json;
 
 use crate::per_packet::allow_list;
 
-/// Runs the CLI with `args` on the harness's state dir; returns its wall time and its own peak
-/// RSS in KiB. GNU time measures the RSS: a child forked from this (large) process would
-/// inherit its high-water mark in `wait4`'s rusage.
-fn cli(harness: &Harness, args: &[&str]) -> (Duration, i64) {
+/// Runs `command` (the CLI); returns its wall time and its own peak RSS in KiB. GNU time
+/// measures the RSS: a child forked from this (large) process would inherit its high-water
+/// mark in `wait4`'s rusage.
+fn timed(command: &Command) -> (Duration, i64) {
     let rss_file = std::env::temp_dir().join(mcfilter_tests::unique("mcfr"));
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")
         .args(["--format=%M", "--output"])
         .arg(&rss_file)
-        .arg(mcfilter_tests::cli::binary())
-        .args(args)
-        .arg("--state-dir")
-        .arg(harness.maps_dir())
+        .arg(command.get_program())
+        .args(command.get_args())
         .stdout(std::process::Stdio::null())
         .status()
         .expect("run mcfilter under /usr/bin/time (Debian package `time`)");
     let elapsed = started.elapsed();
-    assert!(status.success(), "mcfilter {args:?} failed");
+    assert!(status.success(), "{command:?} failed");
     let rss = std::fs::read_to_string(&rss_file).expect("time's output");
     std::fs::remove_file(&rss_file).expect("remove time's output");
     (elapsed, rss.trim().parse().expect("peak RSS in KiB"))
+}
+
+/// mcfilter attached to the loopback of a namespace of its own (`attach` options `extra`), so
+/// that every command finds a filter; detached when dropped (the namespace goes with it).
+struct Attached {
+    mcf: Mcfilter,
+    _ns: NetNs,
+}
+
+impl Attached {
+    fn new(tag: &str, extra: &[&str]) -> Self {
+        let ns = NetNs::new(tag);
+        let mcf = Mcfilter::new(tag).in_netns(&ns);
+        mcf.ok(&[&["attach", "lo"][..], extra].concat());
+        Attached { mcf, _ns: ns }
+    }
+
+    fn timed(&self, args: &[&str]) -> (Duration, i64) {
+        timed(&self.mcf.command(args))
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = self.mcf.run(&["detach", "lo"]);
+    }
 }
 
 /// Control-plane timings of the real CLI: `allow replace` of 100,000 and 1,000,000 entries, and
@@ -50,13 +73,9 @@ pub(crate) fn control_plane() -> serde_json::Value {
     };
     let dir = std::env::temp_dir().join(mcfilter_tests::unique("mcfb"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let empty = Policy {
-        ports: BTreeSet::from([11211]),
-        allow: Vec::new(),
-        drop_reflected: false,
-    };
-    let harness = Harness::new(&empty);
-    row("status (baseline)".into(), cli(&harness, &["status"]));
+    let mut memory_at_1m = serde_json::Value::Null;
+    let attached = Attached::new("mcfb", &[]);
+    row("status (baseline)".into(), attached.timed(&["status"]));
     for n in [100_000, 1_000_000] {
         let file = dir.join(format!("allow-{n}.txt"));
         let text: String = allow_list(n).iter().map(|net| format!("{net}\n")).collect();
@@ -64,10 +83,23 @@ pub(crate) fn control_plane() -> serde_json::Value {
         let file = file.to_str().expect("utf-8 path").to_owned();
         row(
             format!("allow replace, empty -> {n} entries"),
-            cli(&harness, &["allow", "replace", "--file", &file]),
+            attached.timed(&["allow", "replace", "--file", &file]),
         );
+        if n == 1_000_000 {
+            let status: serde_json::Value =
+                serde_json::from_str(&attached.mcf.ok(&["status", "--json"])).expect("status");
+            let memory = &status["kernel_memory"]["maps"];
+            println!(
+                "\n(kernel memory with {n} entries, MiB: the trie {:.1}, the stride table {:.1}, the /24 bitmap {:.1}, its Bloom filter {:.1})\n",
+                mib(&memory["mcf_allow"]),
+                mib(&memory["mcf_allow_strides"]),
+                mib(&memory["mcf_allow_blocks"]),
+                mib(&memory["mcf_allow_bloom"]),
+            );
+            memory_at_1m = memory.clone();
+        }
     }
-    drop(harness);
+    drop(attached);
     let (healthy, scrape, peak) = service(&dir, &dir.join("allow-1000000.txt"));
     row(
         "run (service): start, apply a 1,000,000-entry allow file".into(),
@@ -78,19 +110,25 @@ pub(crate) fn control_plane() -> serde_json::Value {
         (scrape, peak),
     );
     for n in [65_536u32, 1_000_000] {
-        let mut harness = Harness::with_sources_capacity(&empty, n);
-        fill_sources(&mut harness, n);
+        let attached = Attached::new("mcfs", &["--sources-capacity", &n.to_string()]);
+        fill_sources(attached.mcf.state_dir(), n);
         row(
             format!("stats --json, {n} live sources"),
-            cli(&harness, &["stats", "--json"]),
+            attached.timed(&["stats", "--json"]),
         );
     }
     std::fs::remove_dir_all(dir).expect("remove temp dir");
+    out.push(json!({"operation": "kernel memory, 1,000,000 allow entries", "maps": memory_at_1m}));
     serde_json::Value::Array(out)
 }
 
-/// Puts `n` sources into the per-source map, as the program would have.
-fn fill_sources(harness: &mut Harness, n: u32) {
+fn mib(bytes: &serde_json::Value) -> f64 {
+    bytes.as_u64().unwrap_or_default() as f64 / f64::from(1 << 20)
+}
+
+/// Puts `n` sources into the per-source map of the state in `state_dir`, as the program would
+/// have.
+fn fill_sources(state_dir: &std::path::Path, n: u32) {
     let cpus = aya::util::nr_cpus().expect("cpu count");
     let stats = SourceStats {
         packets: 1,
@@ -100,11 +138,11 @@ fn fill_sources(harness: &mut Harness, n: u32) {
         last_reason: 3,
         last_dry_run: 0,
     };
-    let sources = &mut harness.maps_mut().sources;
+    let mut maps = mcfilter::Maps::open(&mcfilter::StateDir::new(state_dir)).expect("the maps");
     for i in 0..n {
         let [a, b, c, d] = (0x0a00_0000 + i).to_be_bytes();
         let values = PerCpuValues::try_from(vec![stats; cpus]).expect("per-CPU values");
-        sources
+        maps.sources
             .insert(IpKey::v4([a, b, c, d]), values, 0)
             .expect("insert source");
     }
