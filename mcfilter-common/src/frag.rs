@@ -8,7 +8,7 @@ pub const FRAG_TIMEOUT_SLOTS: u32 = 2;
 /// Linux's default reassembly timeout (`ipfrag_time`, `ip6frag_time`), in seconds.
 pub const DEFAULT_FRAG_TIMEOUT_SECS: u32 = 30;
 
-/// The `mcf_frag_timeouts` slot of a [`FragKey::family`]: 0 for IPv4, 1 for IPv6.
+/// The `mcf_frag_timeouts` slot of a family: 0 for IPv4, 1 for IPv6.
 #[inline(always)]
 pub const fn frag_timeout_slot(family: u8) -> u32 {
     (family == FAMILY_V6) as u32
@@ -46,10 +46,30 @@ impl FragClock {
     }
 }
 
-/// Key of the fragment verdict cache: what the kernel's reassembly keys a datagram by. IPv4:
-/// addresses, protocol and the 16-bit id; IPv6: addresses and the 32-bit id (`proto` 0, since
-/// Linux does not key IPv6 reassembly by the fragment header's next header). Addresses as in
+/// Key of the IPv4 fragment verdict cache (`mcf_frags4`): what the kernel's reassembly keys an
+/// IPv4 datagram by, the addresses, the protocol and the 16-bit id, in 12 bytes (a third of
+/// [`FragKey`]: the hash and the compare of a lookup cost less). Addresses as in
 /// [`IpKey::addr`](crate::IpKey::addr).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Frag4Key {
+    /// The source address.
+    pub src: u32,
+    /// The destination address.
+    pub dst: u32,
+    /// The fragment id.
+    pub id: u16,
+    /// The protocol.
+    pub proto: u8,
+    /// Zero.
+    pub _pad: u8,
+}
+
+/// Key of the IPv6 fragment verdict cache (`mcf_frags`): what the kernel's reassembly keys an
+/// IPv6 datagram by, the addresses and the 32-bit id (`proto` 0, since Linux does not key IPv6
+/// reassembly by the fragment header's next header). The layout is the one the cache had when
+/// it held both families (`family`, `proto`), so states made before keep their map. Addresses
+/// as in [`IpKey::addr`](crate::IpKey::addr).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FragKey {
@@ -57,7 +77,7 @@ pub struct FragKey {
     pub src: [u32; 4],
     /// The destination address.
     pub dst: [u32; 4],
-    /// The fragment id (IPv4: 16 bits, widened).
+    /// The fragment id.
     pub id: u32,
     /// [`FAMILY_V4`](crate::FAMILY_V4) or [`FAMILY_V6`](crate::FAMILY_V6).
     pub family: u8,

@@ -30,6 +30,7 @@ const _: () = {
     assert!(core::mem::size_of::<SourceStats>() == 40);
     assert!(core::mem::size_of::<IfaceInfo>() == 24);
     assert!(core::mem::size_of::<FragKey>() == 40);
+    assert!(core::mem::size_of::<Frag4Key>() == 12);
     assert!(core::mem::size_of::<PendingSource>() == 64);
     assert!(core::mem::size_of::<EventBudget>() == 16);
     assert!(core::mem::size_of::<StrideKey>() == 20);
@@ -48,6 +49,7 @@ mod pod {
     unsafe impl aya::Pod for super::IfaceInfo {}
     unsafe impl aya::Pod for super::IfaceMeta {}
     unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::Frag4Key {}
     unsafe impl aya::Pod for super::PendingSource {}
     unsafe impl aya::Pod for super::EventBudget {}
     unsafe impl aya::Pod for super::StrideKey {}

@@ -22,6 +22,10 @@ pub const ALLOW_BLOOM: &str = "mcf_allow_bloom";
 /// [`TABLE_SLOT_V6_STRIDES`](crate::TABLE_SLOT_V6_STRIDES): whether the two tables above
 /// hold the list (the program uses the trie until they do) and which IPv6 strides are in use.
 pub const ALLOW_TABLES: &str = "mcf_allow_tables";
+/// Pins older builds made that this one no longer uses, removed with the state:
+/// `mcf_allow_hosts`, the index of the allow-list's addresses that the lookup tables replaced
+/// (see [`ALLOW_SLOT_RETIRED_INDEX`](crate::ALLOW_SLOT_RETIRED_INDEX)).
+pub const RETIRED: [&str; 1] = ["mcf_allow_hosts"];
 /// `Array<u64>` indexed by [`ALLOW_SLOT_SIZE`](crate::ALLOW_SLOT_SIZE): the allow-list's
 /// size, written by userspace with every change.
 pub const ALLOW_STATE: &str = "mcf_allow_state";
@@ -55,9 +59,13 @@ pub const NEXT: &str = "mcf_next";
 pub const RECENT: &str = "mcf_recent";
 /// `PerCpuArray<EventBudget>` (1 entry): each CPU's rate limit for logged events.
 pub const EVENTS: &str = "mcf_events";
-/// `LruHashMap<FragKey, u32>`: datagrams whose first fragment was dropped, with the time
-/// (the coarse monotonic clock in units of 2^30 ns) it was dropped at.
+/// `LruHashMap<FragKey, u32>`: IPv6 datagrams whose first fragment was dropped, with when the
+/// entry expires (jiffies in units of 2^`FRAG_UNIT_SHIFT`). (States made before
+/// [`FRAGS4`] kept IPv4 datagrams here too; the program no longer looks for them here.)
 pub const FRAGS: &str = "mcf_frags";
+/// `LruHashMap<Frag4Key, u32>`: IPv4 datagrams whose first fragment was dropped, as
+/// [`FRAGS`], under a 12-byte key.
+pub const FRAGS4: &str = "mcf_frags4";
 /// `Array<u32>` indexed by [`frag_timeout_slot`](crate::frag_timeout_slot): how many
 /// seconds `mcf_frags` remembers a dropped datagram, the kernel's reassembly timeouts
 /// (`net.ipv4.ipfrag_time`, `net.ipv6.ip6frag_time`) as the last attach read them; 0 means

@@ -29,9 +29,11 @@ pub const PROGRAM_NAMES: [&str; 4] = [
 /// `mcf_allow_state` slot: the allow-list's size plus one (0: not known yet), so that `status`
 /// and metrics need not walk the trie.
 pub const ALLOW_SLOT_SIZE: u32 = 0;
-/// Slots of `mcf_allow_state`. Slot 1 is retired: it switched the index of single addresses
-/// that the lookup tables (`mcf_allow_tables`) replaced; it stays so that states made before
-/// keep their layout.
+/// `mcf_allow_state` slot, retired: non-zero told an older build's program to look in its index
+/// of single addresses (`mcf_allow_hosts`) first. This build keeps no such index, so it writes 0
+/// here whenever it settles a state, and such a program reads the trie alone.
+pub const ALLOW_SLOT_RETIRED_INDEX: u32 = 1;
+/// Slots of `mcf_allow_state`.
 pub const ALLOW_STATE_SLOTS: u32 = 2;
 
 /// Default capacity of the allow-list (entries; allocated on insert, not up front).

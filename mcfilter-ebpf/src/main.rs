@@ -133,7 +133,7 @@ fn classify(
     let upper = parse::upper_layer(&mut cursor, &mut ip);
     let reason = match (upper, ip.frag) {
         (Err(reason), _) => reason,
-        (Ok(_), Fragment::Later) => frag::later(&ip.frag_key()),
+        (Ok(_), Fragment::Later) => ip.datagram().later(),
         (Ok(proto), _) => match verdict::judge(&mut cursor, proto, &ip.src, config) {
             Ok(reason) | Err(reason) => reason,
         },
@@ -144,7 +144,7 @@ fn classify(
             Reason::Truncated => Reason::ShortFirstFragment,
             reason => reason,
         };
-        frag::remember(ctx, &ip.frag_key(), reason, bytes);
+        ip.datagram().remember(ctx, reason, bytes);
         return (reason, Some(ip.src));
     }
     (reason, Some(ip.src))

@@ -12,9 +12,9 @@ use aya_ebpf::{
 };
 use mcfilter_common::{
     ALLOW_STATE_SLOTS, BLOCK_WORDS, BLOOM_WORDS, Config, Counter, DEFAULT_ALLOW_CAPACITY,
-    DEFAULT_SOURCES_CAPACITY, EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, FragKey,
-    IfaceInfo, IfaceMeta, IpKey, MAX_IFACES, PendingSource, RECENT_SLOTS, STATS_SLOTS, SourceStats,
-    StrideBits, StrideKey, TABLE_SLOTS,
+    DEFAULT_SOURCES_CAPACITY, EventBudget, FRAG_CACHE_CAPACITY, FRAG_TIMEOUT_SLOTS, Frag4Key,
+    FragKey, IfaceInfo, IfaceMeta, IpKey, MAX_IFACES, PendingSource, RECENT_SLOTS, STATS_SLOTS,
+    SourceStats, StrideBits, StrideKey, TABLE_SLOTS,
 };
 
 /// The policy: protected ports and dry-run (one entry).
@@ -90,11 +90,15 @@ pub(crate) static IFACES: HashMap<u32, IfaceInfo> = HashMap::pinned(MAX_IFACES, 
 #[map(name = "mcf_iface_meta")]
 pub(crate) static IFACE_META: HashMap<u32, IfaceMeta> = HashMap::pinned(MAX_IFACES, 0);
 
-/// Datagrams whose first fragment was dropped (value: when the entry expires, see `frag`). Shared by
-/// all CPUs, since the fragments of one datagram may arrive on different ones; LRU, so it stays
-/// bounded.
+/// IPv6 datagrams whose first fragment was dropped (value: when the entry expires, see
+/// `frag`). Shared by all CPUs, since the fragments of one datagram may arrive on different
+/// ones; LRU, so it stays bounded.
 #[map(name = "mcf_frags")]
 pub(crate) static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
+
+/// IPv4 datagrams whose first fragment was dropped, like `FRAGS`, under a 12-byte key.
+#[map(name = "mcf_frags4")]
+pub(crate) static FRAGS4: LruHashMap<Frag4Key, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
 
 /// How long `FRAGS` remembers a datagram, per family, in seconds (the kernel's reassembly
 /// timeouts, written by attach).

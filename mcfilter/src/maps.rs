@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, IterableMap as _, Map, MapData, PerCpuArray, PerCpuHashMap};
 use mcfilter_common::{
-    Config, Counter, FAMILY_V4, FAMILY_V6, FragKey, IfaceInfo, IfaceMeta, IpKey, PendingSource,
-    SourceStats, frag_timeout_slot, map_names,
+    Config, Counter, FAMILY_V4, FAMILY_V6, Frag4Key, FragKey, IfaceInfo, IfaceMeta, IpKey,
+    PendingSource, SourceStats, frag_timeout_slot, map_names,
 };
 
 use crate::{
     Error,
-    allow::{AllowList, AllowMaps, Recovery},
+    allow::{AllowList, AllowMaps, Recovery, TableMaps},
     map_ops::gone,
     pin::{StateDir, StateLock},
 };
@@ -32,9 +32,12 @@ pub struct Maps {
     pub pending: PerCpuArray<MapData, PendingSource>,
     /// Each CPU's sources seen once, waiting for a second sighting.
     pub recent: PerCpuArray<MapData, PendingSource>,
-    /// Datagrams whose first fragment was dropped.
+    /// IPv6 datagrams whose first fragment was dropped.
     pub frags: HashMap<MapData, FragKey, u32>,
-    /// `frags`' capacity.
+    /// IPv4 datagrams whose first fragment was dropped; `None` in a state an older build made
+    /// (its program keeps them in `frags`).
+    pub frags4: Option<HashMap<MapData, Frag4Key, u32>>,
+    /// The two caches' capacity together.
     pub frags_capacity: u32,
     /// The program running on each attached interface, by ifindex.
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
@@ -94,14 +97,17 @@ impl Maps {
         let (trie, allow_max_entries) = open(state, map_names::ALLOW)?;
         let (sources, sources_capacity) = open(state, map_names::SOURCES)?;
         let (frags, frags_capacity) = open(state, map_names::FRAGS)?;
+        let (frags4, frags4_capacity) = if state.map(map_names::FRAGS4).exists() {
+            let (map, capacity) = open(state, map_names::FRAGS4)?;
+            (Some(map), capacity)
+        } else {
+            (None, 0)
+        };
         let allow = AllowList::new(
             AllowMaps {
                 trie,
                 state: open(state, map_names::ALLOW_STATE)?.0,
-                blocks: open(state, map_names::ALLOW_BLOCKS)?.0,
-                bloom: open(state, map_names::ALLOW_BLOOM)?.0,
-                strides: open(state, map_names::ALLOW_STRIDES)?.0,
-                tables: open(state, map_names::ALLOW_TABLES)?.0,
+                tables: table_maps(state)?,
             },
             allow_max_entries,
         );
@@ -114,7 +120,8 @@ impl Maps {
             pending: open(state, map_names::PENDING)?.0,
             recent: open(state, map_names::RECENT)?.0,
             frags,
-            frags_capacity,
+            frags4,
+            frags_capacity: frags_capacity + frags4_capacity,
             ifaces: open(state, map_names::IFACES)?.0,
             recovered: None,
         })
@@ -159,16 +166,53 @@ impl Maps {
     /// program may have kept time another way. A dropped datagram's later fragments then pass,
     /// to be freed by the kernel's reassembly timeout.
     pub fn forget_fragments(&mut self) -> Result<(), Error> {
-        let keys = self
-            .frags
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err(map_names::FRAGS))?;
-        for key in keys {
-            gone(self.frags.remove(&key)).map_err(map_err(map_names::FRAGS))?;
+        forget_all(&mut self.frags, map_names::FRAGS)?;
+        match &mut self.frags4 {
+            Some(frags4) => forget_all(frags4, map_names::FRAGS4),
+            None => Ok(()),
         }
-        Ok(())
     }
+
+    /// How many datagrams the fragment caches remember (both families).
+    pub fn fragments(&self) -> Result<usize, Error> {
+        let count = |map: &MapData, name| {
+            crate::map_ops::count(map).map_err(|err| Error::MapBatch { name, err })
+        };
+        let v4 = match &self.frags4 {
+            Some(frags4) => count(frags4.map(), map_names::FRAGS4)?,
+            None => 0,
+        };
+        Ok(count(self.frags.map(), map_names::FRAGS)? + v4)
+    }
+}
+
+/// Removes every entry of `map` (pinned as `name`).
+fn forget_all<K: aya::Pod>(
+    map: &mut HashMap<MapData, K, u32>,
+    name: &'static str,
+) -> Result<(), Error> {
+    let keys = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err(name))?;
+    for key in keys {
+        gone(map.remove(&key)).map_err(map_err(name))?;
+    }
+    Ok(())
+}
+
+/// The allow-list's lookup tables, `None` in a state an older build made (the next attach
+/// loads this build's program, which makes them).
+fn table_maps(state: &StateDir) -> Result<Option<TableMaps>, Error> {
+    if !state.map(map_names::ALLOW_TABLES).exists() {
+        return Ok(None);
+    }
+    Ok(Some(TableMaps {
+        blocks: open(state, map_names::ALLOW_BLOCKS)?.0,
+        bloom: open(state, map_names::ALLOW_BLOOM)?.0,
+        strides: open(state, map_names::ALLOW_STRIDES)?.0,
+        state: open(state, map_names::ALLOW_TABLES)?.0,
+    }))
 }
 
 /// Each attached interface's metadata (its program's build, whether the service manages it),

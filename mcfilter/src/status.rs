@@ -224,8 +224,7 @@ pub fn status(state: &StateDir) -> Result<Status, Error> {
         sources_entries: crate::map_ops::count(IterableMap::map(&maps.sources))
             .map_err(Error::Io)?,
         sources_capacity: maps.sources_capacity,
-        fragments_entries: crate::map_ops::count(IterableMap::map(&maps.frags))
-            .map_err(Error::Io)?,
+        fragments_entries: maps.fragments()?,
         fragments_capacity: maps.frags_capacity,
         fragments_timeouts_secs: crate::maps::frag_timeouts(state)?,
         kernel_memory,

@@ -230,13 +230,9 @@ impl Harness {
     /// Forgets every remembered dropped datagram (the generated test does this periodically so
     /// the kernel's LRU never has to evict, which the oracle's plain set does not model).
     pub fn clear_fragment_cache(&mut self) {
-        let keys: Vec<_> = self.maps.frags.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            self.maps
-                .frags
-                .remove(&key)
-                .expect("remove fragment cache entry");
-        }
+        self.maps
+            .forget_fragments()
+            .expect("empty the fragment caches");
     }
 
     /// How many instructions the verifier processed to accept the program (Linux 5.16+).

@@ -13,7 +13,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, Map, MapData};
 use mcfilter::fault::CRASH_AFTER_ENV;
-use mcfilter_common::{ALLOW_SLOT_SIZE, StrideBits, StrideKey, TABLE_SLOT_READY, map_names};
+use mcfilter_common::{
+    ALLOW_SLOT_RETIRED_INDEX, ALLOW_SLOT_SIZE, StrideBits, StrideKey, TABLE_SLOT_READY, map_names,
+};
 use mcfilter_tests::{
     allowed,
     cli::{Mcfilter, binary},
@@ -194,6 +196,61 @@ fn assert_tables_allow(mcf: &Mcfilter, probes: &BTreeSet<IpAddr>, list: &BTreeSe
             "{addr}"
         );
     }
+}
+
+/// A state an older build made: no lookup tables and no IPv4 fragment cache, but the index of
+/// the list's addresses that build kept, switched on. This build serves it (the program there
+/// reads the trie), switches that index off (so the older program reads the trie alone, which
+/// this build keeps exact), and its detach removes the older build's pin too.
+#[test]
+fn a_state_an_older_build_made_is_served_exactly_and_removed_whole() {
+    privileged_test!();
+    let ns = NetNs::new("ob");
+    let mcf = Mcfilter::new("ob").in_netns(&ns);
+    mcf.ok(&["attach", "lo"]);
+    mcf.ok(&["allow", "add", "198.18.1.7", "2001:db8::7"]);
+    let dir = mcf.state_dir().to_owned();
+    for name in [
+        map_names::ALLOW_BLOCKS,
+        map_names::ALLOW_BLOOM,
+        map_names::ALLOW_STRIDES,
+        map_names::ALLOW_TABLES,
+        map_names::FRAGS4,
+    ] {
+        fs::remove_file(dir.join(name)).expect("unpin a map the older build did not have");
+    }
+    let hosts = dir.join(map_names::RETIRED[0]);
+    let made = Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&hosts)
+        .args(["type", "hash", "key", "20", "value", "1", "entries", "16"])
+        .args(["name", "mcf_allow_hosts", "flags", "1"])
+        .status()
+        .expect("bpftool");
+    assert!(made.success(), "bpftool map create");
+    let mut state: Array<MapData, u64> = pinned(&mcf, map_names::ALLOW_STATE);
+    state
+        .set(ALLOW_SLOT_RETIRED_INDEX, 1, 0)
+        .expect("switch the older index on");
+    mcf.ok(&["allow", "del", "198.18.1.7"]);
+    assert_eq!(list(&mcf), BTreeSet::from(["2001:db8::7/128".to_owned()]));
+    assert!(!allowed::trie_allows(
+        &dir,
+        Ipv4Addr::new(198, 18, 1, 7).into()
+    ));
+    assert_eq!(
+        state.get(&ALLOW_SLOT_RETIRED_INDEX, 0).expect("state"),
+        0,
+        "the older program's index is switched off"
+    );
+    let status = status(&mcf);
+    assert_eq!(status["allow_entries"], 1, "{status}");
+    assert_eq!(status["fragments_entries"], 0, "{status}");
+    mcf.ok(&["detach", "lo"]);
+    assert!(
+        !dir.exists(),
+        "the state dir is removed, the older build's pin with it"
+    );
 }
 
 fn status(mcf: &Mcfilter) -> Value {

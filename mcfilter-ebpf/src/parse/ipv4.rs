@@ -55,7 +55,6 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     };
     c.limit(payload_len)?;
     let frag_off = u16::from_be_bytes(ip.frag_off);
-    let id = u32::from(u16::from_be_bytes(ip.id));
     let frag = if frag_off & IP_OFFSET_MASK != 0 {
         Fragment::Later
     } else if frag_off & IP_MF != 0 {
@@ -66,7 +65,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     Ok(Ip {
         src: IpKey::v4(ip.saddr),
         frag,
-        frag_id: id,
+        frag_id: 0,
         next: ip.protocol,
         family: Family::V4(ip),
     })

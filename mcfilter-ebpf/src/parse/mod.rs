@@ -8,9 +8,9 @@ pub(crate) mod ipv4;
 pub(crate) mod ipv6;
 pub(crate) mod l4;
 
-use mcfilter_common::{FAMILY_V4, FAMILY_V6, FragKey, IpKey, Reason, words};
+use mcfilter_common::{FAMILY_V6, Frag4Key, FragKey, IpKey, Reason, words};
 
-use crate::cursor::Cursor;
+use crate::{cursor::Cursor, frag::Datagram};
 
 /// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub(crate) struct Ip {
     /// Family-tagged source address, ready for the allow-list and per-source maps.
     pub src: IpKey,
     pub frag: Fragment,
-    /// The datagram's IP id (IPv4's always; IPv6's from its fragment header, else 0). A field of
-    /// its own rather than data of [`Fragment`]'s variants: LLVM copies a variant's missing data
+    /// The IPv6 datagram's id, from its fragment header (else 0; IPv4's key reads its header's
+    /// id). A field of its own rather than data of [`Fragment`]'s variants: LLVM copies a variant's missing data
     /// from a stack slot never written, and Linux 6.1's verifier refuses that read.
     pub frag_id: u32,
     /// The header after the fixed IP header: IPv4's protocol, IPv6's first next header.
@@ -47,29 +47,27 @@ pub(crate) enum Family {
 }
 
 impl Ip {
-    /// The key the kernel reassembles this datagram by (see [`FragKey`]). Built only for
+    /// The datagram as the kernel's reassembly keys it (see [`Datagram`]). Built only for
     /// fragments, off the common path.
     #[inline(always)]
-    pub(crate) fn frag_key(&self) -> FragKey {
-        let id = self.frag_id;
+    pub(crate) fn datagram(&self) -> Datagram {
         match self.family {
-            Family::V4(hdr) => FragKey {
-                src: self.src.addr,
-                dst: IpKey::v4(hdr.daddr).addr,
-                id,
-                family: FAMILY_V4,
+            Family::V4(hdr) => Datagram::V4(Frag4Key {
+                src: self.src.addr[0],
+                dst: IpKey::v4(hdr.daddr).addr[0],
+                id: u16::from_be_bytes(hdr.id),
                 proto: hdr.protocol,
-                _pad: [0; 2],
-            },
-            Family::V6(hdr) => FragKey {
+                _pad: 0,
+            }),
+            Family::V6(hdr) => Datagram::V6(FragKey {
                 src: self.src.addr,
                 dst: words(hdr.daddr),
-                id,
+                id: self.frag_id,
                 family: FAMILY_V6,
                 // Linux keys IPv6 reassembly by addresses and id, not by next header.
                 proto: 0,
                 _pad: [0; 2],
-            },
+            }),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use aya::maps::{Array, LpmTrie, MapData, MapError, lpm_trie::Key};
 use ipnet::IpNet;
-use mcfilter_common::{ALLOW_SLOT_SIZE, IpKey};
+use mcfilter_common::{ALLOW_SLOT_RETIRED_INDEX, ALLOW_SLOT_SIZE, IpKey};
 
 use crate::Error;
 
@@ -16,7 +16,7 @@ mod install;
 mod tables;
 
 pub use cidr::{CidrError, ListError, from_key, parse_cidr, parse_list, to_key};
-pub use install::AllowStrides;
+pub use install::{AllowStrides, TableMaps};
 use tables::Tables;
 
 /// The allow-list (and its journal) as stored in the state dir.
@@ -38,11 +38,8 @@ pub struct AllowList {
     trie: AllowTrie,
     /// The list's size (see `map_names::ALLOW_STATE`).
     state: Array<MapData, u64>,
-    /// The lookup tables: the /24 bitmap, the stride table and its Bloom filter, their state.
-    blocks: Array<MapData, u64>,
-    bloom: Array<MapData, u64>,
-    strides: AllowStrides,
-    tables: Array<MapData, u64>,
+    /// The lookup tables; `None` in a state an older build made, whose program reads the trie.
+    tables: Option<TableMaps>,
     capacity: u32,
 }
 
@@ -52,14 +49,9 @@ pub struct AllowMaps {
     pub trie: AllowTrie,
     /// `mcf_allow_state`.
     pub state: Array<MapData, u64>,
-    /// `mcf_allow_blocks`.
-    pub blocks: Array<MapData, u64>,
-    /// `mcf_allow_bloom`.
-    pub bloom: Array<MapData, u64>,
-    /// `mcf_allow_strides`.
-    pub strides: AllowStrides,
-    /// `mcf_allow_tables`.
-    pub tables: Array<MapData, u64>,
+    /// The lookup tables' maps; `None` where the state lacks them (an older build made it:
+    /// its program reads the trie, and the next attach makes them).
+    pub tables: Option<TableMaps>,
 }
 
 /// What a change did.
@@ -106,9 +98,6 @@ impl AllowList {
         AllowList {
             trie: maps.trie,
             state: maps.state,
-            blocks: maps.blocks,
-            bloom: maps.bloom,
-            strides: maps.strides,
             tables: maps.tables,
             capacity: max_entries.saturating_sub(1),
         }
@@ -138,8 +127,13 @@ impl AllowList {
     pub fn settle(&mut self) -> Result<Option<Recovery>, Error> {
         let recovered = self.recover()?;
         self.size()?;
-        if !self.tables_ready()? {
+        if self.tables.is_some() && !self.tables_ready()? {
             self.rebuild_tables(&Tables::of(&self.list()?))?;
+        }
+        // An older build's program looks in its address index first while this slot says so;
+        // this build does not keep that index, so the trie alone must answer that program.
+        if self.slot(ALLOW_SLOT_RETIRED_INDEX)? != 0 {
+            self.set_slot(ALLOW_SLOT_RETIRED_INDEX, 0)?;
         }
         Ok(recovered)
     }
@@ -216,7 +210,11 @@ impl AllowList {
             Err(MapError::KeyNotFound) => false,
             Err(err) => return Err(Error::allow_map(err)),
         };
-        Ok(interrupted || self.slot(ALLOW_SLOT_SIZE)? == 0 || !self.tables_ready()?)
+        let tables_off = self.tables.is_some() && !self.tables_ready()?;
+        Ok(interrupted
+            || tables_off
+            || self.slot(ALLOW_SLOT_SIZE)? == 0
+            || self.slot(ALLOW_SLOT_RETIRED_INDEX)? != 0)
     }
 
     /// Completes or rolls back a change an earlier command left unfinished, and rebuilds the
@@ -293,15 +291,12 @@ impl AllowList {
             self.write(&to_key(net), REMOVING)?;
         }
         // The tables allow both lists before the commit, exactly the new one after it.
-        let old = Tables::of(current);
-        let new = {
+        let (old, new) = if self.tables.is_some() {
             let removed: BTreeSet<&IpNet> = removed.iter().collect();
-            Tables::of(
-                current
-                    .iter()
-                    .filter(|net| !removed.contains(net))
-                    .chain(added),
-            )
+            let kept = current.iter().filter(|net| !removed.contains(net));
+            (Tables::of(current), Tables::of(kept.chain(added)))
+        } else {
+            (Tables::empty(), Tables::empty())
         };
         self.grow_tables(&old, &new)?;
         self.write(&journal_key(), COMMITTED)?;

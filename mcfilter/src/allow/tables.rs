@@ -53,6 +53,16 @@ pub(super) enum Write {
 }
 
 impl Tables {
+    /// The tables of an empty list, in which nothing changes (for a state without tables).
+    pub(super) fn empty() -> Self {
+        Tables {
+            blocks: Vec::new(),
+            bloom: Vec::new(),
+            strides: BTreeMap::new(),
+            v6_strides: 0,
+        }
+    }
+
     /// The tables that allow exactly `nets`.
     pub(super) fn of<'a>(nets: impl IntoIterator<Item = &'a IpNet>) -> Self {
         let mut tables = Tables {

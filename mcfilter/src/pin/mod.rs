@@ -230,6 +230,7 @@ impl StateDir {
                 .map(|ifindex| self.next(ifindex)),
         );
         pins.push(self.log_ring());
+        pins.extend(map_names::RETIRED.iter().map(|name| self.map(name)));
         pins.extend(
             map_pins()
                 .iter()
@@ -286,6 +287,7 @@ mod tests {
             map_names::RECENT,
             map_names::EVENTS,
             map_names::FRAGS,
+            map_names::FRAGS4,
             map_names::FRAG_TIMEOUTS,
             map_names::IFACES,
             map_names::IFACE_META,
