@@ -5,6 +5,7 @@
 //! insert, so a large capacity costs nothing until used); per-CPU LRU hashes 4.10. Lookups in the
 //! one-entry config array are inlined by the verifier into a pointer computation.
 
+use crate::counters::ClockRead;
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
@@ -71,6 +72,11 @@ pub(crate) static PENDING: PerCpuArray<PendingSource> = PerCpuArray::pinned(1, 0
 /// Each CPU's sources seen once (admission to `SOURCES` on the second sighting).
 #[map(name = "mcf_recent")]
 pub(crate) static RECENT: PerCpuArray<PendingSource> = PerCpuArray::pinned(RECENT_SLOTS, 0);
+
+/// Each CPU's latest read of the coarse clock, by jiffy (see `counters::now`). Not pinned: a
+/// cache each program keeps for itself.
+#[map(name = "mcf_clock")]
+pub(crate) static CLOCK: PerCpuArray<ClockRead> = PerCpuArray::with_max_entries(1, 0);
 
 /// Each CPU's budget of logged events (rate limit).
 #[map(name = "mcf_events")]
