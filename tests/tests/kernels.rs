@@ -44,7 +44,7 @@ fn both_programs_verify_with_headroom() {
             .verified_instructions()
             .expect("the kernel reports verified instructions (Linux 5.16+)");
         println!("{name}: verified instructions on {release}: {processed}");
-        // Linux 6.1 is the tightest (about 774,000 for `mcfilter`): a change that takes a program
+        // Linux 6.1 is the tightest (about 540,000 for `mcfilter`): a change that takes a program
         // near the limit there fails here first, not on a user's host.
         assert!(
             processed < VERIFIER_LIMIT * 9 / 10,
