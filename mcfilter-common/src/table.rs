@@ -107,11 +107,6 @@ impl StrideBits {
         }
     }
 
-    /// Whether no byte value is allowed.
-    pub fn is_empty(&self) -> bool {
-        self.words == [0; 4]
-    }
-
     /// The bits of both.
     #[must_use]
     pub fn union(&self, other: &Self) -> Self {
