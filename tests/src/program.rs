@@ -10,7 +10,7 @@ use aya::{
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use mcfilter::{Maps, StateDir};
-use mcfilter_common::{Counter, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
+use mcfilter_common::{Counter, Frag4Key, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
 
 use crate::oracle::Policy;
 
@@ -312,21 +312,44 @@ impl Pinned {
     }
 }
 
-/// The benchmark floor: an XDP program that only returns XDP_PASS.
+/// The benchmark floor: an XDP program that only returns XDP_PASS, and the same plus one
+/// small-key lookup.
 pub struct Floor {
     ebpf: Ebpf,
+    lookup: Ebpf,
 }
 
 impl Floor {
+    /// Loads `floor`, and `lookup` (an object of its own) with the one entry it looks up.
     pub fn load() -> Self {
         let mut ebpf = Ebpf::load(mcfilter::FLOOR_OBJECT).expect("load the floor object");
-        let program: &mut Xdp = ebpf
-            .program_mut("floor")
-            .expect("floor program")
+        let mut lookup = Ebpf::load(mcfilter::LOOKUP_OBJECT).expect("load the lookup object");
+        for (object, name) in [(&mut ebpf, "floor"), (&mut lookup, "lookup")] {
+            let program: &mut Xdp = object
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("{name} program"))
+                .try_into()
+                .expect("an XDP program");
+            program
+                .load()
+                .unwrap_or_else(|err| panic!("load the {name} program: {err}"));
+        }
+        let mut reference: aya::maps::HashMap<_, Frag4Key, u32> = lookup
+            .map_mut("ref_lookup")
+            .expect("the lookup's map")
             .try_into()
-            .expect("an XDP program");
-        program.load().expect("load the floor program");
-        Floor { ebpf }
+            .expect("an LRU hash");
+        let key = Frag4Key {
+            src: 0,
+            dst: 0,
+            id: 0,
+            proto: 0,
+            _pad: 0,
+        };
+        reference
+            .insert(key, 1, 0)
+            .expect("write the lookup's entry");
+        Floor { ebpf, lookup }
     }
 
     /// The floor program, for a program to chain to.
@@ -345,6 +368,14 @@ impl Floor {
         test_run(&self.ebpf, "floor", frame, repeat)
             .duration
             .as_nanos() as u64
+    }
+
+    /// The same for the floor plus one lookup of a 12-byte key in an LRU hash that finds its
+    /// entry, as the IPv4 fragment cache's lookups do.
+    pub fn time_lookup(&self, frame: &[u8], repeat: u32) -> u64 {
+        let run = test_run(&self.lookup, "lookup", frame, repeat);
+        assert_eq!(run.return_value, XDP_PASS, "the lookup found its entry");
+        run.duration.as_nanos() as u64
     }
 }
 

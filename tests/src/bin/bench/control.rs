@@ -76,6 +76,7 @@ pub(crate) fn control_plane() -> serde_json::Value {
     let mut memory_at_1m = serde_json::Value::Null;
     let attached = Attached::new("mcfb", &[]);
     row("status (baseline)".into(), attached.timed(&["status"]));
+    let attach_memory = attach_memory(&attached.mcf);
     for n in [100_000, 1_000_000] {
         let file = dir.join(format!("allow-{n}.txt"));
         let text: String = allow_list(n).iter().map(|net| format!("{net}\n")).collect();
@@ -119,7 +120,72 @@ pub(crate) fn control_plane() -> serde_json::Value {
     }
     std::fs::remove_dir_all(dir).expect("remove temp dir");
     out.push(json!({"operation": "kernel memory, 1,000,000 allow entries", "maps": memory_at_1m}));
+    out.push(attach_memory);
     serde_json::Value::Array(out)
+}
+
+/// The kernel memory of an attach with an empty allow-list: what `status` says, what `bpftool
+/// map show` says of the same pinned maps, and what the formula (`mcfilter::memory`) gives on
+/// a 64-CPU host: the maps whose size the CPU count decides are taken out at this host's CPUs
+/// and put back at 64; the counter arrays (under 0.1 MiB on 64 CPUs) stay at this host's.
+fn attach_memory(mcf: &Mcfilter) -> serde_json::Value {
+    use mcfilter::memory;
+    let status: serde_json::Value =
+        serde_json::from_str(&mcf.ok(&["status", "--json"])).expect("status");
+    let memory = &status["kernel_memory"];
+    let here = memory["total_bytes"].as_u64().expect("total_bytes");
+    let cpus = memory["possible_cpus"]
+        .as_u64()
+        .and_then(|cpus| u32::try_from(cpus).ok())
+        .expect("possible_cpus");
+    let mut bpftool = 0;
+    for map in memory["maps"].as_object().expect("maps").keys() {
+        bpftool += bpftool_bytes(mcf.state_dir(), map);
+    }
+    let on_64 =
+        here - memory::per_cpu_bytes_at_defaults(cpus) + memory::per_cpu_bytes_at_defaults(64);
+    println!(
+        "\n(kernel memory of an attach, empty allow-list: {:.1} MiB on this host's {cpus} possible CPUs \
+         (`bpftool map show` of the same maps: {:.1} MiB); by the formula on 64 CPUs: {:.1} MiB)\n",
+        here as f64 / f64::from(1 << 20),
+        bpftool as f64 / f64::from(1 << 20),
+        on_64 as f64 / f64::from(1 << 20),
+    );
+    json!({"operation": "kernel memory, attach", "possible_cpus": cpus, "bytes": here,
+        "bpftool_bytes": bpftool, "formula_bytes_on_64_cpus": on_64})
+}
+
+/// `bpftool map show`'s memlock of the map pinned as `name` somewhere under `dir`.
+fn bpftool_bytes(dir: &std::path::Path, name: &str) -> u64 {
+    let pin = walk(dir)
+        .into_iter()
+        .find(|path| path.file_name().is_some_and(|file| file == name))
+        .unwrap_or_else(|| panic!("no pin {name} under {}", dir.display()));
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(&pin)
+        .output()
+        .expect("run bpftool");
+    assert!(
+        out.status.success(),
+        "bpftool map show pinned {pin:?}: {out:?}"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    shown["bytes_memlock"].as_u64().expect("bytes_memlock")
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read the state dir") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn mib(bytes: &serde_json::Value) -> f64 {

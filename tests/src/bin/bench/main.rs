@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: the per-packet cost of the real program through BPF_PROG_TEST_RUN,
 //! class by class, next to a trivial XDP_PASS program (the floor) on the same frames in the same
 //! run, as nanoseconds and as a ratio to the floor; then control-plane timings of the real CLI
-//! (`allow replace`, `stats --json`) with their peak RSS. Writes Markdown to stdout and JSON to
+//! (`allow replace`, `stats --json`) with their peak RSS; last, the performance targets, each
+//! checked against the run's own figures (`targets.rs`). Writes Markdown to stdout and JSON to
 //! the path given by `--json` (default target/bench/results.json).
 //!
 //! Usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only per-packet|flood|control|load]
 //!                       [--baseline OBJECT]
+//!        mcfilter-bench --targets-of PATH   (the targets of an earlier run's JSON, measuring nothing)
 //!
 //! `--baseline OBJECT` times another build of the XDP program (`cargo xtask bench --baseline
 //! REV` builds it from a commit) on the same frames in the same run, next to this one.
@@ -14,6 +16,7 @@ mod control;
 mod flood;
 mod load;
 mod per_packet;
+mod targets;
 
 use serde_json::json;
 
@@ -25,6 +28,8 @@ pub(crate) struct Options {
     only: Option<String>,
     /// Another build's eBPF object, timed next to this one per class.
     pub(crate) baseline: Option<Vec<u8>>,
+    /// An earlier run's JSON, whose targets to print instead of measuring.
+    targets_of: Option<std::path::PathBuf>,
 }
 
 fn options() -> Options {
@@ -34,6 +39,7 @@ fn options() -> Options {
         json: "target/bench/results.json".into(),
         only: None,
         baseline: None,
+        targets_of: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -43,6 +49,7 @@ fn options() -> Options {
             "--runs" => opts.runs = value().parse().expect("--runs N"),
             "--json" => opts.json = value().into(),
             "--only" => opts.only = Some(value()),
+            "--targets-of" => opts.targets_of = Some(value().into()),
             "--baseline" => {
                 let path = value();
                 let object =
@@ -50,7 +57,7 @@ fn options() -> Options {
                 opts.baseline = Some(object);
             }
             _ => panic!(
-                "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only SECTION] [--baseline OBJECT]"
+                "unknown argument {arg}; usage: mcfilter-bench [--repeat N] [--runs N] [--json PATH] [--only SECTION] [--baseline OBJECT] | --targets-of PATH"
             ),
         }
     }
@@ -132,6 +139,13 @@ fn machine() -> serde_json::Value {
 
 fn main() {
     let opts = options();
+    if let Some(path) = &opts.targets_of {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|err| panic!("--targets-of {}: {err}", path.display()));
+        let report: serde_json::Value = serde_json::from_str(&text).expect("a run's JSON");
+        targets::targets(&report);
+        return;
+    }
     let machine = machine();
     println!(
         "Machine: {}, {} CPUs, Linux {} (figures and rankings change with the CPU: compare within one run)\n",
@@ -141,7 +155,7 @@ fn main() {
     );
     let wanted = |section: &str| opts.only.as_deref().is_none_or(|only| only == section);
     let none = || serde_json::Value::Null;
-    let classes = if wanted("per-packet") {
+    let per_packet = if wanted("per-packet") {
         per_packet::per_packet(&opts)
     } else {
         none()
@@ -157,8 +171,9 @@ fn main() {
         none()
     };
     let load = if wanted("load") { load::load() } else { none() };
-    let report = json!({"machine": machine, "repeat": opts.repeat, "runs": opts.runs, "classes": classes,
-        "flood": flood, "control_plane": control, "load": load});
+    let mut report = json!({"machine": machine, "repeat": opts.repeat, "runs": opts.runs,
+        "per_packet": per_packet, "flood": flood, "control_plane": control, "load": load});
+    report["targets"] = targets::targets(&report);
     if let Some(dir) = opts.json.parent() {
         std::fs::create_dir_all(dir).expect("create the JSON's directory");
     }

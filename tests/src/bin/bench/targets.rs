@@ -1,0 +1,297 @@
+//! The performance targets (issue #13), each checked against this run's own figures: the bound,
+//! what was measured, and whether it is met. A target whose sections did not run is left out;
+//! one the bench cannot measure is named with what limits it.
+
+use serde_json::{Value, json};
+
+/// How far apart two classes' fastest runs may be and still be "the same cost": on the machines
+/// of this kind a class moves by 10-20% between runs, while the growth the target is about (the LPM
+/// trie's) was 40% from 10 to 1M entries, and an allowed source costs 1.5-2x a denied one.
+const SAME: f64 = 1.25;
+
+/// One target's line.
+struct Check {
+    target: &'static str,
+    bound: String,
+    measured: String,
+    met: Option<bool>,
+    /// Why it is missed, where the bench knows.
+    why: &'static str,
+}
+
+/// Prints the targets table for `report` (the run's JSON) and returns it as JSON.
+pub(crate) fn targets(report: &Value) -> Value {
+    let mut checks = Vec::new();
+    if let Some(classes) = report["per_packet"]["classes"].as_array() {
+        let lookup = report["per_packet"]["small_key_lookup_ns"]
+            .as_i64()
+            .unwrap_or_default();
+        per_packet(&mut checks, classes, lookup);
+    }
+    if report["flood"].is_object() {
+        flood(&mut checks, &report["flood"]);
+    }
+    if let Some(control) = report["control_plane"].as_array() {
+        control_plane(&mut checks, control);
+    }
+    println!("\nTargets (issue #13), from this run's figures\n");
+    println!("| target | bound | measured | |");
+    println!("| --- | --- | --- | --- |");
+    let mut out = Vec::new();
+    for check in &checks {
+        let verdict = match (check.met, check.why) {
+            (Some(true), _) => "met".to_owned(),
+            (Some(false), "") => "missed".to_owned(),
+            (Some(false), why) => format!("missed: {why}"),
+            (None, _) => "not measured".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {verdict} |",
+            check.target, check.bound, check.measured
+        );
+        out.push(json!({"target": check.target, "bound": check.bound,
+            "measured": check.measured, "met": check.met}));
+    }
+    Value::Array(out)
+}
+
+/// A class's row by name.
+fn class<'a>(classes: &'a [Value], name: &str) -> Option<&'a Value> {
+    classes.iter().find(|row| row["class"] == name)
+}
+
+fn ns(row: &Value) -> i64 {
+    row["mcfilter_ns"].as_i64().unwrap_or_default()
+}
+
+/// A class's fastest run: what it costs without the machine's noise, which only adds. The
+/// comparisons of cost against cost use it; a class that runs alone for a while when the
+/// machine is busy (every run of it slow) would otherwise look more expensive than it is.
+fn fastest(row: &Value) -> i64 {
+    row["mcfilter_spread_ns"]["min"]
+        .as_i64()
+        .unwrap_or_else(|| ns(row))
+}
+
+fn per_packet(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
+    let versus = |row: &Value| row["over_floor_vs_xdp_filter"].as_f64().unwrap_or_default();
+    // The class of `rows` that costs most against xdp-filter, checked against `bound`.
+    let mut worst = |target: &'static str, rows: Vec<&Value>, bound: f64| {
+        let Some(row) = rows
+            .into_iter()
+            .max_by(|a, b| versus(a).total_cmp(&versus(b)))
+        else {
+            return;
+        };
+        let ratio = versus(row);
+        checks.push(Check {
+            target,
+            bound: format!("<= {bound:.2}"),
+            measured: format!(
+                "{ratio:.2} at most ({})",
+                row["class"].as_str().unwrap_or_default()
+            ),
+            met: Some(ratio <= bound),
+            why: "",
+        });
+    };
+    worst(
+        "every class, over the floor, against xdp-filter",
+        classes.iter().collect(),
+        0.8,
+    );
+    let unrelated_or_udp = |row: &&Value| {
+        let reason = row["reason"].as_str().unwrap_or_default();
+        let name = row["class"].as_str().unwrap_or_default();
+        ["not_protected", "not_ip", "udp_port", "reflected"].contains(&reason)
+            && !name.contains("fragment")
+    };
+    worst(
+        "unrelated traffic and UDP drops, the same",
+        classes.iter().filter(unrelated_or_udp).collect(),
+        0.5,
+    );
+    allow_list(checks, classes, lookup);
+    fragments(checks, classes, lookup);
+    if let Some(row) = classes.iter().find(|row| {
+        row["class"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("new source")
+    }) {
+        let ratio = row["ratio"].as_f64().unwrap_or_default();
+        checks.push(Check {
+            target: "a new source every packet, against the floor (BPF_PROG_TEST_RUN)",
+            bound: "<= 2.0x".into(),
+            measured: format!("{ratio:.2}x ({} ns)", ns(row)),
+            met: Some(ratio <= 2.0),
+            why: "",
+        });
+    }
+    checks.push(Check {
+        target: "a header field wider than a byte is read with one load",
+        bound: "one load".into(),
+        measured: "one load per byte (not measured by the bench)".into(),
+        met: Some(false),
+        why: "fields are byte arrays (alignment 1); LLVM's +allows-misaligned-mem-access saved 1-2 ns \
+              but placed 8-byte values at 4-aligned stack slots, which the verifier rejects",
+    });
+}
+
+/// The allow-list check: the same cost at any size, and the same for an address, a prefix and
+/// a denied source.
+fn allow_list(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
+    let tcp: Vec<&Value> = classes
+        .iter()
+        .filter(|row| row["reason"] == "tcp_allowed" || row["reason"] == "tcp_not_allowed")
+        .collect();
+    // The classes measured at more than one size, by name without the size.
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for row in &tcp {
+        let name = row["class"].as_str().unwrap_or_default();
+        let kind = name.rsplit_once(", ").map_or(name, |(kind, _)| kind);
+        by_kind.entry(kind).or_default().push(fastest(row));
+    }
+    let spread = |ns: &[i64]| {
+        let (min, max) = (ns.iter().min().copied(), ns.iter().max().copied());
+        min.zip(max)
+            .map(|(min, max)| (min, max, max as f64 / min.max(1) as f64))
+    };
+    let widest = by_kind
+        .iter()
+        .filter(|(_, ns)| ns.len() > 1)
+        .filter_map(|(kind, ns)| spread(ns).map(|s| (kind, s)))
+        .max_by(|a, b| a.1.2.total_cmp(&b.1.2));
+    if let Some((kind, (min, max, ratio))) = widest {
+        checks.push(Check {
+            target: "the allow-list check at any size (10, 10k, 1M entries)",
+            bound: format!("fastest runs within {:.0}%", (SAME - 1.0) * 100.0),
+            measured: format!("{min}-{max} ns at most ({kind})"),
+            met: Some(ratio <= SAME),
+            why: "",
+        });
+    }
+    let largest = tcp
+        .iter()
+        .filter_map(|row| row["allow_entries"].as_u64())
+        .max();
+    let at_largest: Vec<&&Value> = tcp
+        .iter()
+        .filter(|row| row["allow_entries"].as_u64() == largest)
+        .collect();
+    let of = |reason: &str| -> Vec<i64> {
+        at_largest
+            .iter()
+            .filter(|row| row["reason"] == reason)
+            .map(|row| fastest(row))
+            .collect()
+    };
+    let (allowed, denied) = (of("tcp_allowed"), of("tcp_not_allowed"));
+    let all: Vec<i64> = allowed.iter().chain(&denied).copied().collect();
+    if let (Some((lo, hi, _)), Some((dlo, dhi, _)), Some((min, max, ratio))) =
+        (spread(&allowed), spread(&denied), spread(&all))
+    {
+        checks.push(Check {
+            target: "the allow-list check: an address, a prefix, denied",
+            bound: format!("fastest runs within {:.0}%", (SAME - 1.0) * 100.0),
+            measured: format!(
+                "allowed {lo}-{hi} ns, denied {dlo}-{dhi} ns ({} entries; {min}-{max}); one small-key lookup {lookup} ns",
+                largest.unwrap_or_default()
+            ),
+            met: Some(ratio <= SAME),
+            why: "an allowed source pays the hash lookup of its /24's or stride's entry; a denied \
+                  one is ruled out by the /24 bitmap or the Bloom filter, array lookups the \
+                  verifier inlines. Direct-indexed entries would take preallocated arrays (32 MiB \
+                  at 1M entries) the attach budget has no room for",
+        });
+    }
+}
+
+/// Fragments: a first and a later fragment cost at most a dropped datagram plus one small-key
+/// lookup.
+fn fragments(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
+    for (fragment, datagram) in [
+        ("udp4 11211 first fragment", "udp4 11211"),
+        ("udp4 later fragment", "udp4 11211"),
+        ("udp6 later fragment", "udp6 11211"),
+    ] {
+        let (Some(fragment_row), Some(datagram_row)) =
+            (class(classes, fragment), class(classes, datagram))
+        else {
+            continue;
+        };
+        let bound = fastest(datagram_row) + lookup;
+        checks.push(Check {
+            target: match fragment {
+                "udp4 11211 first fragment" => "an IPv4 first fragment",
+                "udp4 later fragment" => "an IPv4 later fragment",
+                _ => "an IPv6 later fragment",
+            },
+            bound: format!(
+                "<= a dropped datagram + one small-key lookup = {} + {lookup} = {bound} ns",
+                fastest(datagram_row)
+            ),
+            measured: format!("{} ns", fastest(fragment_row)),
+            met: Some(fastest(fragment_row) <= bound),
+            why: "",
+        });
+    }
+}
+
+fn flood(checks: &mut Vec<Check>, flood: &Value) {
+    if let Some(ratio) = flood["random_sources"]["vs_xdp_drop"].as_f64() {
+        checks.push(Check {
+            target: "flood from random spoofed sources, against a trivial XDP_DROP",
+            bound: "<= 2.0x".into(),
+            measured: format!("{ratio:.2}x"),
+            met: Some(ratio <= 2.0),
+            why: "",
+        });
+    }
+    let one_source = flood["receivers"].as_array().and_then(|receivers| {
+        receivers
+            .iter()
+            .find(|row| row["receiver"] == "mcfilter native")
+    });
+    if let Some(ratio) = one_source.and_then(|row| row["vs_xdp_drop"].as_f64()) {
+        checks.push(Check {
+            target: "flood from one source, against a trivial XDP_DROP",
+            bound: "<= 1.5x".into(),
+            measured: format!("{ratio:.2}x"),
+            met: Some(ratio <= 1.5),
+            why: "",
+        });
+    }
+}
+
+fn control_plane(checks: &mut Vec<Check>, control: &[Value]) {
+    let operation = |name: &str| control.iter().find(|row| row["operation"] == name);
+    if let Some(secs) =
+        operation("allow replace, empty -> 1000000 entries").and_then(|row| row["seconds"].as_f64())
+    {
+        checks.push(Check {
+            target: "`allow replace` of 1M entries",
+            bound: "< 5 s".into(),
+            measured: format!("{secs:.2} s"),
+            met: Some(secs < 5.0),
+            why: "",
+        });
+    }
+    if let Some(row) = operation("kernel memory, attach") {
+        let mib = |key: &str| row[key].as_u64().unwrap_or_default() as f64 / f64::from(1 << 20);
+        let same = row["bytes"] == row["bpftool_bytes"];
+        checks.push(Check {
+            target: "an attach's kernel memory on a 64-CPU host (the formula)",
+            bound: "< 64 MiB".into(),
+            measured: format!(
+                "{:.1} MiB (here, {} CPUs: {:.1} MiB, bpftool {})",
+                mib("formula_bytes_on_64_cpus"),
+                row["possible_cpus"],
+                mib("bytes"),
+                if same { "the same" } else { "differs" }
+            ),
+            met: Some(same && mib("formula_bytes_on_64_cpus") < 64.0),
+            why: "",
+        });
+    }
+}
