@@ -60,6 +60,15 @@ pub fn percpu_hash_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u
         + entries * percpu_hash_element_bytes(key, value, cpus)
 }
 
+/// Bytes of a preallocated hash of `entries` shared by all CPUs (LRU included: the fragment
+/// caches).
+pub fn hash_bytes(entries: u32, key: usize, value: usize, cpus: u32) -> u64 {
+    let entries = u64::from(entries);
+    BUCKET * entries.next_power_of_two()
+        + MAP_LOCKED * u64::from(cpus)
+        + entries * (HTAB_ELEM + r8(key) + r8(value))
+}
+
 /// Bytes of one element of a per-CPU hash, its values included.
 fn percpu_hash_element_bytes(key: usize, value: usize, cpus: u32) -> u64 {
     HTAB_ELEM + r8(key) + POINTER + r8(value) * u64::from(cpus)

@@ -205,8 +205,8 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
     privileged_test!();
     use mcfilter::memory;
     use mcfilter_common::{
-        BLOCK_WORDS, BLOOM_WORDS, DEFAULT_ALLOW_CAPACITY, IpKey, PendingSource, RECENT_SLOTS,
-        SourceStats, StrideBits, StrideKey,
+        BLOCK_WORDS, BLOOM_WORDS, DEFAULT_ALLOW_CAPACITY, FRAG_CACHE_CAPACITY, Frag4Key, IpKey,
+        PendingSource, RECENT_SLOTS, SourceStats, StrideBits, StrideKey,
     };
     let (_lab, mcf) = Lab::with_mcfilter("km");
     mcf.ok(&["attach", IFACE]);
@@ -248,6 +248,10 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
                 size_of::<StrideBits>(),
                 cpus,
             ),
+        ),
+        (
+            "mcf_frags4",
+            memory::hash_bytes(FRAG_CACHE_CAPACITY, size_of::<Frag4Key>(), 4, cpus),
         ),
         ("mcf_allow_blocks", memory::array_bytes(BLOCK_WORDS, 8)),
         ("mcf_allow_bloom", memory::array_bytes(BLOOM_WORDS, 8)),
