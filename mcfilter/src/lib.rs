@@ -63,11 +63,11 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-floor"));
 
-/// The floor plus one lookup in a map like the IPv4 fragment cache: the price of one small-key
-/// lookup, which a benchmark target is stated in. Only with `bench-programs`.
+/// The benchmarks' reference programs with maps: one small-key lookup, and a source's counts
+/// added per-CPU and shared (`mcfilter-ebpf/src/reference.rs`). Only with `bench-programs`.
 #[cfg(feature = "bench-programs")]
-pub static LOOKUP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-lookup"));
+pub static REFERENCE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-reference"));
 
 /// The port protected when the first `attach` names none: memcached.
 pub const DEFAULT_PORT: u16 = 11211;

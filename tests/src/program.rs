@@ -10,7 +10,9 @@ use aya::{
     programs::{ProgramFd, TestRun as _, TestRunOptions, Xdp},
 };
 use mcfilter::{Maps, StateDir};
-use mcfilter_common::{Counter, Frag4Key, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, stats_slot};
+use mcfilter_common::{
+    Counter, Frag4Key, IpKey, PROGRAM_NAME, PROGRAM_NAME_IP, Reason, SourceStats, stats_slot,
+};
 
 use crate::oracle::Policy;
 
@@ -312,44 +314,21 @@ impl Pinned {
     }
 }
 
-/// The benchmark floor: an XDP program that only returns XDP_PASS, and the same plus one
-/// small-key lookup.
+/// The benchmark floor: an XDP program that only returns XDP_PASS.
 pub struct Floor {
     ebpf: Ebpf,
-    lookup: Ebpf,
 }
 
 impl Floor {
-    /// Loads `floor`, and `lookup` (an object of its own) with the one entry it looks up.
     pub fn load() -> Self {
         let mut ebpf = Ebpf::load(mcfilter::FLOOR_OBJECT).expect("load the floor object");
-        let mut lookup = Ebpf::load(mcfilter::LOOKUP_OBJECT).expect("load the lookup object");
-        for (object, name) in [(&mut ebpf, "floor"), (&mut lookup, "lookup")] {
-            let program: &mut Xdp = object
-                .program_mut(name)
-                .unwrap_or_else(|| panic!("{name} program"))
-                .try_into()
-                .expect("an XDP program");
-            program
-                .load()
-                .unwrap_or_else(|err| panic!("load the {name} program: {err}"));
-        }
-        let mut reference: aya::maps::HashMap<_, Frag4Key, u32> = lookup
-            .map_mut("ref_lookup")
-            .expect("the lookup's map")
+        let program: &mut Xdp = ebpf
+            .program_mut("floor")
+            .expect("floor program")
             .try_into()
-            .expect("an LRU hash");
-        let key = Frag4Key {
-            src: 0,
-            dst: 0,
-            id: 0,
-            proto: 0,
-            _pad: 0,
-        };
-        reference
-            .insert(key, 1, 0)
-            .expect("write the lookup's entry");
-        Floor { ebpf, lookup }
+            .expect("an XDP program");
+        program.load().expect("load the floor program");
+        Floor { ebpf }
     }
 
     /// The floor program, for a program to chain to.
@@ -369,12 +348,105 @@ impl Floor {
             .duration
             .as_nanos() as u64
     }
+}
 
-    /// The same for the floor plus one lookup of a 12-byte key in an LRU hash that finds its
-    /// entry, as the IPv4 fragment cache's lookups do.
-    pub fn time_lookup(&self, frame: &[u8], repeat: u32) -> u64 {
-        let run = test_run(&self.lookup, "lookup", frame, repeat);
-        assert_eq!(run.return_value, XDP_PASS, "the lookup found its entry");
+/// A reference program: the floor plus one map operation (`mcfilter-ebpf/src/reference.rs`).
+#[derive(Clone, Copy, Debug)]
+pub enum Reference {
+    /// One lookup of a 12-byte key in an LRU hash that finds its entry, as the IPv4 fragment
+    /// cache's lookups do.
+    Lookup,
+    /// A source's counts added to its entry in a per-CPU LRU hash, as the filter does.
+    AdmitPerCpu,
+    /// The same in a shared LRU hash, with atomic adds.
+    AdmitShared,
+}
+
+impl Reference {
+    fn name(self) -> &'static str {
+        match self {
+            Reference::Lookup => "lookup",
+            Reference::AdmitPerCpu => "admit_percpu",
+            Reference::AdmitShared => "admit_shared",
+        }
+    }
+}
+
+/// The reference programs, loaded, with the entry each one's map operation finds.
+pub struct References {
+    ebpf: Ebpf,
+}
+
+impl References {
+    pub fn load() -> Self {
+        let mut ebpf = Ebpf::load(mcfilter::REFERENCE_OBJECT).expect("load the reference object");
+        for reference in [
+            Reference::Lookup,
+            Reference::AdmitPerCpu,
+            Reference::AdmitShared,
+        ] {
+            let name = reference.name();
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("{name} program"))
+                .try_into()
+                .expect("an XDP program");
+            program
+                .load()
+                .unwrap_or_else(|err| panic!("load the {name} program: {err}"));
+        }
+        let map = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name)
+                .unwrap_or_else(|| panic!("the map {name}"))
+        };
+        let mut lookup: aya::maps::HashMap<_, Frag4Key, u32> = map(&mut ebpf, "ref_lookup")
+            .try_into()
+            .expect("an LRU hash");
+        let frag_key = Frag4Key {
+            src: 0,
+            dst: 0,
+            id: 0,
+            proto: 0,
+            _pad: 0,
+        };
+        lookup
+            .insert(frag_key, 1, 0)
+            .expect("write the lookup's entry");
+        let source = IpKey {
+            family: 0,
+            addr: [0; 4],
+        };
+        let zero = SourceStats {
+            packets: 0,
+            bytes: 0,
+            last_seen_ns: 0,
+            dry_run_packets: 0,
+            last_reason: 0,
+            last_dry_run: 0,
+        };
+        let mut percpu: aya::maps::PerCpuHashMap<_, IpKey, SourceStats> =
+            map(&mut ebpf, "ref_percpu")
+                .try_into()
+                .expect("a per-CPU LRU hash");
+        let cpus = aya::util::nr_cpus().expect("the possible CPUs");
+        let values = aya::maps::PerCpuValues::try_from(vec![zero; cpus]).expect("per-CPU values");
+        percpu
+            .insert(source, values, 0)
+            .expect("write the per-CPU source");
+        let mut shared: aya::maps::HashMap<_, IpKey, SourceStats> = map(&mut ebpf, "ref_shared")
+            .try_into()
+            .expect("an LRU hash");
+        shared
+            .insert(source, zero, 0)
+            .expect("write the shared source");
+        References { ebpf }
+    }
+
+    /// Average nanoseconds per run of `frame` through `reference`, repeated `repeat` times; on
+    /// the calling thread's CPU.
+    pub fn time(&self, reference: Reference, frame: &[u8], repeat: u32) -> u64 {
+        let run = test_run(&self.ebpf, reference.name(), frame, repeat);
+        assert_eq!(run.return_value, XDP_PASS, "{reference:?} found its entry");
         run.duration.as_nanos() as u64
     }
 }

@@ -295,3 +295,87 @@ fn control_plane(checks: &mut Vec<Check>, control: &[Value]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A class's row as the per-packet section writes it.
+    fn row(class: &str, reason: &str, entries: u64, fastest: i64, versus: f64) -> Value {
+        json!({"class": class, "reason": reason, "allow_entries": entries,
+            "mcfilter_ns": fastest + 3, "mcfilter_spread_ns": {"median": fastest + 3,
+            "min": fastest, "max": fastest + 9}, "ratio": 1.5, "over_floor_vs_xdp_filter": versus})
+    }
+
+    /// Whether the target named `target` is met in `report`'s targets.
+    fn met(report: &Value, target: &str) -> Option<bool> {
+        targets(report)
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|check| check["target"] == target)
+            .unwrap_or_else(|| panic!("no target {target}"))["met"]
+            .as_bool()
+    }
+
+    fn report(denied_at_1m: i64, first_fragment: i64) -> Value {
+        json!({"per_packet": {"small_key_lookup_ns": 30, "classes": [
+            row("udp4 11211", "udp_port", 10, 40, 0.2),
+            row("tcp4 allowed address, 10 entries", "tcp_allowed", 10, 70, 0.5),
+            row("tcp4 allowed address, 1M entries", "tcp_allowed", 1_000_000, 72, 0.5),
+            row("tcp4 denied, 10 entries", "tcp_not_allowed", 10, 64, 0.3),
+            row("tcp4 denied, 1M entries", "tcp_not_allowed", 1_000_000, denied_at_1m, 0.3),
+            row("udp4 11211 first fragment", "udp_port", 10, first_fragment, 0.6),
+        ]}})
+    }
+
+    #[test]
+    fn the_targets_follow_the_figures() {
+        let fine = report(66, 70);
+        assert_eq!(
+            met(&fine, "every class, over the floor, against xdp-filter"),
+            Some(true)
+        );
+        assert_eq!(
+            met(&fine, "unrelated traffic and UDP drops, the same"),
+            Some(true)
+        );
+        assert_eq!(
+            met(
+                &fine,
+                "the allow-list check at any size (10, 10k, 1M entries)"
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            met(&fine, "the allow-list check: an address, a prefix, denied"),
+            Some(true)
+        );
+        // The fragment's bound is the datagram's fastest run plus the lookup: 40 + 30.
+        assert_eq!(met(&fine, "an IPv4 first fragment"), Some(true));
+        // A denied source at 1M entries twice as cheap: the same at any size no more, nor
+        // allowed and denied alike; a fragment one ns over its bound.
+        let off = report(33, 71);
+        assert_eq!(
+            met(
+                &off,
+                "the allow-list check at any size (10, 10k, 1M entries)"
+            ),
+            Some(false)
+        );
+        assert_eq!(
+            met(&off, "the allow-list check: an address, a prefix, denied"),
+            Some(false)
+        );
+        assert_eq!(met(&off, "an IPv4 first fragment"), Some(false));
+        // The fragment class is held to its own target, not to the UDP drops'.
+        assert_eq!(
+            met(&off, "unrelated traffic and UDP drops, the same"),
+            Some(true)
+        );
+        assert_eq!(
+            met(&off, "every class, over the floor, against xdp-filter"),
+            Some(true)
+        );
+    }
+}

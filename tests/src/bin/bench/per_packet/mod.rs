@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::{Options, Spread, median};
 
 mod classes;
+mod references;
 mod xdp_filter;
 
 pub(crate) use classes::allow_list;
@@ -90,7 +91,7 @@ fn references(
 }
 
 /// Per-packet cost by class: mcfilter, the floor and xdp-filter on the same frames; then the
-/// price of one small-key lookup, which the fragment target is stated in.
+/// reference programs (`references.rs`).
 pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
     let floor = Floor::load();
     let xdp_filter = XdpFilter::load();
@@ -247,23 +248,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
         rows.push(chained_row);
     }
 
-    // The price of one small-key lookup in this run: the floor plus one lookup of a 12-byte key
-    // in an LRU hash (the IPv4 fragment cache's kind), against the floor, run for run.
-    let lookup = {
-        let frame = v4(DENIED_V4, IPPROTO_UDP, &stats);
-        let pairs: Vec<(u64, u64)> = (0..opts.runs)
-            .map(|_| {
-                (
-                    floor.time_lookup(&frame, opts.repeat),
-                    floor.time(&frame, opts.repeat),
-                )
-            })
-            .collect();
-        Baseline::of(&pairs).change
-    };
-    println!(
-        "One lookup of a 12-byte key in an LRU hash that finds its entry (the IPv4 fragment cache's kind): {lookup:+} ns over the floor (median of {} paired runs)",
-        opts.runs
-    );
-    json!({"classes": rows, "small_key_lookup_ns": lookup})
+    let references = references::references(&floor, &v4(DENIED_V4, IPPROTO_UDP, &stats), opts);
+    json!({"classes": rows, "small_key_lookup_ns": references["small_key_lookup_ns"],
+        "admission": references["admission"]})
 }
