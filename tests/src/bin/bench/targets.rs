@@ -208,32 +208,51 @@ fn allow_list(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
 }
 
 /// Fragments: a first and a later fragment cost at most a dropped datagram plus one small-key
-/// lookup.
+/// lookup. A dropped datagram's cost is the fastest run of its family's drop classes (plain,
+/// QinQ, options, extension headers): they run the same code and parse no less, so the
+/// cheapest is the one the noise touched least.
 fn fragments(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
-    for (fragment, datagram) in [
-        ("udp4 11211 first fragment", "udp4 11211"),
-        ("udp4 later fragment", "udp4 11211"),
-        ("udp6 later fragment", "udp6 11211"),
+    for (target, fragment, family) in [
+        (
+            "an IPv4 first fragment",
+            "udp4 11211 first fragment",
+            "udp4 11211",
+        ),
+        (
+            "an IPv4 later fragment",
+            "udp4 later fragment",
+            "udp4 11211",
+        ),
+        (
+            "an IPv6 later fragment",
+            "udp6 later fragment",
+            "udp6 11211",
+        ),
     ] {
-        let (Some(fragment_row), Some(datagram_row)) =
-            (class(classes, fragment), class(classes, datagram))
-        else {
+        let datagram = classes
+            .iter()
+            .filter(|row| {
+                let name = row["class"].as_str().unwrap_or_default();
+                row["reason"] == "udp_port"
+                    && name.starts_with(family)
+                    && !name.contains("fragment")
+                    && !name.contains("new source")
+            })
+            .map(fastest)
+            .min();
+        let (Some(fragment_row), Some(datagram)) = (class(classes, fragment), datagram) else {
             continue;
         };
-        let bound = fastest(datagram_row) + lookup;
+        let bound = datagram + lookup;
         checks.push(Check {
-            target: match fragment {
-                "udp4 11211 first fragment" => "an IPv4 first fragment",
-                "udp4 later fragment" => "an IPv4 later fragment",
-                _ => "an IPv6 later fragment",
-            },
+            target,
             bound: format!(
-                "<= a dropped datagram + one small-key lookup = {} + {lookup} = {bound} ns",
-                fastest(datagram_row)
+                "<= a dropped datagram + one small-key lookup = {datagram} + {lookup} = {bound} ns"
             ),
             measured: format!("{} ns", fastest(fragment_row)),
             met: Some(fastest(fragment_row) <= bound),
-            why: "",
+            why: "besides the lookup, a fragment reads the clock to compare its entry's expiry \
+                  and builds its key from the packet",
         });
     }
 }
