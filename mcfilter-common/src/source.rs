@@ -46,18 +46,32 @@ impl IpKey {
     /// The key of IPv4 address `addr`.
     #[inline(always)]
     pub const fn v4(addr: [u8; 4]) -> Self {
+        Self::v4_word(word(addr))
+    }
+
+    /// The key of the IPv4 address held by the memory-order word `addr` (as [`word`] makes it;
+    /// the XDP program loads it from the packet whole).
+    #[inline(always)]
+    pub const fn v4_word(addr: u32) -> Self {
         IpKey {
             family: FAMILY_V4 as u32,
-            addr: [word(addr), 0, 0, 0],
+            addr: [addr, 0, 0, 0],
         }
     }
 
     /// The key of IPv6 address `addr`.
     #[inline(always)]
     pub const fn v6(addr: [u8; 16]) -> Self {
+        Self::v6_words(words(addr))
+    }
+
+    /// The key of the IPv6 address held by the memory-order words `addr` (as [`words`] makes
+    /// them).
+    #[inline(always)]
+    pub const fn v6_words(addr: [u32; 4]) -> Self {
         IpKey {
             family: FAMILY_V6 as u32,
-            addr: words(addr),
+            addr,
         }
     }
 

@@ -12,8 +12,8 @@ use mcfilter_common::Reason;
 /// A header type that may be read straight out of packet memory.
 ///
 /// # Safety
-/// Implementors are `#[repr(C)]` and made only of `u8` and `[u8; N]` fields: alignment 1, no
-/// padding, every bit pattern valid. Multi-byte fields are decoded explicitly (network order).
+/// Implementors are `#[repr(C)]` and made only of `u8`, `[u8; N]` and the field types of
+/// [`crate::field`] (byte arrays themselves): alignment 1, no padding, every bit pattern valid.
 pub(crate) unsafe trait Header {}
 
 /// A read position inside the packet: `[pos, limit)`, with `limit <= end` (`data_end`).

@@ -12,6 +12,7 @@
 mod counters;
 mod cursor;
 mod events;
+mod field;
 mod frag;
 mod maps;
 mod parse;

@@ -26,11 +26,11 @@ pub(crate) fn judge(
         return Ok(Reason::NotProtected);
     }
     let ports = c.next::<PortsHdr>()?;
-    if !config.is_protected(u16::from_be_bytes(ports.dest)) {
+    if !config.is_protected(ports.dest.get()) {
         // Reflection-victim protection: UDP *from* a protected port is an amplified reply.
         let reflected = proto == IPPROTO_UDP
             && config.drop_reflected != 0
-            && config.is_protected(u16::from_be_bytes(ports.source));
+            && config.is_protected(ports.source.get());
         return Ok(if reflected {
             Reason::Reflected
         } else {

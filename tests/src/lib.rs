@@ -8,6 +8,7 @@ pub mod container;
 pub mod fixtures;
 pub mod flood;
 pub mod generate;
+pub mod insns;
 pub mod lab;
 pub mod load;
 pub mod memcache;

@@ -11,6 +11,7 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use mcfilter_tests::{
+    insns,
     oracle::Policy,
     privileged_test,
     program::{Floor, Harness, XDP_PASS},
@@ -121,4 +122,33 @@ fn the_programs_footprint_grows_only_on_record() {
         GROWTH_ALLOWED * 100.0,
         grown.join("; ")
     );
+}
+
+/// Issue #13: a header field wider than a byte is read with one load, not assembled from byte
+/// loads (see `mcfilter-ebpf/src/field.rs`), in every entry point as the kernel translated it.
+#[test]
+fn header_fields_are_read_with_one_load() {
+    privileged_test!();
+    let policy = Policy::default();
+    for (load, harness) in [
+        ("mcfilter", Harness::new(&policy)),
+        ("mcfilter_ip", Harness::ip_framed(&policy)),
+    ] {
+        let insns = insns::xlated(harness.info().id());
+        let wide = insns
+            .iter()
+            .filter(|insn| insn.code == insns::LDX_HALF)
+            .count();
+        assert!(
+            wide > 0,
+            "{load}: no 16-bit load at all, so the ports are not read whole"
+        );
+        let assembled = insns::assembled_from_bytes(&insns);
+        assert!(
+            assembled.is_empty(),
+            "{load}: {} byte loads shifted into a wider value (first: {:?})",
+            assembled.len(),
+            assembled.first()
+        );
+    }
 }

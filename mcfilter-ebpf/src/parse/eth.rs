@@ -2,7 +2,10 @@
 
 use mcfilter_common::Reason;
 
-use crate::cursor::{Cursor, Header};
+use crate::{
+    cursor::{Cursor, Header},
+    field::Be16,
+};
 
 pub(crate) const ETH_P_IP: u16 = 0x0800;
 pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
@@ -16,18 +19,18 @@ pub(crate) const MAX_VLAN_DEPTH: usize = 2;
 pub(crate) struct EthHdr {
     pub dst: [u8; 6],
     pub src: [u8; 6],
-    pub ether_type: [u8; 2],
+    pub ether_type: Be16,
 }
 
 #[repr(C)]
 pub(crate) struct VlanHdr {
-    pub tci: [u8; 2],
-    pub ether_type: [u8; 2],
+    pub tci: Be16,
+    pub ether_type: Be16,
 }
 
-// SAFETY: byte arrays only.
+// SAFETY: byte arrays and fields only.
 unsafe impl Header for EthHdr {}
-// SAFETY: byte arrays only.
+// SAFETY: fields only.
 unsafe impl Header for VlanHdr {}
 
 #[inline(always)]
@@ -38,13 +41,13 @@ fn is_vlan(ether_type: u16) -> bool {
 /// Returns the EtherType of the payload after the Ethernet header and any VLAN tags.
 #[inline(always)]
 pub(crate) fn parse(c: &mut Cursor) -> Result<u16, Reason> {
-    let mut ether_type = u16::from_be_bytes(c.next::<EthHdr>()?.ether_type);
+    let mut ether_type = c.next::<EthHdr>()?.ether_type.get();
     // Bounded by MAX_VLAN_DEPTH: one tag per iteration.
     for _ in 0..MAX_VLAN_DEPTH {
         if !is_vlan(ether_type) {
             return Ok(ether_type);
         }
-        ether_type = u16::from_be_bytes(c.next::<VlanHdr>()?.ether_type);
+        ether_type = c.next::<VlanHdr>()?.ether_type.get();
     }
     if is_vlan(ether_type) {
         return Err(Reason::VlanLimit);

@@ -7,7 +7,10 @@ use core::mem::size_of;
 use mcfilter_common::{IpKey, Reason};
 
 use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
-use crate::cursor::{Cursor, Header};
+use crate::{
+    cursor::{Cursor, Header},
+    field::{Be16, Be32},
+};
 
 /// Fragment offset bits of `frag_off` (the low 13; the top 3 are flags).
 const IP_OFFSET_MASK: u16 = 0x1fff;
@@ -19,17 +22,17 @@ pub(crate) struct Ipv4Hdr {
     /// Version (high nibble) and IHL, the header length in 32-bit words (low nibble).
     pub version_ihl: u8,
     pub tos: u8,
-    pub tot_len: [u8; 2],
-    pub id: [u8; 2],
-    pub frag_off: [u8; 2],
+    pub tot_len: Be16,
+    pub id: Be16,
+    pub frag_off: Be16,
     pub ttl: u8,
     pub protocol: u8,
-    pub check: [u8; 2],
-    pub saddr: [u8; 4],
-    pub daddr: [u8; 4],
+    pub check: Be16,
+    pub saddr: Be32,
+    pub daddr: Be32,
 }
 
-// SAFETY: u8 and byte arrays only.
+// SAFETY: u8 and fields only.
 unsafe impl Header for Ipv4Hdr {}
 
 #[inline(always)]
@@ -43,7 +46,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         return Err(Reason::Malformed);
     }
     c.skip(header_len - size_of::<Ipv4Hdr>())?;
-    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    let total_len = usize::from(ip.tot_len.get());
     // One limit for both cases (a scalar chosen, not two cursors): Linux 6.1's verifier refused
     // the program when the limit was set on one path only.
     let payload_len = if total_len == GRO_MERGED_LEN {
@@ -54,7 +57,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         total_len - header_len
     };
     c.limit(payload_len)?;
-    let frag_off = u16::from_be_bytes(ip.frag_off);
+    let frag_off = ip.frag_off.get();
     let frag = if frag_off & IP_OFFSET_MASK != 0 {
         Fragment::Later
     } else if frag_off & IP_MF != 0 {
@@ -63,7 +66,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         Fragment::Whole
     };
     Ok(Ip {
-        src: IpKey::v4(ip.saddr),
+        src: IpKey::v4_word(ip.saddr.word()),
         frag,
         frag_id: 0,
         next: ip.protocol,

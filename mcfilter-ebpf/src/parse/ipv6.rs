@@ -7,7 +7,10 @@ use core::mem::size_of;
 use mcfilter_common::{IpKey, Reason};
 
 use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
-use crate::cursor::{Cursor, Header};
+use crate::{
+    cursor::{Cursor, Header},
+    field::{Addr6, Be16, Be32, words},
+};
 
 pub(crate) const IPPROTO_HOPOPTS: u8 = 0;
 pub(crate) const IPPROTO_ROUTING: u8 = 43;
@@ -36,11 +39,11 @@ const IP6_MF: u16 = 0x0001;
 pub(crate) struct Ipv6Hdr {
     /// Version (4 bits), traffic class (8) and flow label (20).
     pub vtc_flow: [u8; 4],
-    pub payload_len: [u8; 2],
+    pub payload_len: Be16,
     pub next_hdr: u8,
     pub hop_limit: u8,
-    pub saddr: [u8; 16],
-    pub daddr: [u8; 16],
+    pub saddr: Addr6,
+    pub daddr: Addr6,
 }
 
 /// The two bytes every length-carrying extension header starts with (hop-by-hop, routing,
@@ -55,15 +58,15 @@ pub(crate) struct ExtHdr {
 pub(crate) struct FragHdr {
     pub next_hdr: u8,
     pub reserved: u8,
-    pub frag_off: [u8; 2],
-    pub identification: [u8; 4],
+    pub frag_off: Be16,
+    pub identification: Be32,
 }
 
-// SAFETY: u8 and byte arrays only.
+// SAFETY: u8, byte arrays and fields only.
 unsafe impl Header for Ipv6Hdr {}
 // SAFETY: u8 only.
 unsafe impl Header for ExtHdr {}
-// SAFETY: u8 and byte arrays only.
+// SAFETY: u8 and fields only.
 unsafe impl Header for FragHdr {}
 
 /// The fixed header; the cursor is then limited to the payload length.
@@ -73,13 +76,13 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    let payload_len = match usize::from(u16::from_be_bytes(ip.payload_len)) {
+    let payload_len = match usize::from(ip.payload_len.get()) {
         GRO_MERGED_LEN => c.remaining(),
         len => len,
     };
     c.limit(payload_len)?;
     Ok(Ip {
-        src: IpKey::v6(ip.saddr),
+        src: IpKey::v6_words(words(&ip.saddr)),
         frag: Fragment::Whole,
         frag_id: 0,
         next: ip.next_hdr,
@@ -109,8 +112,8 @@ pub(crate) fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reaso
             }
             IPPROTO_FRAGMENT => {
                 let frag = c.next::<FragHdr>()?;
-                let frag_off = u16::from_be_bytes(frag.frag_off);
-                let id = u32::from_be_bytes(frag.identification);
+                let frag_off = frag.frag_off.get();
+                let id = frag.identification.get();
                 if frag_off & IP6_OFFSET_MASK != 0 {
                     ip.frag = Fragment::Later;
                     ip.frag_id = id;

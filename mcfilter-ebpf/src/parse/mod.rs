@@ -8,9 +8,9 @@ pub(crate) mod ipv4;
 pub(crate) mod ipv6;
 pub(crate) mod l4;
 
-use mcfilter_common::{FAMILY_V6, Frag4Key, FragKey, IpKey, Reason, words};
+use mcfilter_common::{FAMILY_V6, Frag4Key, FragKey, IpKey, Reason};
 
-use crate::{cursor::Cursor, frag::Datagram};
+use crate::{cursor::Cursor, field::words, frag::Datagram};
 
 /// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,14 +54,14 @@ impl Ip {
         match self.family {
             Family::V4(hdr) => Datagram::V4(Frag4Key {
                 src: self.src.addr[0],
-                dst: IpKey::v4(hdr.daddr).addr[0],
-                id: u16::from_be_bytes(hdr.id),
+                dst: hdr.daddr.word(),
+                id: hdr.id.get(),
                 proto: hdr.protocol,
                 _pad: 0,
             }),
             Family::V6(hdr) => Datagram::V6(FragKey {
                 src: self.src.addr,
-                dst: words(hdr.daddr),
+                dst: words(&hdr.daddr),
                 id: self.frag_id,
                 family: FAMILY_V6,
                 // Linux keys IPv6 reassembly by addresses and id, not by next header.

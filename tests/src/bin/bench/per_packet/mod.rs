@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use mcfilter_tests::{
     fixtures::*,
+    insns,
     oracle::{Oracle, Policy},
     packet::*,
     program::{Floor, Harness},
@@ -250,5 +251,25 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
 
     let references = references::references(&floor, &v4(DENIED_V4, IPPROTO_UDP, &stats), opts);
     json!({"classes": rows, "small_key_lookup_ns": references["small_key_lookup_ns"],
-        "admission": references["admission"]})
+        "admission": references["admission"], "header_loads": header_loads()})
+}
+
+/// How the loaded program reads header fields wider than a byte: the byte loads its translated
+/// instructions shift into a wider value (none when every field is read with one load).
+fn header_loads() -> serde_json::Value {
+    let harness = Harness::new(&policy());
+    let insns = insns::xlated(harness.info().id());
+    let assembled = insns::assembled_from_bytes(&insns);
+    let count = |code| insns.iter().filter(|insn| insn.code == code).count();
+    println!(
+        "\nHeader fields: {} byte loads shifted into a wider value; {} 16-bit and {} 32-bit loads, {} byte loads in all ({} instructions)",
+        assembled.len(),
+        count(insns::LDX_HALF),
+        count(insns::LDX_WORD),
+        count(insns::LDX_BYTE),
+        insns.len()
+    );
+    json!({"bytes_assembled": assembled.len(), "byte_loads": count(insns::LDX_BYTE),
+        "half_loads": count(insns::LDX_HALF), "word_loads": count(insns::LDX_WORD),
+        "instructions": insns.len()})
 }
