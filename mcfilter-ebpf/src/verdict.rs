@@ -10,6 +10,7 @@ use mcfilter_common::{
 
 use crate::{
     cursor::Cursor,
+    field::field,
     maps::{ALLOW, ALLOW_BLOCKS, ALLOW_BLOOM, ALLOW_STRIDES, ALLOW_TABLES},
     parse::l4::{IPPROTO_TCP, IPPROTO_UDP, PortsHdr},
 };
@@ -26,11 +27,11 @@ pub(crate) fn judge(
         return Ok(Reason::NotProtected);
     }
     let ports = c.next::<PortsHdr>()?;
-    if !config.is_protected(ports.dest.get()) {
+    if !config.is_protected(field!(ports, PortsHdr, dest)) {
         // Reflection-victim protection: UDP *from* a protected port is an amplified reply.
         let reflected = proto == IPPROTO_UDP
             && config.drop_reflected != 0
-            && config.is_protected(ports.source.get());
+            && config.is_protected(field!(ports, PortsHdr, source));
         return Ok(if reflected {
             Reason::Reflected
         } else {

@@ -4,7 +4,7 @@ use mcfilter_common::Reason;
 
 use crate::{
     cursor::{Cursor, Header},
-    field::Be16,
+    field::{Be16, field},
 };
 
 pub(crate) const ETH_P_IP: u16 = 0x0800;
@@ -41,13 +41,13 @@ fn is_vlan(ether_type: u16) -> bool {
 /// Returns the EtherType of the payload after the Ethernet header and any VLAN tags.
 #[inline(always)]
 pub(crate) fn parse(c: &mut Cursor) -> Result<u16, Reason> {
-    let mut ether_type = c.next::<EthHdr>()?.ether_type.get();
+    let mut ether_type = field!(c.next::<EthHdr>()?, EthHdr, ether_type);
     // Bounded by MAX_VLAN_DEPTH: one tag per iteration.
     for _ in 0..MAX_VLAN_DEPTH {
         if !is_vlan(ether_type) {
             return Ok(ether_type);
         }
-        ether_type = c.next::<VlanHdr>()?.ether_type.get();
+        ether_type = field!(c.next::<VlanHdr>()?, VlanHdr, ether_type);
     }
     if is_vlan(ether_type) {
         return Err(Reason::VlanLimit);

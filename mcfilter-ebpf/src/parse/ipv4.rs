@@ -9,7 +9,7 @@ use mcfilter_common::{IpKey, Reason};
 use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
 use crate::{
     cursor::{Cursor, Header},
-    field::{Be16, Be32},
+    field::{Addr4, Be16, field},
 };
 
 /// Fragment offset bits of `frag_off` (the low 13; the top 3 are flags).
@@ -28,8 +28,8 @@ pub(crate) struct Ipv4Hdr {
     pub ttl: u8,
     pub protocol: u8,
     pub check: Be16,
-    pub saddr: Be32,
-    pub daddr: Be32,
+    pub saddr: Addr4,
+    pub daddr: Addr4,
 }
 
 // SAFETY: u8 and fields only.
@@ -46,7 +46,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         return Err(Reason::Malformed);
     }
     c.skip(header_len - size_of::<Ipv4Hdr>())?;
-    let total_len = usize::from(ip.tot_len.get());
+    let total_len = usize::from(field!(ip, Ipv4Hdr, tot_len));
     // One limit for both cases (a scalar chosen, not two cursors): Linux 6.1's verifier refused
     // the program when the limit was set on one path only.
     let payload_len = if total_len == GRO_MERGED_LEN {
@@ -57,7 +57,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         total_len - header_len
     };
     c.limit(payload_len)?;
-    let frag_off = ip.frag_off.get();
+    let frag_off = field!(ip, Ipv4Hdr, frag_off);
     let frag = if frag_off & IP_OFFSET_MASK != 0 {
         Fragment::Later
     } else if frag_off & IP_MF != 0 {
@@ -66,7 +66,7 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
         Fragment::Whole
     };
     Ok(Ip {
-        src: IpKey::v4_word(ip.saddr.word()),
+        src: IpKey::v4_word(field!(ip, Ipv4Hdr, saddr)),
         frag,
         frag_id: 0,
         next: ip.protocol,

@@ -9,7 +9,7 @@ use mcfilter_common::{IpKey, Reason};
 use super::{Family, Fragment, GRO_MERGED_LEN, Ip};
 use crate::{
     cursor::{Cursor, Header},
-    field::{Addr6, Be16, Be32, words},
+    field::{Addr6, Be16, Be32, field},
 };
 
 pub(crate) const IPPROTO_HOPOPTS: u8 = 0;
@@ -76,13 +76,13 @@ pub(crate) fn parse(c: &mut Cursor) -> Result<Ip, Reason> {
     if ip.vtc_flow[0] >> 4 != 6 {
         return Err(Reason::Malformed);
     }
-    let payload_len = match usize::from(ip.payload_len.get()) {
+    let payload_len = match usize::from(field!(ip, Ipv6Hdr, payload_len)) {
         GRO_MERGED_LEN => c.remaining(),
         len => len,
     };
     c.limit(payload_len)?;
     Ok(Ip {
-        src: IpKey::v6_words(words(&ip.saddr)),
+        src: IpKey::v6_words(field!(ip, Ipv6Hdr, saddr)),
         frag: Fragment::Whole,
         frag_id: 0,
         next: ip.next_hdr,
@@ -112,8 +112,8 @@ pub(crate) fn extension_headers(c: &mut Cursor, ip: &mut Ip) -> Result<u8, Reaso
             }
             IPPROTO_FRAGMENT => {
                 let frag = c.next::<FragHdr>()?;
-                let frag_off = frag.frag_off.get();
-                let id = frag.identification.get();
+                let frag_off = field!(frag, FragHdr, frag_off);
+                let id = field!(frag, FragHdr, identification);
                 if frag_off & IP6_OFFSET_MASK != 0 {
                     ip.frag = Fragment::Later;
                     ip.frag_id = id;

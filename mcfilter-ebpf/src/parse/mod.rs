@@ -10,7 +10,7 @@ pub(crate) mod l4;
 
 use mcfilter_common::{FAMILY_V6, Frag4Key, FragKey, IpKey, Reason};
 
-use crate::{cursor::Cursor, field::words, frag::Datagram};
+use crate::{cursor::Cursor, field::field, frag::Datagram};
 
 /// Where a packet stands in IP fragmentation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,14 +54,14 @@ impl Ip {
         match self.family {
             Family::V4(hdr) => Datagram::V4(Frag4Key {
                 src: self.src.addr[0],
-                dst: hdr.daddr.word(),
-                id: hdr.id.get(),
+                dst: field!(hdr, ipv4::Ipv4Hdr, daddr),
+                id: field!(hdr, ipv4::Ipv4Hdr, id),
                 proto: hdr.protocol,
                 _pad: 0,
             }),
             Family::V6(hdr) => Datagram::V6(FragKey {
                 src: self.src.addr,
-                dst: words(&hdr.daddr),
+                dst: field!(hdr, ipv6::Ipv6Hdr, daddr),
                 id: self.frag_id,
                 family: FAMILY_V6,
                 // Linux keys IPv6 reassembly by addresses and id, not by next header.
