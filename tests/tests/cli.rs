@@ -275,7 +275,7 @@ fn status_shows_the_kernel_memory_the_formula_predicts() {
         .map(|bytes| bytes.as_u64().expect("bytes"))
         .sum();
     assert_eq!(memory["total_bytes"], total);
-    // The defaults keep an attach under 64 MiB up to 64 CPUs (the 6.1 guest boots with 64
+    // The defaults keep an attach under 64 MiB up to 64 CPUs (the 6.12 guest boots with 64
     // possible CPUs to measure it there).
     assert!(
         cpus > 64 || total < 64 << 20,

@@ -73,6 +73,9 @@ enum Command {
         out: std::path::PathBuf,
         #[arg(long)]
         mcfilter: std::path::PathBuf,
+        /// The possible CPUs the boot gave the guest (checked)
+        #[arg(long)]
+        possible_cpus: u32,
     },
     /// Differential fuzzing: N generated frames through the real program and the oracle
     Fuzz {
@@ -101,7 +104,11 @@ fn main() -> ExitCode {
         Command::Setup => setup::run(),
         Command::Lint => lint(),
         Command::Test { kernel, args } => test(&kernel, &args),
-        Command::KernelGuest { out, mcfilter } => kernels::guest(&out, &mcfilter),
+        Command::KernelGuest {
+            out,
+            mcfilter,
+            possible_cpus,
+        } => kernels::guest(&out, &mcfilter, possible_cpus),
         Command::Demo => demo(),
         Command::Fuzz { packets, seed } => fuzz(packets, seed),
         Command::Bench { baseline, args } => bench(baseline.as_deref(), &args),

@@ -8,9 +8,9 @@ use anyhow::{Context as _, ensure};
 use super::GUEST_PACKETS;
 
 /// `cargo xtask kernel-guest`, inside the guest: prepare, run the plan, record the outcome.
-pub(crate) fn guest(out: &Path, mcfilter: &Path) -> anyhow::Result<()> {
+pub(crate) fn guest(out: &Path, mcfilter: &Path, possible_cpus: u32) -> anyhow::Result<()> {
     let mut log = fs::File::create(out.join("log"))?;
-    let result = guest_plan(out, mcfilter, &mut log);
+    let result = guest_plan(out, mcfilter, possible_cpus, &mut log);
     if let Err(err) = &result {
         writeln!(log, "kernel-guest: {err:#}")?;
     }
@@ -18,9 +18,29 @@ pub(crate) fn guest(out: &Path, mcfilter: &Path) -> anyhow::Result<()> {
     result
 }
 
-fn guest_plan(out: &Path, mcfilter: &Path, log: &mut fs::File) -> anyhow::Result<()> {
+fn guest_plan(
+    out: &Path,
+    mcfilter: &Path,
+    possible_cpus: u32,
+    log: &mut fs::File,
+) -> anyhow::Result<()> {
     let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
-    writeln!(log, "kernel-guest: Linux {}", release.trim())?;
+    let cpus = |list: &str| -> anyhow::Result<u32> {
+        let path = format!("/sys/devices/system/cpu/{list}");
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        count_cpus(&text).with_context(|| format!("{path} says {text:?}"))
+    };
+    let (possible, online) = (cpus("possible")?, cpus("online")?);
+    writeln!(
+        log,
+        "kernel-guest: Linux {}, {possible} possible CPUs, {online} online",
+        release.trim()
+    )?;
+    // The kernel memory check means the CPUs the boot asked for, not whatever the guest got.
+    ensure!(
+        possible == possible_cpus,
+        "the guest has {possible} possible CPUs, the boot asked for {possible_cpus}"
+    );
     let mounted = Command::new("mount")
         .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
         .status()?;
@@ -68,4 +88,31 @@ fn guest_plan(out: &Path, mcfilter: &Path, log: &mut fs::File) -> anyhow::Result
     }
     ensure!(failed.is_empty(), "failed: {}", failed.join(", "));
     Ok(())
+}
+
+/// The CPUs in a kernel CPU list such as `0-63` or `0-1,4` (`/sys/devices/system/cpu/possible`).
+fn count_cpus(list: &str) -> anyhow::Result<u32> {
+    let mut count = 0;
+    for range in list.trim().split(',') {
+        let (first, last) = range.split_once('-').unwrap_or((range, range));
+        let (first, last): (u32, u32) = (first.parse()?, last.parse()?);
+        ensure!(first <= last, "the range {range} runs backwards");
+        count += last - first + 1;
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_cpus;
+
+    #[test]
+    fn cpu_lists_count_their_cpus() {
+        assert_eq!(count_cpus("0-63\n").unwrap(), 64);
+        assert_eq!(count_cpus("0").unwrap(), 1);
+        assert_eq!(count_cpus("0-1,4,6-7").unwrap(), 5);
+        assert!(count_cpus("").is_err());
+        assert!(count_cpus("3-1").is_err());
+        assert!(count_cpus("0-x").is_err());
+    }
 }
