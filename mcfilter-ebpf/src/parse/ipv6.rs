@@ -25,7 +25,7 @@ pub(crate) const UNWALKED_EXT_HEADERS: [u8; 5] = [135, 139, 140, 253, 254];
 ///
 /// Four, as Cilium's `IPV6_MAX_HEADERS`: every header of the chain multiplies the paths the
 /// verifier explores, and Linux 6.1's verifier, which prunes fewer of them than later ones, gives
-/// up on eight (`BPF program is too large`). With four it processes about 774,000 of its
+/// up on eight (`BPF program is too large`). With four it processes about 731,000 of its
 /// 1,000,000 instructions (README, "Supported kernels"). Longer chains are dropped, the safe side:
 /// no host stack needs them to reach memcached.
 pub(crate) const MAX_EXT_HEADERS: usize = 4;
