@@ -63,8 +63,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-floor"));
 
-/// The benchmarks' reference programs with maps: one small-key lookup, and a source's counts
-/// added per-CPU and shared (`mcfilter-ebpf/src/reference.rs`). Only with `bench-programs`.
+/// The benchmarks' reference programs with maps: one small-key lookup, a source's counts
+/// added per-CPU and shared, an address probed in a set in an array
+/// (`mcfilter-ebpf/src/reference.rs`). Only with `bench-programs`.
 #[cfg(feature = "bench-programs")]
 pub static REFERENCE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcfilter-reference"));

@@ -360,6 +360,9 @@ pub enum Reference {
     AdmitPerCpu,
     /// The same in a shared LRU hash, with atomic adds.
     AdmitShared,
+    /// An IPv4 address found in a set in an array: two buckets of four addresses, each an
+    /// inlined array lookup (what an allowed /32 could cost without a hash map lookup).
+    ProbeSet,
 }
 
 impl Reference {
@@ -368,6 +371,7 @@ impl Reference {
             Reference::Lookup => "lookup",
             Reference::AdmitPerCpu => "admit_percpu",
             Reference::AdmitShared => "admit_shared",
+            Reference::ProbeSet => "probe_set",
         }
     }
 }
@@ -384,6 +388,7 @@ impl References {
             Reference::Lookup,
             Reference::AdmitPerCpu,
             Reference::AdmitShared,
+            Reference::ProbeSet,
         ] {
             let name = reference.name();
             let program: &mut Xdp = ebpf
@@ -439,6 +444,14 @@ impl References {
         shared
             .insert(source, zero, 0)
             .expect("write the shared source");
+        // The address probe_set asks for, in every bucket's last slot.
+        let probe = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 1)).to_be();
+        let mut set: aya::maps::Array<_, [u32; 4]> =
+            map(&mut ebpf, "ref_set").try_into().expect("an array");
+        for bucket in 0..set.len() {
+            set.set(bucket, [0, 0, 0, probe], 0)
+                .expect("write a bucket of the set");
+        }
         References { ebpf }
     }
 

@@ -251,6 +251,7 @@ pub(crate) fn per_packet(opts: &Options) -> serde_json::Value {
 
     let references = references::references(&floor, &v4(DENIED_V4, IPPROTO_UDP, &stats), opts);
     json!({"classes": rows, "small_key_lookup_ns": references["small_key_lookup_ns"],
+        "array_set_probe_ns": references["array_set_probe_ns"],
         "admission": references["admission"], "header_loads": header_loads()})
 }
 

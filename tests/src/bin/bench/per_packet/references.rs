@@ -1,5 +1,6 @@
 //! Reference programs timed against the floor in the same run: the price of one small-key
-//! lookup (which the fragment target is stated in), and the speed side of the per-source map's
+//! lookup (which the fragment target is stated in), against it an address found in a set
+//! kept in an array (what an allowed /32 could cost), and the speed side of the per-source map's
 //! memory trade, a per-CPU map with plain adds (the filter) against one shared map with
 //! atomic adds, on one CPU and on two CPUs counting the same source at once.
 
@@ -89,6 +90,11 @@ pub(crate) fn references(floor: &Floor, frame: &[u8], opts: &Options) -> serde_j
         "\nOne lookup of a 12-byte key in an LRU hash that finds its entry (the IPv4 fragment cache's kind): {lookup:+} ns over the floor (median of {} paired runs)",
         opts.runs
     );
+    let probe = over_floor(&references, Reference::ProbeSet, floor, frame, opts);
+    println!(
+        "One IPv4 address found in a set in an array, two buckets of four (inlined array lookups, 8 MiB): {probe:+} ns over the floor (median of {} paired runs)",
+        opts.runs
+    );
     let two_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) >= 2;
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     const SOURCES: u32 = 65_536;
@@ -127,5 +133,5 @@ pub(crate) fn references(floor: &Floor, frame: &[u8], opts: &Options) -> serde_j
             "bytes_2_cpus": bytes(2), "bytes_64_cpus": bytes(64)}),
         );
     }
-    json!({"small_key_lookup_ns": lookup, "admission": rows})
+    json!({"small_key_lookup_ns": lookup, "array_set_probe_ns": probe, "admission": rows})
 }
