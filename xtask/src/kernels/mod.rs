@@ -166,7 +166,7 @@ fn plan(executables: &[(String, PathBuf)], kernel: &Kernel) -> anyhow::Result<Ve
 
 /// The kernel that also boots with as many CPUs as a big edge host has, for the kernel memory
 /// check: 64 CPUs of which `maxcpus=1` brings up one, so per-CPU maps are sized for 64
-/// possible CPUs and the guest boots as fast as with two. 6.12, as `bpftool map show` reports
+/// possible CPUs and the guest boots as fast as a small one. 6.12, as `bpftool map show` reports
 /// the kernel's own account there (`htab_map_mem_usage`, 6.4 and later), which the formula
 /// follows; 6.1 reports an older approximation.
 ///

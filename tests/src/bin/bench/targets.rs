@@ -266,8 +266,8 @@ fn fragments(checks: &mut Vec<Check>, classes: &[Value], lookup: i64) {
             ),
             measured: format!("{} ns", fastest(fragment_row)),
             met: Some(fastest(fragment_row) <= bound),
-            why: "not the clock nor the key built from the packet (paired runs without each: \
-                  no faster); within the class's run-to-run spread of the bound",
+            why: "neither the clock nor the key built from the packet (paired runs without \
+                  each were no faster); within the class's run-to-run spread of the bound",
         });
     }
 }
