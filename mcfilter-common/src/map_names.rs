@@ -66,6 +66,11 @@ pub const FRAGS: &str = "mcf_frags";
 /// `LruHashMap<Frag4Key, u32>`: IPv4 datagrams whose first fragment was dropped, as
 /// [`FRAGS`], under a 12-byte key.
 pub const FRAGS4: &str = "mcf_frags4";
+/// `Array<u32>` (1 entry): the fragment caches' epoch, moved on by the program whenever a
+/// passed first fragment removes a datagram from `mcf_frags` or `mcf_frags4`. Each program
+/// keeps, per CPU, the dropped datagram it met last in front of those caches (not pinned:
+/// `mcf_frags_seen`, `mcf_frags4_seen`), valid only in the epoch it was made in.
+pub const FRAG_EPOCH: &str = "mcf_frag_epoch";
 /// `Array<u32>` indexed by [`frag_timeout_slot`](crate::frag_timeout_slot): how many
 /// seconds `mcf_frags` remembers a dropped datagram, the kernel's reassembly timeouts
 /// (`net.ipv4.ipfrag_time`, `net.ipv6.ip6frag_time`) as the last attach read them; 0 means

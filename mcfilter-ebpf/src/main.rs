@@ -8,6 +8,13 @@
 // The register barrier of `cursor::opaque` (inline asm is unstable for BPF; the build already
 // runs with RUSTC_BOOTSTRAP=1 for `-Z build-std`).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
+// The BPF target has no compare-and-swap, so core's atomic types offer no `fetch_add`; the
+// intrinsic lowers to BPF's atomic add, as C's `__sync_fetch_and_add` does.
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd, for the fragment caches' epoch"
+)]
 
 mod counters;
 mod cursor;

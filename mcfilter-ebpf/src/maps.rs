@@ -5,7 +5,7 @@
 //! insert, so a large capacity costs nothing until used); per-CPU LRU hashes 4.10. Lookups in the
 //! one-entry config array are inlined by the verifier into a pointer computation.
 
-use crate::counters::ClockRead;
+use crate::{counters::ClockRead, frag::Seen};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
@@ -105,6 +105,21 @@ pub(crate) static FRAGS: LruHashMap<FragKey, u32> = LruHashMap::pinned(FRAG_CACH
 /// IPv4 datagrams whose first fragment was dropped, like `FRAGS`, under a 12-byte key.
 #[map(name = "mcf_frags4")]
 pub(crate) static FRAGS4: LruHashMap<Frag4Key, u32> = LruHashMap::pinned(FRAG_CACHE_CAPACITY, 0);
+
+/// Each CPU's latest dropped IPv6 datagram, in front of `FRAGS` (see `frag`). Not pinned: a
+/// cache each program keeps for itself.
+#[map(name = "mcf_frags_seen")]
+pub(crate) static FRAGS_SEEN: PerCpuArray<Seen<FragKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's latest dropped IPv4 datagram, in front of `FRAGS4`.
+#[map(name = "mcf_frags4_seen")]
+pub(crate) static FRAGS4_SEEN: PerCpuArray<Seen<Frag4Key>> = PerCpuArray::with_max_entries(1, 0);
+
+/// The fragment caches' epoch: moved on whenever a datagram leaves `FRAGS` or `FRAGS4` because
+/// a first fragment with its key passed, which voids every CPU's `FRAGS_SEEN` and `FRAGS4_SEEN`
+/// entry made before. Shared by every program of the state, like the caches.
+#[map(name = "mcf_frag_epoch")]
+pub(crate) static FRAG_EPOCH: Array<u32> = Array::pinned(1, 0);
 
 /// How long `FRAGS` remembers a datagram, per family, in seconds (the kernel's reassembly
 /// timeouts, written by attach).

@@ -39,6 +39,9 @@ pub struct Maps {
     pub frags4: Option<HashMap<MapData, Frag4Key, u32>>,
     /// The two caches' capacity together.
     pub frags_capacity: u32,
+    /// The fragment caches' epoch (see [`map_names::FRAG_EPOCH`]); `None` in a state an older
+    /// build made.
+    pub frag_epoch: Option<Array<MapData, u32>>,
     /// The program running on each attached interface, by ifindex.
     pub ifaces: HashMap<MapData, u32, IfaceInfo>,
     /// An allow-list change an earlier command left unfinished, settled by [`Maps::open`].
@@ -103,6 +106,11 @@ impl Maps {
         } else {
             (None, 0)
         };
+        let frag_epoch = if state.map(map_names::FRAG_EPOCH).exists() {
+            Some(open(state, map_names::FRAG_EPOCH)?.0)
+        } else {
+            None
+        };
         let allow = AllowList::new(
             AllowMaps {
                 trie,
@@ -122,6 +130,7 @@ impl Maps {
             frags,
             frags4,
             frags_capacity: frags_capacity + frags4_capacity,
+            frag_epoch,
             ifaces: open(state, map_names::IFACES)?.0,
             recovered: None,
         })
@@ -164,13 +173,20 @@ impl Maps {
 
     /// Empties the fragment cache: its entries' time base is the program's, and a replaced
     /// program may have kept time another way. A dropped datagram's later fragments then pass,
-    /// to be freed by the kernel's reassembly timeout.
+    /// to be freed by the kernel's reassembly timeout. The epoch moves on last, so that no
+    /// program's CPU keeps a dropped datagram it met before in front of the emptied caches.
     pub fn forget_fragments(&mut self) -> Result<(), Error> {
         forget_all(&mut self.frags, map_names::FRAGS)?;
-        match &mut self.frags4 {
-            Some(frags4) => forget_all(frags4, map_names::FRAGS4),
-            None => Ok(()),
+        if let Some(frags4) = &mut self.frags4 {
+            forget_all(frags4, map_names::FRAGS4)?;
         }
+        let Some(epoch) = &mut self.frag_epoch else {
+            return Ok(());
+        };
+        let now = epoch.get(&0, 0).map_err(map_err(map_names::FRAG_EPOCH))?;
+        epoch
+            .set(0, now.wrapping_add(1), 0)
+            .map_err(map_err(map_names::FRAG_EPOCH))
     }
 
     /// How many datagrams the fragment caches remember (both families).

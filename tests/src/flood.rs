@@ -147,7 +147,7 @@ impl Flood {
             std::slice::from_raw_parts((&raw const ctx).cast::<u8>(), size_of::<XdpMd>())
         };
         self.generator.run(|| {
-            pin_to_cpu(CPU);
+            crate::pin_to_cpu(CPU);
             let before = cpu_busy_ns(CPU);
             let opts = TestRunOptions {
                 data_in: Some(&frame),
@@ -170,19 +170,6 @@ impl Flood {
 impl Default for Flood {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity act on this thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
-            0,
-            "pin to CPU {cpu}"
-        );
     }
 }
 

@@ -30,6 +30,24 @@ pub fn packaging(path: &str) -> std::path::PathBuf {
         .join(path)
 }
 
+/// Pins the calling thread to `cpu`: BPF_PROG_TEST_RUN runs the program on the caller's CPU,
+/// so per-CPU state is reached through this.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity get a valid
+    // set of the right size, for this thread (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
+        assert_eq!(
+            rc,
+            0,
+            "pin a thread to CPU {cpu}: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Whether this process may run privileged tests. Without root it prints why the test cannot
 /// run; under CI (`CI` set) that is a failure, never a silent pass.
 pub fn privileged(test: &str) -> bool {

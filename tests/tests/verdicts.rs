@@ -11,7 +11,7 @@ use mcfilter_tests::{
     generate::{mutate, random_frame},
     oracle::{Framing, Oracle, Policy},
     packet::*,
-    privileged_test,
+    pin_to_cpu, privileged_test,
     program::{Harness, XDP_DROP, XDP_PASS},
 };
 
@@ -465,6 +465,88 @@ fn the_lookup_tables_allow_exactly_the_listed_sources() {
         .replace(&second.iter().copied().collect())
         .expect("replace");
     check(second, &mut rng);
+}
+
+/// Each CPU keeps the dropped datagram it met last in front of the shared fragment cache. A
+/// first fragment that passes, on another CPU, removes its datagram (an id reused) from the
+/// cache and voids every CPU's copy: the CPU that dropped the old datagram then passes the new
+/// one's later fragments, and the old key dropped again is remembered again. On a host with
+/// one CPU both sides run on it.
+#[test]
+fn a_passed_first_fragment_voids_every_cpus_latest_dropped_datagram() {
+    privileged_test!();
+    let harness = Harness::new(&policy());
+    let other = usize::from(std::thread::available_parallelism().map_or(1, usize::from) > 1);
+    let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
+    let dns = udp(40000, 53, &[0; 32]);
+    let v6_frag = |offset, more| Ext::Fragment {
+        offset,
+        more,
+        id: 9,
+    };
+    let cases = [
+        (
+            "IPv4",
+            v4_with(&[], DENIED_V4, &[], Frag::first(9), IPPROTO_UDP, &stats),
+            v4_with(&[], DENIED_V4, &[], Frag::first(9), IPPROTO_UDP, &dns),
+            v4_with(
+                &[],
+                DENIED_V4,
+                &[],
+                Frag::later(9, 185, false),
+                IPPROTO_UDP,
+                &[0; 64],
+            ),
+        ),
+        (
+            "IPv6",
+            v6_with(&[], DENIED_V6, &[v6_frag(0, true)], IPPROTO_UDP, &stats),
+            v6_with(&[], DENIED_V6, &[v6_frag(0, true)], IPPROTO_UDP, &dns),
+            v6_with(
+                &[],
+                DENIED_V6,
+                &[v6_frag(185, false)],
+                IPPROTO_UDP,
+                &[0; 64],
+            ),
+        ),
+    ];
+    for (family, dropped, passed, later) in cases {
+        pin_to_cpu(0);
+        assert_eq!(
+            harness.verdict(&dropped),
+            (XDP_DROP, Reason::UdpPort),
+            "{family}"
+        );
+        assert_eq!(
+            harness.verdict(&later),
+            (XDP_DROP, Reason::FragmentOfDropped),
+            "{family}: a later fragment of the dropped datagram, on the CPU that dropped it"
+        );
+        pin_to_cpu(other);
+        assert_eq!(
+            harness.verdict(&passed),
+            (XDP_PASS, Reason::NotProtected),
+            "{family}: a new datagram under the same key, on CPU {other}"
+        );
+        pin_to_cpu(0);
+        assert_eq!(
+            harness.verdict(&later),
+            (XDP_PASS, Reason::LaterFragment),
+            "{family}: the new datagram's later fragment on CPU 0, which met the old one last"
+        );
+        assert_eq!(
+            harness.verdict(&dropped),
+            (XDP_DROP, Reason::UdpPort),
+            "{family}"
+        );
+        pin_to_cpu(other);
+        assert_eq!(
+            harness.verdict(&later),
+            (XDP_DROP, Reason::FragmentOfDropped),
+            "{family}: dropped again, remembered again, on CPU {other}"
+        );
+    }
 }
 
 fn hex(frame: &[u8]) -> String {

@@ -288,6 +288,7 @@ mod tests {
             map_names::EVENTS,
             map_names::FRAGS,
             map_names::FRAGS4,
+            map_names::FRAG_EPOCH,
             map_names::FRAG_TIMEOUTS,
             map_names::IFACES,
             map_names::IFACE_META,

@@ -46,7 +46,7 @@ fn on_two_cpus(
                     let threads: Vec<_> = (0..2)
                         .map(|cpu| {
                             scope.spawn(move || {
-                                pin_to(cpu);
+                                mcfilter_tests::pin_to_cpu(cpu);
                                 time()
                             })
                         })
@@ -63,23 +63,6 @@ fn on_two_cpus(
     };
     both(&|| references.time(reference, frame, opts.repeat)) as i64
         - both(&|| floor.time(frame, opts.repeat)) as i64
-}
-
-/// Pins the calling thread to `cpu` (BPF_PROG_TEST_RUN runs on the caller's CPU).
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET and sched_setaffinity get a valid
-    // set of the right size, for this thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let rc = libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set);
-        assert_eq!(
-            rc,
-            0,
-            "pin a thread to CPU {cpu}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// Times the references and prints them; returns them as JSON.
