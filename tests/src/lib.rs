@@ -48,6 +48,25 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
+/// The CPUs this process may run on (its affinity mask), in order.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity fills one of the size it
+    // is given, for this thread (pid 0), and CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let rc = libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &raw mut set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
 /// Whether this process may run privileged tests. Without root it prints why the test cannot
 /// run; under CI (`CI` set) that is a failure, never a silent pass.
 pub fn privileged(test: &str) -> bool {

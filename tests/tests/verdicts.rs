@@ -13,6 +13,7 @@ use mcfilter_tests::{
     packet::*,
     pin_to_cpu, privileged_test,
     program::{Harness, XDP_DROP, XDP_PASS},
+    usable_cpus,
 };
 
 #[test]
@@ -476,7 +477,8 @@ fn the_lookup_tables_allow_exactly_the_listed_sources() {
 fn a_passed_first_fragment_voids_every_cpus_latest_dropped_datagram() {
     privileged_test!();
     let harness = Harness::new(&policy());
-    let other = usize::from(std::thread::available_parallelism().map_or(1, usize::from) > 1);
+    let cpus = usable_cpus();
+    let (first, other) = (cpus[0], *cpus.get(1).unwrap_or(&cpus[0]));
     let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
     let dns = udp(40000, 53, &[0; 32]);
     let v6_frag = |offset, more| Ext::Fragment {
@@ -512,7 +514,7 @@ fn a_passed_first_fragment_voids_every_cpus_latest_dropped_datagram() {
         ),
     ];
     for (family, dropped, passed, later) in cases {
-        pin_to_cpu(0);
+        pin_to_cpu(first);
         assert_eq!(
             harness.verdict(&dropped),
             (XDP_DROP, Reason::UdpPort),
@@ -529,11 +531,11 @@ fn a_passed_first_fragment_voids_every_cpus_latest_dropped_datagram() {
             (XDP_PASS, Reason::NotProtected),
             "{family}: a new datagram under the same key, on CPU {other}"
         );
-        pin_to_cpu(0);
+        pin_to_cpu(first);
         assert_eq!(
             harness.verdict(&later),
             (XDP_PASS, Reason::LaterFragment),
-            "{family}: the new datagram's later fragment on CPU 0, which met the old one last"
+            "{family}: the new datagram's later fragment on CPU {first}, which met the old one last"
         );
         assert_eq!(
             harness.verdict(&dropped),
