@@ -4,7 +4,9 @@
 use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::maps::{Array, Map, MapData};
-use mcfilter_common::{Reason, TABLE_SLOT_READY, map_names};
+use mcfilter_common::{
+    FRAG_CACHE_CAPACITY, Reason, SLOT_FRAG_INSERT_FAILED, TABLE_SLOT_READY, map_names,
+};
 use mcfilter_tests::{
     Rng,
     fixtures::*,
@@ -547,6 +549,83 @@ fn a_passed_first_fragment_voids_every_cpus_latest_dropped_datagram() {
             harness.verdict(&later),
             (XDP_DROP, Reason::FragmentOfDropped),
             "{family}: dropped again, remembered again, on CPU {other}"
+        );
+    }
+}
+
+/// A flood of spoofed first fragments to the port, three times the IPv4 cache's capacity: the
+/// cache stays bounded (its LRU evicts; no insert fails), the datagram dropped last still has
+/// its later fragments dropped on every CPU, and a fragmented datagram to another port still
+/// passes whole.
+#[test]
+fn a_flood_of_spoofed_first_fragments_keeps_the_fragment_cache_bounded_and_working() {
+    privileged_test!();
+    let harness = Harness::new(&policy());
+    let cpus = usable_cpus();
+    let (first, other) = (cpus[0], *cpus.get(1).unwrap_or(&cpus[0]));
+    let stats = udp(40000, 11211, &memcached_udp_request(1, b"stats\r\n"));
+    // 198.18.0.0 to 198.18.95.255, each with its own id.
+    let spoofed = |i: u32| [198, 18, (i >> 8) as u8, i as u8];
+    let later = |src, id| {
+        v4_with(
+            &[],
+            src,
+            &[],
+            Frag::later(id, 185, false),
+            IPPROTO_UDP,
+            &[0; 64],
+        )
+    };
+    let flood = 3 * FRAG_CACHE_CAPACITY;
+    pin_to_cpu(first);
+    for i in 0..flood {
+        let frame = v4_with(
+            &[],
+            spoofed(i),
+            &[],
+            Frag::first(i as u16),
+            IPPROTO_UDP,
+            &stats,
+        );
+        assert_eq!(harness.run(&frame), XDP_DROP, "spoofed first fragment {i}");
+    }
+    let remembered = harness
+        .maps()
+        .fragments()
+        .expect("count the fragment caches");
+    assert!(
+        remembered > 0 && remembered <= FRAG_CACHE_CAPACITY as usize,
+        "{remembered} datagrams remembered after {flood} dropped first fragments"
+    );
+    let failed: u64 = harness
+        .maps()
+        .stats
+        .get(&SLOT_FRAG_INSERT_FAILED, 0)
+        .expect("read stats")
+        .iter()
+        .map(|counter| counter.packets)
+        .sum();
+    assert_eq!(failed, 0, "fragment-cache inserts that failed");
+    let last = flood - 1;
+    let (outside, id) = ([198, 19, 255, 1], 9);
+    for cpu in [first, other] {
+        pin_to_cpu(cpu);
+        assert_eq!(
+            harness.verdict(&later(spoofed(last), last as u16)),
+            (XDP_DROP, Reason::FragmentOfDropped),
+            "the last dropped datagram's later fragment, on CPU {cpu}"
+        );
+        let dns = udp(40000, 53, &[0; 32]);
+        let dns_first = v4_with(&[], outside, &[], Frag::first(id), IPPROTO_UDP, &dns);
+        assert_eq!(
+            harness.verdict(&dns_first),
+            (XDP_PASS, Reason::NotProtected),
+            "a first fragment to another port, on CPU {cpu}"
+        );
+        assert_eq!(
+            harness.verdict(&later(outside, id)),
+            (XDP_PASS, Reason::LaterFragment),
+            "its later fragment, on CPU {cpu}"
         );
     }
 }
